@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="snippets per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+                   help="auto: fp16 autocast on CUDA (fp32 redo on overflow), fp32 on CPU")
     p.add_argument("--spatial", action="store_true", help="also store float16 Mixed_5c maps (T, 1024, 7, 7)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose feature file exists")
     p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")

@@ -53,7 +53,7 @@ class ExtractConfig:
         short_side, crop: resize the short side to this, then centre-crop a square.
         batch_size: snippets per I3D forward pass.
         device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-        precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
+        precision: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
         spatial: also store float16 Mixed_5c maps (T, 1024, 7, 7).
         overwrite: redo videos whose feature file exists.
         backend: video decoder, "auto" (decord, PyAV fallback), "decord" or "pyav".
@@ -113,13 +113,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for a precision setting; None means plain fp32.
+
+    "auto" is fp16 on CUDA: measured on an H200 (tests/test_cuda.py, README), fp16 autocast
+    features differ from fp32 by at most 0.0033 (cosine >= 0.999999) against 0.023 for bf16, and
+    run faster. fp16's narrow range is guarded: a batch with non-finite output is redone in fp32.
+    """
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        return torch.float16 if device.type == "cuda" else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class RGBStream:
-    """RGB I3D on the first ``window`` frames of each snippet."""
+    """RGB I3D on the first ``window`` frames of each snippet (moves ``model`` to ``device``)."""
 
     name = "rgb"
     extra_frames = 0
@@ -128,14 +134,21 @@ class RGBStream:
     def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None):
         self.model, self.device, self.autocast = model.to(device).eval(), device, autocast
         self.weights = getattr(model, "weights", None)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed snippet shapes: let cuDNN pick its fastest kernels
 
     @torch.inference_mode()
     def __call__(self, frames: Tensor, window: int) -> I3DOutput:
         # frames: uint8 (B, window + extra, 3, H, W) -> input (B, 3, window, H, W) in [-1, 1]
         x = to_unit_range(frames[:, :window].to(self.device, non_blocking=True))
         x = x.permute(0, 2, 1, 3, 4).contiguous()
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
-                            enabled=self.autocast is not None):
+        out = self._forward(x, self.autocast)
+        if self.autocast is not None and not torch.isfinite(out.spatial).all():
+            out = self._forward(x, None)  # reduced precision overflowed: redo this batch in fp32
+        return out
+
+    def _forward(self, x: Tensor, dtype: torch.dtype | None) -> I3DOutput:
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = self.model(x)
         return I3DOutput(logits=out.logits.float(), features=out.features.float(), spatial=out.spatial.float())
 

@@ -59,8 +59,13 @@ class VideoInfo:
 
 
 def num_sampled_frames(duration: float, fps: float) -> int:
-    """Frames sampled at ``fps`` from ``duration`` seconds: those with ``k / fps < duration``, at least 1."""
-    return max(1, math.ceil(duration * fps - 1e-6))
+    """Frames sampled at ``fps`` from ``duration`` seconds: those with ``k / fps < duration``, at least 1.
+
+    A relative tolerance (capped at a quarter frame) absorbs timestamp rounding: decord's float32
+    timestamps put a 1.6 s video at 1.600000024 s, which must not add an 81st frame at 50 fps.
+    """
+    x = duration * fps
+    return max(1, math.ceil(x - min(0.25, 1e-6 * max(1.0, x))))
 
 
 def sample_indices(starts: np.ndarray, duration: float, fps: float, source_fps: float) -> np.ndarray:

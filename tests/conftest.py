@@ -9,7 +9,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; REFACTORNET_SHARED_DATA points elsewhere (e.g. a copy on a GPU machine)
+SHARED_DATA = Path(os.environ.get("REFACTORNET_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

