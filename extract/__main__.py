@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: fp16 autocast on CUDA (fp32 redo on overflow), fp32 on CPU")
+    p.add_argument("--workers", type=int, default=2, help="videos decoded at once, in threads (default 2)")
     p.add_argument("--spatial", action="store_true", help="also store float16 Mixed_5c maps (T, 1024, 7, 7)")
     p.add_argument("--overwrite", action="store_true", help="redo videos whose feature file exists")
     p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"], help="video decoder")
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         config = ExtractConfig(streams=tuple(s.strip() for s in args.streams.split(",") if s.strip()),
                                fps=args.fps, window=args.window, stride=args.stride,
                                batch_size=args.batch_size, device=args.device, precision=args.precision,
-                               spatial=args.spatial, overwrite=args.overwrite, backend=args.backend)
+                               spatial=args.spatial, overwrite=args.overwrite, backend=args.backend,
+                               workers=args.workers)
     except ValueError as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return 2

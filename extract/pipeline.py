@@ -1,10 +1,11 @@
 """Raw video to feature files: decode -> sample -> resize/crop -> snippets -> I3D -> HDF5.
 
-Decoding and preprocessing run in a background thread that fills a small bounded queue of
-snippet batches while the main thread runs I3D, so decoding overlaps with compute and memory
-stays bounded: at most ``queue_size + 1`` batches of ``batch_size`` snippets and one decode
-chunk are alive at a time, whatever the video's length. Features go straight into the
-(temporary) HDF5 file batch by batch.
+Decoding and preprocessing run in background threads (one per open video, ``workers`` videos at
+a time) that fill small bounded queues of snippet batches while the main thread runs I3D, so
+decoding overlaps with compute and memory stays bounded: per open video at most
+``queue_size + 1`` batches of ``batch_size`` snippets and one decode chunk of 32 frames are alive,
+whatever the video's length. On CUDA, decoded frames are uploaded and resized on the GPU.
+Features go straight into the (temporary) HDF5 file batch by batch.
 
 A stream is an object with ``name``, ``extra_frames`` (frames a snippet needs beyond its window)
 and ``__call__(frames) -> I3DOutput`` on uint8 (B, window + extra, 3, 224, 224) snippets; the
@@ -19,6 +20,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +59,9 @@ class ExtractConfig:
         spatial: also store float16 Mixed_5c maps (T, 1024, 7, 7).
         overwrite: redo videos whose feature file exists.
         backend: video decoder, "auto" (decord, PyAV fallback), "decord" or "pyav".
-        queue_size: snippet batches decoded ahead of the model.
+        queue_size: snippet batches decoded ahead of the model, per video.
+        workers: videos opened and decoded at once (each in its own thread), so decoding
+            several videos overlaps with the model; features are still written in input order.
     """
 
     streams: tuple[str, ...] = ("rgb",)
@@ -73,6 +77,7 @@ class ExtractConfig:
     overwrite: bool = False
     backend: str = "auto"
     queue_size: int = 2
+    workers: int = 2
 
     def __post_init__(self) -> None:
         self.streams = tuple(self.streams)
@@ -82,8 +87,8 @@ class ExtractConfig:
         self.streams = tuple(s for s in STREAMS if s in self.streams)
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.window < 1 or self.stride < 1 or self.batch_size < 1:
-            raise ValueError("window, stride and batch_size must be >= 1")
+        if min(self.window, self.stride, self.batch_size, self.queue_size, self.workers) < 1:
+            raise ValueError("window, stride, batch_size, queue_size and workers must be >= 1")
         if self.crop > self.short_side:
             raise ValueError(f"crop {self.crop} is larger than short_side {self.short_side}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -210,17 +215,21 @@ def collect_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], dic
 
 
 def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_size: int,
-                    short_side: int = 256, crop: int = 224) -> Iterator[tuple[int, Tensor]]:
+                    short_side: int = 256, crop: int = 224,
+                    device: torch.device | str = "cpu") -> Iterator[tuple[int, Tensor]]:
     """Decode and assemble snippets in order.
 
     Args:
         reader: an open :class:`extract.video.VideoReader`.
         plan: the snippets.
         source_index (ndarray[N]): source frame of each sampled frame.
+        device: where frames are resized and cropped (decoded frames are uploaded in chunks of
+            32); the snippets are returned there.
 
     Yields:
-        (first snippet index, uint8 Tensor[B, window + extra, 3, crop, crop]).
+        (first snippet index, uint8 Tensor[B, window + extra, 3, crop, crop]) on ``device``.
     """
+    device = torch.device(device)
     needed = plan.needed_frames()                      # sampled frames any snippet uses
     sources = np.unique(source_index[needed])          # source frames to decode, increasing
     # source frame -> its sampled frames (several when upsampling; fps above the source's)
@@ -236,7 +245,10 @@ def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_s
     def flush_chunk() -> None:
         if not chunk_idx:
             return
-        resized = resize_crop(np.stack(chunk_frames), short_side, crop)
+        raw = torch.from_numpy(np.stack(chunk_frames))
+        if device.type == "cuda":
+            raw = raw.pin_memory().to(device, non_blocking=True)
+        resized = resize_crop(raw, short_side, crop)
         for src, frame in zip(chunk_idx, resized):
             for k in by_source[src]:
                 buffer[k] = frame
@@ -273,44 +285,80 @@ def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_s
             pending = []
 
 
-def _prefetch(iterator: Iterator, size: int) -> Iterator:
-    """Run ``iterator`` in a daemon thread, ``size`` items ahead; re-raise its exceptions here."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, size))
-    done = object()
-    stop = threading.Event()
+class _Prefetcher:
+    """Runs an iterator in a daemon thread from construction on, ``size`` items ahead.
 
-    def work() -> None:
+    Iterating yields its items in order and re-raises its exception, if any; :meth:`close`
+    stops the thread (it finishes the item in hand) and drops what is queued.
+    """
+
+    def __init__(self, iterator: Iterator, size: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(iterator,), daemon=True, name="extract-decode")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, iterator: Iterator) -> None:
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put(("item", item)):
                     return
-            q.put(("done", done))
+            self._put(("done", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            q.put(("error", exc))
+            self._put(("error", exc))
 
-    thread = threading.Thread(target=work, daemon=True, name="extract-decode")
-    thread.start()
-    try:
-        while True:
-            kind, payload = q.get()
-            if kind == "item":
-                yield payload
-            elif kind == "error":
-                raise payload
-            else:
-                return
-    finally:
-        stop.set()
+    def __iter__(self) -> Iterator:
+        try:
+            while True:
+                kind, payload = self._queue.get()
+                if kind == "item":
+                    yield payload
+                elif kind == "error":
+                    raise payload
+                else:
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
         with contextlib.suppress(queue.Empty):
             while True:
-                q.get_nowait()
-        thread.join(timeout=5)
+                self._queue.get_nowait()
+        self._thread.join(timeout=10)
+
+
+class _VideoJob:
+    """One video opened, planned, and decoding in the background into a bounded queue."""
+
+    def __init__(self, path: Path, config: ExtractConfig, extra: int, device: torch.device):
+        self.path = path
+        self.reader = open_video(path, config.backend)
+        try:
+            info = self.reader.info
+            self.fps = float(config.fps or info.fps)
+            self.source_index = sample_indices(info.starts, info.duration, self.fps, info.fps)
+            self.plan = SnippetPlan(len(self.source_index), config.window, config.stride, extra)
+            batches = snippet_batches(self.reader, self.plan, self.source_index, config.batch_size,
+                                      config.short_side, config.crop, device)
+            self.batches = _Prefetcher(batches, config.queue_size)
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def close(self) -> None:
+        if hasattr(self, "batches"):
+            self.batches.close()
+        self.reader.close()
 
 
 def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: list,
@@ -320,15 +368,17 @@ def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: 
     Raises:
         VideoError: the video cannot be decoded; no file is left behind.
     """
-    path = Path(path)
-    dest = Path(out_dir) / f"{path.stem}.h5"
-    extra = max(s.extra_frames for s in streams)
-    with open_video(path, config.backend) as reader:
-        info = reader.info
-        fps = float(config.fps or info.fps)
-        source_index = sample_indices(info.starts, info.duration, fps, info.fps)
-        plan = SnippetPlan(len(source_index), config.window, config.stride, extra)
-        T = plan.num_snippets
+    job = _VideoJob(Path(path), config, max(s.extra_frames for s in streams), streams[0].device)
+    return _write_job(job, Path(out_dir), streams, config, progress)
+
+
+def _write_job(job: _VideoJob, out_dir: Path, streams: list, config: ExtractConfig,
+               progress: bool | None) -> Path:
+    """Run the streams over a job's snippet batches and write its feature file; closes the job."""
+    dest = out_dir / f"{job.path.stem}.h5"
+    info, plan = job.reader.info, job.plan
+    T = plan.num_snippets
+    try:
         with atomic_path(dest) as tmp, h5py.File(tmp, "w") as h5:
             data = {s.name: h5.create_dataset(s.name, (T, FEATURE_DIM), dtype="float32") for s in streams}
             maps = {}
@@ -336,11 +386,10 @@ def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: 
                 hw = config.crop // 32
                 maps = {s.name: h5.create_dataset(f"{s.name}_spatial", (T, FEATURE_DIM, hw, hw), dtype="float16",
                                                   chunks=(1, FEATURE_DIM, hw, hw)) for s in streams}
-            batches = snippet_batches(reader, plan, source_index, config.batch_size, config.short_side, config.crop)
-            bar = tqdm(total=T, desc=path.name, unit="snippet", leave=False,
+            bar = tqdm(total=T, desc=job.path.name, unit="snippet", leave=False,
                        disable=(progress is False) or (progress is None and (T < 64 or not sys.stderr.isatty())))
             with bar:
-                for first, frames in _prefetch(batches, config.queue_size):
+                for first, frames in job.batches:
                     rows = slice(first, first + len(frames))
                     for stream in streams:
                         out = stream(frames, config.window)
@@ -351,14 +400,16 @@ def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: 
             weights = {s.name: (s.weights.record() if s.weights is not None else {"id": "custom", "sha256": None})
                        for s in streams}
             h5.attrs.update({
-                "fps": fps, "window": config.window, "stride": config.stride,
+                "fps": job.fps, "window": config.window, "stride": config.stride,
                 "num_frames": plan.num_frames, "duration": info.duration,
-                "source": str(path.resolve()), "weights": json.dumps(weights, sort_keys=True),
+                "source": str(job.path.resolve()), "weights": json.dumps(weights, sort_keys=True),
                 "flow_method": next((s.flow_method for s in streams if s.flow_method), "none"),
                 "format_version": FORMAT_VERSION,
                 "source_fps": info.fps, "source_frames": info.num_frames, "decoder": info.backend,
                 "resize": f"short side {config.short_side} bilinear (antialiased), centre crop {config.crop}",
             })
+    finally:
+        job.close()
     return dest
 
 
@@ -406,16 +457,43 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     if not todo:
         return report
     streams = streams if streams is not None else build_streams(config, weights_root)
-    bar = tqdm(todo, desc="videos", unit="video", disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
-    for video in bar:
-        dest = out_dir / f"{video.stem}.h5"
-        _remove_stale(dest)
+    extra = max(s.extra_frames for s in streams)
+    device = streams[0].device
+    expected = (VideoError, OSError, ValueError)
+
+    def start(video: Path) -> _VideoJob | Exception:
         try:
-            report.written.append(extract_video(video, out_dir, streams, config, progress))
-        except (VideoError, OSError, ValueError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            report.failed[video] = reason
-            if on_error:
-                on_error(video, reason)
+            return _VideoJob(video, config, extra, device)
+        except expected as exc:
+            return exc
+
+    # Up to `workers` videos are open and decoding at once; features are computed in input order.
+    ahead: deque[tuple[Path, _VideoJob | Exception]] = deque()
+    upcoming = iter(todo)
+    bar = tqdm(total=len(todo), desc="videos", unit="video",
+               disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
+    try:
+        with bar:
+            while True:
+                while len(ahead) < config.workers and (video := next(upcoming, None)) is not None:
+                    _remove_stale(out_dir / f"{video.stem}.h5")
+                    ahead.append((video, start(video)))
+                if not ahead:
+                    break
+                video, job = ahead.popleft()
+                try:
+                    if isinstance(job, Exception):
+                        raise job
+                    report.written.append(_write_job(job, out_dir, streams, config, progress))
+                except expected as exc:
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    report.failed[video] = reason
+                    if on_error:
+                        on_error(video, reason)
+                bar.update(1)
+    finally:
+        for _, job in ahead:
+            if isinstance(job, _VideoJob):
+                job.close()
     return report
 

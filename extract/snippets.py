@@ -2,7 +2,9 @@
 
 Snippet ``i`` covers sampled frames ``[i * stride, i * stride + window)``; its time is the centre
 ``(i * stride + window / 2) / fps``. Snippets start every ``stride`` frames until every sampled
-frame is covered: ``T = max(1, ceil((N - window) / stride) + 1)``. Frames past the end (a video
+frame is covered, and never past the last frame:
+``T = max(1, min(ceil((N - window) / stride) + 1, ceil(N / stride)))`` (the second term only
+matters for stride > window, where frames between windows are skipped). Frames past the end (a video
 shorter than one window, or the last snippet of a video whose length does not fit the stride) repeat
 the last frame. The flow stream needs one frame more per snippet (``extra = 1``: 16 flow fields
 from frames ``j -> j + 1``), also padded by repetition.
@@ -42,7 +44,8 @@ class SnippetPlan:
 
     @property
     def num_snippets(self) -> int:
-        return max(1, math.ceil((self.num_frames - self.window) / self.stride) + 1)
+        covering = math.ceil((self.num_frames - self.window) / self.stride) + 1
+        return max(1, min(covering, math.ceil(self.num_frames / self.stride)))
 
     def frames(self, i: int) -> np.ndarray:
         """Sampled frame indices of snippet ``i`` (``window + extra`` of them), padded by

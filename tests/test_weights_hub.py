@@ -495,6 +495,7 @@ def test_import_flow_checkpoint_as_rgb_is_refused(tmp_path, flow_ckpt):
     assert leftovers(root) == []
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 @pytest.mark.parametrize("content", [b"", b"\x80\x04garbage" + bytes(range(256)), b"PK\x03\x04 not a zip"])
 def test_import_garbage_is_a_one_line_weights_error(tmp_path, content):
     bad = tmp_path / "bad.pt"
