@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from extract.i3d import I3D  # noqa: E402
-from extract.pipeline import ExtractConfig, RGBStream, _autocast_dtype, extract_video, snippet_batches  # noqa: E402
+from extract.pipeline import (ExtractConfig, RGBStream, _autocast_dtype, extract_video,  # noqa: E402
+                              extract_videos, snippet_batches)
 from extract.snippets import SnippetPlan  # noqa: E402
 from extract.video import open_video, sample_indices  # noqa: E402
 
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=int, default=16, help="snippet stride for the end-to-end runs (default 16)")
     p.add_argument("--batch", type=int, default=None, help="snippets per forward (default 4 CPU, 32 CUDA)")
     p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--copies", type=int, default=0,
+                   help="also time a folder of COPIES copies of each video, once per --workers value")
+    p.add_argument("--workers", type=int, nargs="*", default=[1, 4], help="videos decoded at once for --copies")
     p.add_argument("--i3d-only", action="store_true", help="only time I3D on in-memory snippets (no videos)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -129,6 +133,30 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"stage": f"end to end (stride {args.stride})", "video": f"{video.name}", "device": device_name,
                                  "precision": label, "frames_per_s": n / seconds,
                                  "realtime_x": duration / seconds})
+            if args.copies:
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = Path(tmp) / "videos"
+                    folder.mkdir()
+                    total_frames, total_seconds = 0, 0.0
+                    for video in videos:
+                        with open_video(video) as reader:
+                            info = reader.info
+                        for c in range(args.copies):
+                            (folder / f"{video.stem}_{c}{video.suffix}").write_bytes(video.read_bytes())
+                        total_frames += args.copies * len(sample_indices(info.starts, info.duration, info.fps, info.fps))
+                        total_seconds += args.copies * info.duration
+                    for workers in args.workers:
+                        cfg = ExtractConfig(device=device_name, precision=precision, batch_size=batch,
+                                            stride=args.stride, workers=workers, overwrite=True)
+                        sync(device)
+                        start = time.perf_counter()
+                        report = extract_videos([folder], Path(tmp) / "out", cfg, streams=[stream], progress=False)
+                        sync(device)
+                        seconds = time.perf_counter() - start
+                        assert report.ok, report.failed
+                        rows.append({"stage": f"folder, {workers} workers", "video": f"{len(videos)}x{args.copies} clips",
+                                     "device": device_name, "precision": label,
+                                     "frames_per_s": total_frames / seconds, "realtime_x": total_seconds / seconds})
         model.to("cpu")
 
     print(f"{'stage':<26} {'video':<20} {'device':<7} {'prec':<5} {'frames/s':>10} {'x realtime':>10}")
