@@ -238,3 +238,45 @@ def test_real_sample_video(tmp_path, weights_root, rgb_model):
     with torch.no_grad():
         np.testing.assert_allclose(ff.features[5], rgb_model(x).features[0].numpy(), rtol=1e-4, atol=1e-4)
     assert json.loads(json.dumps(ff.attrs["weights"]))["rgb"]["id"] == "i3d-kinetics400-rgb-deepmind"
+
+
+class CountingReader:
+    """A fake reader of a long video (no file) that records how far decoding has run."""
+
+    def __init__(self, num_frames: int, size: tuple[int, int] = (36, 48)):
+        from extract.video import VideoInfo
+
+        self.info = VideoInfo(path=Path("long.mp4"), backend="fake", fps=25.0,
+                              starts=np.arange(num_frames) / 25.0, duration=num_frames / 25.0,
+                              width=size[1], height=size[0])
+        self.size = size
+        self.decoded = 0
+
+    def frames(self, indices):
+        for i in indices:
+            self.decoded = int(i) + 1
+            yield int(i), np.full((*self.size, 3), int(i) % 256, np.uint8)
+
+
+def test_decoding_runs_a_bounded_distance_ahead_of_the_model():
+    """On a long video the decoder never gets more than a few batches ahead: memory is bounded."""
+    from extract.pipeline import _Prefetcher, snippet_batches
+    from extract.snippets import SnippetPlan
+    import time
+
+    reader = CountingReader(3000)
+    plan = SnippetPlan(3000, window=16, stride=4)
+    batches = _Prefetcher(snippet_batches(reader, plan, np.arange(3000), batch_size=4, short_side=32, crop=32), size=2)
+    worst = 0
+    seen = []
+    for first, frames in batches:
+        time.sleep(0.002)                      # a slow "model"
+        consumed = (first + len(frames) - 1) * 4 + 16
+        worst = max(worst, reader.decoded - consumed)
+        seen.append(first)
+        # frames carry their sampled index as grey level: check the content of each snippet
+        expected = np.minimum(np.arange(first * 4, first * 4 + 16), 2999) % 256
+        assert frames[0, :, 0, 0, 0].tolist() == expected.tolist()
+    assert seen == list(range(0, plan.num_snippets, 4))
+    # queue of 2 batches + the batch being built + one batch in hand (4 snippets x stride 4 each) + a decode chunk
+    assert worst <= 4 * 4 * 4 + 32 + 16

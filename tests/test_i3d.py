@@ -143,13 +143,14 @@ def test_matches_deepmind_flax_reference(rgb_model, cricket, reference):
         full = rgb_model(cricket)
         first16 = rgb_model(cricket[:, :, :16])
     assert cricket.shape[2] == int(reference["num_frames"])
-    np.testing.assert_allclose(full.logits[0].numpy(), reference["logits_full"], atol=2e-4, rtol=0)
-    np.testing.assert_allclose(full.features[0].numpy(), reference["features_full"], atol=2e-5, rtol=0)
-    np.testing.assert_allclose(first16.logits[0].numpy(), reference["logits_16"], atol=2e-4, rtol=0)
-    np.testing.assert_allclose(first16.features[0].numpy(), reference["features_16"], atol=2e-5, rtol=0)
+    # measured: logits 2.4e-5, features 2.5e-6, map 2.5e-5 (max abs)
+    np.testing.assert_allclose(full.logits[0].numpy(), reference["logits_full"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(full.features[0].numpy(), reference["features_full"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(first16.logits[0].numpy(), reference["logits_16"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(first16.features[0].numpy(), reference["features_16"], atol=1e-5, rtol=0)
     # Mixed_5c map, time-averaged, (7, 7, 1024) channels-last in the reference
     ours = first16.spatial[0].mean(dim=1).permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(ours, reference["mixed5c_16_tmean"], atol=5e-5, rtol=0)
+    np.testing.assert_allclose(ours, reference["mixed5c_16_tmean"], atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow
