@@ -388,3 +388,41 @@ def test_cli_matches_api_and_writes_result(tmp_path):
                           "--predictions", str(tmp_path / "missing.json"), "--subset", "test"],
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_cli_proposals_quality_and_plots(tmp_path, thumos):
+    """Every subcommand on the real THUMOS14 ground truth, against the Python API; figures written."""
+    from evaluate.proposals import average_recall_vs_an
+    from evaluate.quality import proposal_quality
+
+    path, data = thumos
+    perfect = thumos_predictions(data, lambda a: {"label": a["label"], "score": 1.0, "segment": a["segment"]})
+    (tmp_path / "pred.json").write_text(json.dumps(perfect))
+    base = [sys.executable, "-m", "evaluate"]
+    common = ["--ground-truth", str(path), "--subset", "test"]
+
+    det = subprocess.run(base + ["detection", *common, "--predictions", str(tmp_path / "pred.json"),
+                                 "--plot", str(tmp_path / "figs"), "--timeline", "video_test_0000004", "--quiet"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert det.returncode == 0, det.stderr
+    assert "100.00" in det.stdout
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "map_vs_tiou.png", "per_class_ap.png", "timeline_video_test_0000004.png"]
+
+    out = tmp_path / "proposals.json"
+    prop = subprocess.run(base + ["proposals", *common, "--proposals", str(tmp_path / "pred.json"), "--tiou", "0.5:1.0:0.05",
+                                  "--an", "1,5,10", "--out", str(out), "--plot", str(tmp_path / "figs")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert prop.returncode == 0, prop.stderr
+    gt = load_ground_truth(path, "test")
+    api = average_recall_vs_an(gt, load_predictions(perfect, gt, proposals=True), parse_thresholds("0.5:1.0:0.05"))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(api.to_json()))
+    assert (tmp_path / "figs" / "recall_vs_an.png").is_file()
+
+    out = tmp_path / "quality.json"
+    qual = subprocess.run(base + ["quality", *common, "--predictions", str(tmp_path / "pred.json"), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert qual.returncode == 0, qual.stderr
+    expected = proposal_quality(gt, load_predictions(perfect, gt)).to_json()
+    assert json.loads(out.read_text()) == json.loads(json.dumps(expected))
+    assert json.loads(out.read_text())["accuracy"] == 1.0 and "100.00%" in qual.stdout
