@@ -13,6 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder for <video_id>.h5")
     p.add_argument("--streams", default="rgb", help="comma-separated streams: rgb, flow (default rgb)")
+    p.add_argument("--flow", default="tvl1", choices=["tvl1", "opencv-tvl1"],
+                   help="flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) or opencv-tvl1 (OpenCV's CPU reference)")
     p.add_argument("--fps", type=float, default=None, help="resample to this rate (default: each video's own)")
     p.add_argument("--window", type=int, default=16, help="frames per snippet (default 16)")
     p.add_argument("--stride", type=int, default=16, help="frames between snippet starts (default 16; 4 is common on THUMOS14)")
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                                fps=args.fps, window=args.window, stride=args.stride,
                                batch_size=args.batch_size, device=args.device, precision=args.precision,
                                spatial=args.spatial, overwrite=args.overwrite, backend=args.backend,
-                               workers=args.workers)
+                               workers=args.workers, flow=args.flow)
     except ValueError as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return 2
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = extract_videos(args.inputs, args.out, config, weights_root=args.weights_dir,
                                 progress=False if args.quiet else None, on_error=on_error)
-    except (WeightsError, ValueError, NotImplementedError) as exc:
+    except (WeightsError, ValueError) as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return 2
     print(f"extract: {len(report.written)} written, {len(report.skipped)} skipped (already done), "

@@ -7,9 +7,10 @@ decoding overlaps with compute and memory stays bounded: per open video at most
 whatever the video's length. On CUDA, decoded frames are uploaded and resized on the GPU.
 Features go straight into the (temporary) HDF5 file batch by batch.
 
-A stream is an object with ``name``, ``extra_frames`` (frames a snippet needs beyond its window)
-and ``__call__(frames) -> I3DOutput`` on uint8 (B, window + extra, 3, 224, 224) snippets; the
-RGB stream is :class:`RGBStream`, the flow stream plugs in beside it.
+A stream (:mod:`extract.streams`) is an object with ``name``, ``extra_frames`` (frames a snippet
+needs beyond its window) and ``__call__(frames, window, frame_ids) -> I3DOutput`` on uint8
+(B, window + extra, 3, H, W) snippets and their sampled-frame indices: :class:`RGBStream` and
+:class:`FlowStream` (TV-L1, which asks for one extra frame and whole resized frames).
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from tqdm.auto import tqdm
 
 from common.fileio import TMP_MARK, atomic_path
 from extract.features import FORMAT_VERSION
-from extract.i3d import FEATURE_DIM, I3D, I3DOutput
+from extract.i3d import FEATURE_DIM, I3D
 from extract.snippets import SnippetPlan
-from extract.transforms import resize_crop, to_unit_range
+from extract.streams import FLOW_BOUND, FLOW_METHODS, FlowStream, RGBStream
+from extract.transforms import resize_crop
 from extract.video import VIDEO_EXTENSIONS, VideoError, open_video, sample_indices
 
-__all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "resolve_device", "build_streams",
+__all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "FlowStream", "resolve_device", "build_streams",
            "collect_videos", "extract_video", "extract_videos", "snippet_batches"]
 
 STREAMS = ("rgb", "flow")
@@ -62,6 +64,8 @@ class ExtractConfig:
         queue_size: snippet batches decoded ahead of the model, per video.
         workers: videos opened and decoded at once (each in its own thread), so decoding
             several videos overlaps with the model; features are still written in input order.
+        flow: flow method of the flow stream, "tvl1" (batched PyTorch, CPU or CUDA) or
+            "opencv-tvl1" (OpenCV's CPU DualTVL1, the reference).
     """
 
     streams: tuple[str, ...] = ("rgb",)
@@ -78,6 +82,7 @@ class ExtractConfig:
     backend: str = "auto"
     queue_size: int = 2
     workers: int = 2
+    flow: str = "tvl1"
 
     def __post_init__(self) -> None:
         self.streams = tuple(self.streams)
@@ -91,6 +96,8 @@ class ExtractConfig:
             raise ValueError("window, stride, batch_size, queue_size and workers must be >= 1")
         if self.crop > self.short_side:
             raise ValueError(f"crop {self.crop} is larger than short_side {self.short_side}")
+        if self.flow not in FLOW_METHODS:
+            raise ValueError(f"unknown flow method {self.flow!r}; use one of {', '.join(FLOW_METHODS)}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"unknown precision {self.precision!r}")
 
@@ -129,35 +136,6 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class RGBStream:
-    """RGB I3D on the first ``window`` frames of each snippet (moves ``model`` to ``device``)."""
-
-    name = "rgb"
-    extra_frames = 0
-    flow_method = None
-
-    def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None):
-        self.model, self.device, self.autocast = model.to(device).eval(), device, autocast
-        self.weights = getattr(model, "weights", None)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed snippet shapes: let cuDNN pick its fastest kernels
-
-    @torch.inference_mode()
-    def __call__(self, frames: Tensor, window: int) -> I3DOutput:
-        # frames: uint8 (B, window + extra, 3, H, W) -> input (B, 3, window, H, W) in [-1, 1]
-        x = to_unit_range(frames[:, :window].to(self.device, non_blocking=True))
-        x = x.permute(0, 2, 1, 3, 4).contiguous()
-        out = self._forward(x, self.autocast)
-        if self.autocast is not None and not torch.isfinite(out.spatial).all():
-            out = self._forward(x, None)  # reduced precision overflowed: redo this batch in fp32
-        return out
-
-    def _forward(self, x: Tensor, dtype: torch.dtype | None) -> I3DOutput:
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = self.model(x)
-        return I3DOutput(logits=out.logits.float(), features=out.features.float(), spatial=out.spatial.float())
-
-
 def build_streams(config: ExtractConfig, weights_root: str | os.PathLike | None = None,
                   models: dict[str, I3D] | None = None) -> list:
     """Load each requested stream's model before any video is decoded.
@@ -178,9 +156,9 @@ def build_streams(config: ExtractConfig, weights_root: str | os.PathLike | None 
         if model is None:
             model = load_i3d(name, root=weights_root, fetch_missing=(name == "rgb"))
         if name == "rgb":
-            streams.append(RGBStream(model, device, autocast))
+            streams.append(RGBStream(model, device, autocast, config.crop))
         else:
-            raise NotImplementedError("the flow stream's input side (TV-L1) is not implemented yet (issue #3)")
+            streams.append(FlowStream(model, device, autocast, config.crop, method=config.flow))
     return streams
 
 
@@ -215,8 +193,8 @@ def collect_videos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], dic
 
 
 def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_size: int,
-                    short_side: int = 256, crop: int = 224,
-                    device: torch.device | str = "cpu") -> Iterator[tuple[int, Tensor]]:
+                    short_side: int = 256, crop: int | None = 224,
+                    device: torch.device | str = "cpu") -> Iterator[tuple[int, Tensor, Tensor]]:
     """Decode and assemble snippets in order.
 
     Args:
@@ -226,8 +204,12 @@ def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_s
         device: where frames are resized and cropped (decoded frames are uploaded in chunks of
             32); the snippets are returned there.
 
+        crop: centre-crop size, or None to keep the whole resized frame (the flow stream
+            computes flow on it and crops afterwards).
+
     Yields:
-        (first snippet index, uint8 Tensor[B, window + extra, 3, crop, crop]) on ``device``.
+        (first snippet index, uint8 Tensor[B, window + extra, 3, crop, crop] on ``device``,
+        int64 Tensor[B, window + extra] of sampled-frame indices).
     """
     device = torch.device(device)
     needed = plan.needed_frames()                      # sampled frames any snippet uses
@@ -238,6 +220,7 @@ def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_s
         by_source.setdefault(int(source_index[k]), []).append(int(k))
     buffer: dict[int, Tensor] = {}
     pending: list[Tensor] = []
+    pending_ids: list[Tensor] = []
     next_snippet, first_in_batch = 0, 0
     chunk_idx: list[int] = []
     chunk_frames: list[np.ndarray] = []
@@ -274,15 +257,16 @@ def snippet_batches(reader, plan: SnippetPlan, source_index: np.ndarray, batch_s
         if missing:
             raise VideoError(f"frames missing after decoding (sampled frame {missing[0]})")
         pending.append(torch.stack([buffer[int(k)] for k in frames_needed]))
+        pending_ids.append(torch.as_tensor(frames_needed, dtype=torch.int64))
         next_snippet += 1
         if next_snippet < plan.num_snippets:  # drop frames no later snippet uses
             lowest = int(plan.frames(next_snippet)[0])
             for k in [k for k in buffer if k < lowest]:
                 del buffer[k]
         if len(pending) == batch_size or next_snippet == plan.num_snippets:
-            yield first_in_batch, torch.stack(pending)
+            yield first_in_batch, torch.stack(pending), torch.stack(pending_ids)
             first_in_batch = next_snippet
-            pending = []
+            pending, pending_ids = [], []
 
 
 class _Prefetcher:
@@ -340,7 +324,8 @@ class _Prefetcher:
 class _VideoJob:
     """One video opened, planned, and decoding in the background into a bounded queue."""
 
-    def __init__(self, path: Path, config: ExtractConfig, extra: int, device: torch.device):
+    def __init__(self, path: Path, config: ExtractConfig, extra: int, device: torch.device,
+                 whole_frames: bool = False):
         self.path = path
         self.reader = open_video(path, config.backend)
         try:
@@ -349,7 +334,7 @@ class _VideoJob:
             self.source_index = sample_indices(info.starts, info.duration, self.fps, info.fps)
             self.plan = SnippetPlan(len(self.source_index), config.window, config.stride, extra)
             batches = snippet_batches(self.reader, self.plan, self.source_index, config.batch_size,
-                                      config.short_side, config.crop, device)
+                                      config.short_side, None if whole_frames else config.crop, device)
             self.batches = _Prefetcher(batches, config.queue_size)
         except BaseException:
             self.reader.close()
@@ -368,8 +353,14 @@ def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: 
     Raises:
         VideoError: the video cannot be decoded; no file is left behind.
     """
-    job = _VideoJob(Path(path), config, max(s.extra_frames for s in streams), streams[0].device)
+    job = _VideoJob(Path(path), config, max(s.extra_frames for s in streams), streams[0].device,
+                    _needs_whole_frames(streams))
     return _write_job(job, Path(out_dir), streams, config, progress)
+
+
+def _needs_whole_frames(streams: list) -> bool:
+    """Flow is computed on whole resized frames, then cropped; RGB alone can be cropped at once."""
+    return any(s.name == "flow" for s in streams)
 
 
 def _write_job(job: _VideoJob, out_dir: Path, streams: list, config: ExtractConfig,
@@ -388,11 +379,14 @@ def _write_job(job: _VideoJob, out_dir: Path, streams: list, config: ExtractConf
                                                   chunks=(1, FEATURE_DIM, hw, hw)) for s in streams}
             bar = tqdm(total=T, desc=job.path.name, unit="snippet", leave=False,
                        disable=(progress is False) or (progress is None and (T < 64 or not sys.stderr.isatty())))
+            for stream in streams:
+                if hasattr(stream, "reset"):
+                    stream.reset()
             with bar:
-                for first, frames in job.batches:
+                for first, frames, frame_ids in job.batches:
                     rows = slice(first, first + len(frames))
                     for stream in streams:
-                        out = stream(frames, config.window)
+                        out = stream(frames, config.window, frame_ids)
                         data[stream.name][rows] = out.features.cpu().numpy()
                         if config.spatial:
                             maps[stream.name][rows] = out.spatial.mean(dim=2).half().cpu().numpy()
@@ -407,6 +401,9 @@ def _write_job(job: _VideoJob, out_dir: Path, streams: list, config: ExtractConf
                 "format_version": FORMAT_VERSION,
                 "source_fps": info.fps, "source_frames": info.num_frames, "decoder": info.backend,
                 "resize": f"short side {config.short_side} bilinear (antialiased), centre crop {config.crop}",
+                **({"flow_bound": FLOW_BOUND, "flow_frames": "field j of snippet i: sampled frame i*stride+j to the next, "
+                    "grayscale, whole frame at short side 256, then truncated, /bound, centre-cropped"}
+                   if any(s.name == "flow" for s in streams) else {}),
             })
     finally:
         job.close()
@@ -459,11 +456,12 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     streams = streams if streams is not None else build_streams(config, weights_root)
     extra = max(s.extra_frames for s in streams)
     device = streams[0].device
+    whole = _needs_whole_frames(streams)
     expected = (VideoError, OSError, ValueError)
 
     def start(video: Path) -> _VideoJob | Exception:
         try:
-            return _VideoJob(video, config, extra, device)
+            return _VideoJob(video, config, extra, device, whole)
         except expected as exc:
             return exc
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resized_size", "crop_offsets", "resize_crop", "to_unit_range"]
+__all__ = ["resized_size", "crop_offsets", "resize_crop", "center_crop", "to_unit_range"]
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -26,15 +26,24 @@ def crop_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
     return (height - crop) // 2, (width - crop) // 2
 
 
-def resize_crop(frames: np.ndarray | Tensor, short_side: int = 256, crop: int = 224) -> Tensor:
+def center_crop(x: Tensor, crop: int) -> Tensor:
+    """Centre ``crop`` x ``crop`` window of the last two dimensions (see :func:`crop_offsets`)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (crop, crop):
+        return x
+    top, left = crop_offsets(h, w, crop)
+    return x[..., top:top + crop, left:left + crop]
+
+
+def resize_crop(frames: np.ndarray | Tensor, short_side: int = 256, crop: int | None = 224) -> Tensor:
     """Resize (bilinear, antialiased like PIL's) so the short side is ``short_side``, then
-    centre-crop ``crop`` x ``crop``.
+    centre-crop ``crop`` x ``crop`` (``crop=None``: no crop).
 
     Args:
         frames (uint8[n, H, W, 3]): RGB frames.
 
     Returns:
-        uint8 Tensor[n, 3, crop, crop], rounded to the nearest integer.
+        uint8 Tensor[n, 3, crop, crop] (or [n, 3, H', W'] resized), rounded to the nearest integer.
     """
     x = torch.as_tensor(frames)
     if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
@@ -44,8 +53,8 @@ def resize_crop(frames: np.ndarray | Tensor, short_side: int = 256, crop: int = 
     x = x.permute(0, 3, 1, 2).float()
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = crop_offsets(nh, nw, crop)
-    x = x[:, :, top:top + crop, left:left + crop]
+    if crop is not None:
+        x = center_crop(x, crop)
     return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 

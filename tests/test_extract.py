@@ -269,7 +269,7 @@ def test_decoding_runs_a_bounded_distance_ahead_of_the_model():
     batches = _Prefetcher(snippet_batches(reader, plan, np.arange(3000), batch_size=4, short_side=32, crop=32), size=2)
     worst = 0
     seen = []
-    for first, frames in batches:
+    for first, frames, ids in batches:
         time.sleep(0.002)                      # a slow "model"
         consumed = (first + len(frames) - 1) * 4 + 16
         worst = max(worst, reader.decoded - consumed)
@@ -277,6 +277,7 @@ def test_decoding_runs_a_bounded_distance_ahead_of_the_model():
         # frames carry their sampled index as grey level: check the content of each snippet
         expected = np.minimum(np.arange(first * 4, first * 4 + 16), 2999) % 256
         assert frames[0, :, 0, 0, 0].tolist() == expected.tolist()
+        assert ids[0].tolist() == np.minimum(np.arange(first * 4, first * 4 + 16), 2999).tolist()
     assert seen == list(range(0, plan.num_snippets, 4))
     # queue of 2 batches + the batch being built + one batch in hand (4 snippets x stride 4 each) + a decode chunk
     assert worst <= 4 * 4 * 4 + 32 + 16

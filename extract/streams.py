@@ -1,0 +1,129 @@
+"""The two I3D streams: RGB frames, and TV-L1 optical flow between consecutive frames.
+
+A stream turns a batch of snippets into I3D outputs. It receives uint8 frames already resized
+(short side 256) on the compute device, ``(B, window + extra_frames, 3, H, W)``, plus their
+sampled-frame indices ``(B, window + extra_frames)``, and crops them itself:
+
+* RGB: the first ``window`` frames, centre-cropped to 224, scaled ``2 p / 255 - 1``.
+* Flow: 16 flow fields from 17 frames: field ``j`` of snippet ``i`` is the TV-L1 flow from sampled
+  frame ``i * stride + j`` to the next one (the last frame repeats past the end, giving zero flow),
+  so the fields cover exactly the snippet's frames and its time is unchanged. As DeepMind did,
+  frames are converted to grayscale and flow is computed on the whole frame resized to short side
+  256 (the scale the flow weights were trained at: displacements in pixels grow with resolution,
+  and the input is truncated at +-20 px), then truncated to [-20, 20], divided by 20 and
+  centre-cropped like RGB. Flow of a frame pair is computed once and reused by the overlapping
+  snippets (stride < window).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from extract.flow import opencv_tvl1, rgb_to_gray, tvl1
+from extract.i3d import I3D, I3DOutput
+from extract.transforms import center_crop, to_unit_range
+
+__all__ = ["RGBStream", "FlowStream", "FLOW_METHODS", "FLOW_BOUND"]
+
+FLOW_METHODS = ("tvl1", "opencv-tvl1")
+FLOW_BOUND = 20.0
+
+
+class _I3DStream:
+    """An I3D on a device, with optional autocast and an fp32 redo when reduced precision overflows."""
+
+    name: str
+    extra_frames: int
+    flow_method: str | None = None
+
+    def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None, crop: int | None = None):
+        # crop: centre-crop size of the stream's input; None when frames arrive cropped
+        self.model, self.device, self.autocast, self.crop = model.to(device).eval(), device, autocast, crop
+        self.weights = getattr(model, "weights", None)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed snippet shapes: let cuDNN pick its fastest kernels
+
+    def _run(self, x: Tensor) -> I3DOutput:
+        out = self._forward(x, self.autocast)
+        if self.autocast is not None and not torch.isfinite(out.spatial).all():
+            out = self._forward(x, None)  # reduced precision overflowed: redo this batch in fp32
+        return out
+
+    def _forward(self, x: Tensor, dtype: torch.dtype | None) -> I3DOutput:
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = self.model(x)
+        return I3DOutput(logits=out.logits.float(), features=out.features.float(), spatial=out.spatial.float())
+
+
+class RGBStream(_I3DStream):
+    """RGB I3D on the first ``window`` frames of each snippet (moves ``model`` to ``device``)."""
+
+    name = "rgb"
+    extra_frames = 0
+
+    @torch.inference_mode()
+    def __call__(self, frames: Tensor, window: int, frame_ids: Tensor | None = None) -> I3DOutput:
+        # frames: uint8 (B, window + extra, 3, H, W) -> input (B, 3, window, crop, crop) in [-1, 1]
+        x = frames[:, :window].to(self.device, non_blocking=True)
+        x = x if self.crop is None else center_crop(x, self.crop)
+        x = to_unit_range(x).permute(0, 2, 1, 3, 4).contiguous()
+        return self._run(x)
+
+
+class FlowStream(_I3DStream):
+    """Flow I3D on TV-L1 flow fields (see the module docstring).
+
+    Args:
+        method: ``"tvl1"`` (:func:`extract.flow.tvl1`, batched, CPU or CUDA) or ``"opencv-tvl1"``
+            (OpenCV's CPU DualTVL1, the reference).
+        flow_params: keyword arguments for the TV-L1 solver (OpenCV's defaults otherwise).
+    """
+
+    name = "flow"
+    extra_frames = 1
+
+    def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None, crop: int | None = None,
+                 method: str = "tvl1", **flow_params):
+        if method not in FLOW_METHODS:
+            raise ValueError(f"unknown flow method {method!r}; use one of {', '.join(FLOW_METHODS)}")
+        if model.in_channels != 2:
+            raise ValueError(f"the flow stream needs a 2-channel I3D, got {model.in_channels} channels")
+        super().__init__(model, device, autocast, crop)
+        self.flow_method, self.flow_params = method, flow_params
+        self._cache: dict[int, Tensor] = {}   # first frame index -> (2, crop, crop) normalized flow
+
+    @torch.inference_mode()
+    def __call__(self, frames: Tensor, window: int, frame_ids: Tensor | None = None) -> I3DOutput:
+        # frames: uint8 (B, window + 1, 3, H, W); frame_ids: (B, window + 1) sampled-frame indices
+        B, L = frames.shape[:2]
+        if frame_ids is None:  # no indices: every snippet's pairs are its own
+            frame_ids = torch.arange(B * L).reshape(B, L)
+        frame_ids = frame_ids.cpu()
+        wanted = sorted({int(k) for k in frame_ids[:, :window].flatten()} - set(self._cache))
+        if wanted:
+            # frames by sampled index, and the pairs (k, next) still to compute
+            where = {int(k): (b, j) for b in range(B) for j, k in enumerate(frame_ids[b].tolist())}
+            nxt = {int(frame_ids[b, j]): int(frame_ids[b, j + 1]) for b in range(B) for j in range(L - 1)}
+            first = torch.stack([frames[where[k]] for k in wanted])                 # (P, 3, H, W)
+            second = torch.stack([frames[where[nxt[k]]] for k in wanted])
+            gray = rgb_to_gray(torch.stack([first, second]).to(self.device).permute(0, 1, 3, 4, 2))  # (2, P, H, W)
+            flow = self._pairs(gray[0], gray[1])                                      # (P, 2, H, W)
+            flow = flow.clamp_(-FLOW_BOUND, FLOW_BOUND).div_(FLOW_BOUND)
+            flow = flow if self.crop is None else center_crop(flow, self.crop)
+            self._cache.update({k: f for k, f in zip(wanted, flow)})
+        x = torch.stack([torch.stack([self._cache[int(k)] for k in row[:window]]) for row in frame_ids])
+        # drop flows no later snippet needs (snippets arrive in order)
+        lowest = int(frame_ids[-1, 0])
+        for k in [k for k in self._cache if k < lowest]:
+            del self._cache[k]
+        return self._run(x.permute(0, 2, 1, 3, 4).contiguous())                    # (B, 2, window, crop, crop)
+
+    def _pairs(self, prev: Tensor, nxt: Tensor) -> Tensor:
+        if self.flow_method == "tvl1":
+            return tvl1(prev, nxt, **self.flow_params)
+        return torch.as_tensor(opencv_tvl1(prev.cpu(), nxt.cpu(), **self.flow_params)).to(prev.device)
+
+    def reset(self) -> None:
+        """Forget cached flow (a new video starts)."""
+        self._cache.clear()

@@ -1,0 +1,113 @@
+"""The flow stream: TV-L1 between consecutive sampled frames, truncated, rescaled and cropped, through
+a 2-channel I3D; two-stream feature files; agreement of the PyTorch TV-L1 and OpenCV's downstream."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from extract import ExtractConfig, extract_videos, read_features
+from extract.flow import rgb_to_gray, tvl1
+from extract.streams import FlowStream, RGBStream
+from extract.transforms import center_crop, resize_crop
+from tests.videos import make_video
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(nscales=2, warps=2, outer_iterations=2, inner_iterations=5)   # small solver for pipeline tests
+
+try:
+    import cv2
+
+    cv2.optflow.DualTVL1OpticalFlow_create
+except (ImportError, AttributeError):  # pragma: no cover
+    cv2 = None
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def expected_flow_input(frames: np.ndarray, window: int, stride: int, short_side: int, crop: int, **params) -> torch.Tensor:
+    """(T, 2, window, crop, crop) flow input computed directly from the definition."""
+    n = len(frames)
+    count = max(1, -(-(n - window) // stride) + 1)
+    gray = rgb_to_gray(resize_crop(frames, short_side, None).permute(0, 2, 3, 1))     # whole resized frames
+    snippets = []
+    for i in range(count):
+        idx = np.minimum(np.arange(i * stride, i * stride + window + 1), n - 1)
+        f = tvl1(gray[idx[:-1]], gray[idx[1:]], **params).clamp(-20, 20) / 20
+        snippets.append(center_crop(f, crop).permute(1, 0, 2, 3))
+    return torch.stack(snippets)
+
+
+@pytest.mark.parametrize("stride", [16, 4])
+def test_two_stream_file_matches_direct_computation(tmp_path, random_i3d, stride):
+    video = make_video(tmp_path / "clip.mp4", 30, width=80, height=48)
+    rgb_model, flow_model = random_i3d(3), random_i3d(2, seed=1)
+    cpu = torch.device("cpu")
+    streams = [RGBStream(rgb_model, cpu, None, crop=64), FlowStream(flow_model, cpu, None, crop=64, **FAST)]
+    cfg = ExtractConfig(streams=("rgb", "flow"), short_side=64, crop=64, stride=stride, batch_size=3)
+    report = extract_videos([video], tmp_path / "out", cfg, streams=streams, progress=False)
+    assert report.ok, report.failed
+    ff = read_features(tmp_path / "out" / "clip.h5")
+    assert ff.streams == ("rgb", "flow") and ff.features.shape[1] == 2048
+    assert ff.attrs["flow_method"] == "tvl1" and ff.attrs["flow_bound"] == 20.0
+    x = expected_flow_input(decode(video), 16, stride, 64, 64, **FAST)
+    with torch.no_grad():
+        expected = flow_model(x).features.numpy()
+    assert ff.features.shape[0] == len(expected) == (2 if stride == 16 else 5)
+    np.testing.assert_allclose(ff.features[:, 1024:], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_flow_of_a_still_video_is_zero(tmp_path, random_i3d):
+    """Identical frames: zero flow, so the input is all zeros (one short video, padded)."""
+    frames = torch.full((1, 17, 3, 64, 64), 128, dtype=torch.uint8)
+    stream = FlowStream(random_i3d(2), torch.device("cpu"), None, **FAST)
+    out = stream(frames, 16, torch.zeros(1, 17, dtype=torch.int64))
+    with torch.no_grad():
+        ref = stream.model(torch.zeros(1, 2, 16, 64, 64))
+    torch.testing.assert_close(out.features, ref.features)
+
+
+def test_flow_stream_refuses_an_rgb_model(random_i3d):
+    with pytest.raises(ValueError, match="2-channel"):
+        FlowStream(random_i3d(3), torch.device("cpu"), None)
+    with pytest.raises(ValueError, match="unknown flow method"):
+        FlowStream(random_i3d(2), torch.device("cpu"), None, method="raft")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cv2 is None, reason="opencv-contrib-python-headless (cv2.optflow) is not installed")
+def test_features_from_torch_and_opencv_tvl1_agree(shared_data, random_i3d):
+    """Downstream check: I3D flow features from this TV-L1 and from OpenCV's on the same real frames
+    (17 frames of the UCF101 cricket clip, one snippet) have cosine similarity >= 0.999."""
+    from PIL import Image, ImageSequence
+
+    gif = Image.open(shared_data / "kinetics-i3d-sample" / "v_CricketShot_g04_c01_rgb.gif")
+    frames = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)][:17])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]           # (1, 17, 3, 224, 224) uint8
+    ids = torch.arange(17)[None]
+    model = random_i3d(2)
+    ours = FlowStream(model, torch.device("cpu"), None, method="tvl1")(x, 16, ids).features
+    ref = FlowStream(model, torch.device("cpu"), None, method="opencv-tvl1")(x, 16, ids).features
+    cos = torch.nn.functional.cosine_similarity(ours, ref).item()
+    assert cos >= 0.999, cos
+
+
+def test_cli_says_flow_weights_are_missing_before_decoding(tmp_path):
+    video = make_video(tmp_path / "v.mp4", 5)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "extract", str(video), "--out", str(out), "--streams", "rgb,flow",
+                           "--weights-dir", str(tmp_path / "noweights")], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+    assert proc.returncode == 2
+    assert "python -m weights import" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not out.exists() or not any(out.iterdir())
