@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from extract.i3d import I3D  # noqa: E402
-from extract.pipeline import (ExtractConfig, RGBStream, _autocast_dtype, extract_video,  # noqa: E402
-                              extract_videos, snippet_batches)
+from extract.pipeline import (ExtractConfig, FlowStream, RGBStream, _autocast_dtype,  # noqa: E402
+                              extract_video, extract_videos, snippet_batches)
 from extract.snippets import SnippetPlan  # noqa: E402
 from extract.video import open_video, sample_indices  # noqa: E402
 
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=0,
                    help="also time a folder of COPIES copies of each video, once per --workers value")
     p.add_argument("--workers", type=int, nargs="*", default=[1, 4], help="videos decoded at once for --copies")
+    p.add_argument("--streams", default="rgb", help="rgb or rgb,flow (flow: TV-L1 + a flow I3D; random flow weights "
+                   "unless imported, speed does not depend on them)")
     p.add_argument("--i3d-only", action="store_true", help="only time I3D on in-memory snippets (no videos)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from extract.samples import fetch_samples
         videos = fetch_samples(("bikes.mp4", "bigbuckbunny.mp4"))
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    flow_model = None
+    if "flow" in args.streams:
+        from weights import find_weights, load_i3d as _load
+        flow_model = _load("flow", fetch_missing=False) if find_weights("flow") else I3D(in_channels=2).eval()
     if args.random_weights:
         model = I3D().eval()
     else:
@@ -111,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             if device.type == "cpu" and precision not in ("auto", "fp32"):
                 continue
-            stream = RGBStream(model, device, _autocast_dtype(precision, device))
+            autocast = _autocast_dtype(precision, device)
+            stream = RGBStream(model, device, autocast, crop=224)
+            streams = [stream]
+            if "flow" in args.streams:
+                streams.append(FlowStream(flow_model, device, autocast, crop=224))
             label = precision if precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
             iters = 20 if device.type == "cuda" else 2
             rows.append({"stage": f"I3D alone (batch {batch})", "video": "-", "device": device_name,
@@ -121,16 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             config = ExtractConfig(device=device_name, precision=precision, batch_size=batch, stride=args.stride)
             with tempfile.TemporaryDirectory() as out:
                 for video in videos:
-                    extract_video(video, out, [stream], config, progress=False)  # warm-up
+                    extract_video(video, out, streams, config, progress=False)  # warm-up
                     sync(device)
                     start = time.perf_counter()
-                    extract_video(video, out, [stream], config, progress=False)
+                    extract_video(video, out, streams, config, progress=False)
                     sync(device)
                     seconds = time.perf_counter() - start
                     with open_video(video) as reader:
                         n = len(sample_indices(reader.info.starts, reader.info.duration, reader.info.fps, reader.info.fps))
                         duration = reader.info.duration
-                    rows.append({"stage": f"end to end (stride {args.stride})", "video": f"{video.name}", "device": device_name,
+                    rows.append({"stage": f"{args.streams} e2e (stride {args.stride})", "video": f"{video.name}", "device": device_name,
                                  "precision": label, "frames_per_s": n / seconds,
                                  "realtime_x": duration / seconds})
             if args.copies:
@@ -150,14 +160,16 @@ def main(argv: list[str] | None = None) -> int:
                                             stride=args.stride, workers=workers, overwrite=True)
                         sync(device)
                         start = time.perf_counter()
-                        report = extract_videos([folder], Path(tmp) / "out", cfg, streams=[stream], progress=False)
+                        report = extract_videos([folder], Path(tmp) / "out", cfg, streams=streams, progress=False)
                         sync(device)
                         seconds = time.perf_counter() - start
                         assert report.ok, report.failed
-                        rows.append({"stage": f"folder, {workers} workers", "video": f"{len(videos)}x{args.copies} clips",
+                        rows.append({"stage": f"{args.streams} folder, {workers} workers", "video": f"{len(videos)}x{args.copies} clips",
                                      "device": device_name, "precision": label,
                                      "frames_per_s": total_frames / seconds, "realtime_x": total_seconds / seconds})
         model.to("cpu")
+        if flow_model is not None:
+            flow_model.to("cpu")
 
     print(f"{'stage':<26} {'video':<20} {'device':<7} {'prec':<5} {'frames/s':>10} {'x realtime':>10}")
     for r in rows:
