@@ -322,7 +322,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 _ITER_BLOCK = 1024  # pixels per program of the iteration kernel
 _MEDIAN_BLOCK = 64  # pixels per program of the median kernel (x 32 window slots)
-_SYNC_EVERY = 8  # iterations between looks at the device's "still iterating" flags
+_SYNC_EVERY = 16  # iterations between looks at the device's "still iterating" flags
 
 if triton is not None:
 
@@ -355,7 +355,7 @@ if triton is not None:
     @triton.jit
     def _tvl1_iteration_kernel(
         s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive_out,
-        h, w, n_tiles, eps, lt, theta, taut, first,
+        h, w, n_tiles, eps, lt, theta, taut,
         BLOCK: tl.constexpr, TILES_P2: tl.constexpr,
     ):
         """One TV-L1 iteration for one block of pixels of one pair (grid: tiles x pairs).
@@ -372,7 +372,7 @@ if triton is not None:
         ks = tl.arange(0, TILES_P2)
         parts = tl.load(part_in + n * TILES_P2 + ks, mask=ks < n_tiles, other=0.0)
         tot = tl.sum(parts, axis=0)
-        alive = (first != 0) | (tot > eps)
+        alive = tot > eps  # eps = -inf on a warp's first iteration
         if t == 0:
             tl.store(alive_out + n, alive.to(tl.int32))
         pix = t * BLOCK + tl.arange(0, BLOCK)
@@ -469,7 +469,7 @@ def _iterate_triton(rho_c: Tensor, ig: Tensor, neg_inv_grad: Tensor, state: Tens
             src, src_stride = med, 2 * hw
         _tvl1_iteration_kernel[grid](
             bufs[cur], bufs[1 - cur], src, src_stride, coef, parts[(it + 1) % 2], parts[it % 2], alive,
-            h, w, n_tiles, scaled_eps, lt, theta, taut, int(it == 0),
+            h, w, n_tiles, scaled_eps if it else float("-inf"), lt, theta, taut,
             BLOCK=_ITER_BLOCK, TILES_P2=tiles_p2)
         cur = 1 - cur
         if (it + 1) % _SYNC_EVERY == 0 and it + 1 < total:

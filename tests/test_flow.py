@@ -237,3 +237,18 @@ def test_tvl1_cuda_matches_cpu():
     assert gpu.device.type == "cuda"
     epe = (gpu.cpu() - cpu).norm(dim=1)
     assert epe.mean() < MEAN_EPE and epe.flatten().quantile(0.99) < P99_EPE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tvl1_cuda_fused_matches_plain_loop():
+    """The fused Triton iterations (default on CUDA) give the plain loop's flow to float rounding,
+    and a batch equals its pairs run alone (per-pair stopping kept on the device)."""
+    pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(1)
+    base = torch.nn.functional.avg_pool2d(torch.rand(3, 1, 68, 84, generator=g) * 255, 5, 1, 2)[:, 0]
+    prev, nxt = base[:, 2:-2, :-4].cuda(), base[:, :-4, 3:-1].cuda()
+    fused = tvl1(prev, nxt, fused=True)
+    plain = tvl1(prev, nxt, fused=False)
+    assert (fused - plain).norm(dim=1).mean() < 1e-3
+    single = torch.cat([tvl1(prev[k:k + 1], nxt[k:k + 1], fused=True) for k in range(3)])
+    torch.testing.assert_close(single, fused, atol=1e-4, rtol=0)
