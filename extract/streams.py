@@ -97,7 +97,8 @@ class FlowStream(_I3DStream):
     def __call__(self, frames: Tensor, window: int, frame_ids: Tensor | None = None) -> I3DOutput:
         # frames: uint8 (B, window + 1, 3, H, W); frame_ids: (B, window + 1) sampled-frame indices
         B, L = frames.shape[:2]
-        if frame_ids is None:  # no indices: every snippet's pairs are its own
+        if frame_ids is None:  # no indices: every snippet's pairs are its own, nothing is shared across calls
+            self.reset()
             frame_ids = torch.arange(B * L).reshape(B, L)
         frame_ids = frame_ids.cpu()
         wanted = sorted({int(k) for k in frame_ids[:, :window].flatten()} - set(self._cache))

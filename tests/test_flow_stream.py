@@ -111,3 +111,15 @@ def test_cli_says_flow_weights_are_missing_before_decoding(tmp_path):
     assert proc.returncode == 2
     assert "python -m weights import" in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_calls_without_frame_ids_share_nothing(random_i3d):
+    """Without sampled-frame indices two calls must not reuse each other's cached flow."""
+    stream = FlowStream(random_i3d(2), torch.device("cpu"), None, **FAST)
+    still = torch.full((1, 17, 3, 32, 32), 128, dtype=torch.uint8)
+    moving = torch.stack([torch.roll(torch.arange(32 * 32, dtype=torch.float32).reshape(32, 32) % 251, k, dims=1)
+                          for k in range(17)]).to(torch.uint8)[None, :, None].expand(1, 17, 3, 32, 32).contiguous()
+    stream(still, 16)
+    second = stream(moving, 16).features
+    fresh = FlowStream(stream.model, torch.device("cpu"), None, **FAST)(moving, 16).features
+    torch.testing.assert_close(second, fresh)
