@@ -26,7 +26,8 @@ __all__ = ["FORMAT_VERSION", "STREAM_ORDER", "FeatureFile", "FeatureFileError", 
            "snippet_times"]
 
 FORMAT_VERSION = 1
-STREAM_ORDER = ("rgb", "flow")
+# I3D streams, then the components of refactored features (python -m refactor apply): f' = action ⊕ cooccurrence
+STREAM_ORDER = ("rgb", "flow", "action", "cooccurrence")
 
 
 class FeatureFileError(ValueError):
@@ -86,7 +87,7 @@ def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = Non
         present = tuple(s for s in STREAM_ORDER if s in f)
         wanted = present if streams is None else tuple(streams)
         if not wanted:
-            raise FeatureFileError(f"{path}: holds no feature stream (rgb or flow)")
+            raise FeatureFileError(f"{path}: holds no feature stream ({', '.join(STREAM_ORDER)})")
         for s in wanted:
             if s not in f:
                 raise FeatureFileError(f"{path}: has no {s!r} stream (present: {', '.join(present) or 'none'})")

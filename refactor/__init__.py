@@ -1,5 +1,17 @@
-"""RefactorNet action / co-occurrence feature refactoring (not implemented yet: issue #4).
+"""RefactorNet (CVPR 2022): decouple snippet features into action and co-occurrence components and
+recombine them, ``f' = φA(f) ⊕ φC(f)``.
 
-This package holds the place the project's layout gives it; it reads the feature files written by
-`python -m extract` (see `extract.read_features`).
+>>> from refactor import RefactorConfig, RefactorNet, RefactorLoss
+>>> model = RefactorNet(RefactorConfig(in_dim=2048))
+>>> out = model(x)                        # x: (N, 2048, T) -> out.features (N, 2048, T)
+>>> from refactor import load_refactor     # a trained stage-1 checkpoint, for stage 2
 """
+
+from refactor.model import RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence, pair_losses
+from refactor.samples import SampleConfig, SampleError, VideoSamples, collect_samples
+from refactor.train import (PairSet, RefactorError, TrainConfig, apply_refactor, build_pairs, load_refactor,
+                            save_checkpoint, train_refactor)
+
+__all__ = ["RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
+           "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",
+           "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor"]

@@ -1,7 +1,71 @@
-"""python -m refactor: not implemented yet (issue #4)."""
+"""python -m refactor train|apply: RefactorNet stage 1 (encoders) and refactored feature files."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 
+from evaluate.data import EvaluationInputError
+from extract.features import FeatureFileError
+from refactor.model import RefactorConfig
+from refactor.samples import SampleConfig
+from refactor.train import (RefactorError, TrainConfig, apply_refactor, build_pairs, save_checkpoint,
+                            train_refactor)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m refactor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="stage 1: train the action / co-occurrence encoders")
+    p.add_argument("--features", required=True, help="folder of feature files (python -m extract)")
+    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--subset", default="validation", help="training subset (THUMOS14: validation)")
+    p.add_argument("--threshold", type=float, default=0.5, help="coupling: minimum cosine similarity (-1 to disable)")
+    p.add_argument("--top-k", type=int, default=5, help="coupling: most similar non-action snippets per action sample (0 to disable)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--hidden-dim", type=int, default=1024)
+    p.add_argument("--no-kl", action="store_true", help="ablation: L_A & L_C only")
+    p.add_argument("--action-only", action="store_true", help="ablation: f' = φA(f)")
+    p.add_argument("--beta", type=float, default=0.001, help="weight of the KL term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("apply", help="write refactored feature files f'")
+    p.add_argument("--features", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            samples = SampleConfig(threshold=None if args.threshold < -1 + 1e-9 else args.threshold,
+                                   top_k=args.top_k or None)
+            pairs = build_pairs(args.features, args.annotations, args.subset, samples)
+            config = RefactorConfig(in_dim=pairs.action.shape[1], hidden_dim=args.hidden_dim,
+                                    use_kl=not args.no_kl, action_only=args.action_only, beta=args.beta)
+            train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                                subset=args.subset, device=args.device)
+            model, history = train_refactor(pairs, config, train)
+            save_checkpoint(args.out, model, pairs, samples, train, history)
+            print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
+                  f"{history[-1]['loss']:.4f} (L_A {history[-1]['action']:.4f}, L_C {history[-1]['cooccurrence']:.4f}, "
+                  f"KL {history[-1]['kl']:.2f}) -> {args.out}")
+        else:
+            written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite)
+            print(f"refactor: {len(written)} refactored feature files -> {args.out}")
+        return 0
+    except (RefactorError, FeatureFileError, EvaluationInputError, ValueError) as exc:
+        print(f"refactor {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    print("refactor: not implemented yet; tracked in issue #4 (RefactorNet action / co-occurrence feature refactoring)", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())
