@@ -190,12 +190,18 @@ def load_refactor(path: str | os.PathLike, in_dim: int | None = None) -> tuple[R
         raise RefactorError(f"{path} is not a RefactorNet checkpoint ({type(exc).__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION or "state_dict" not in ckpt:
         raise RefactorError(f"{path} is not a RefactorNet checkpoint of format {FORMAT_VERSION}")
-    config = RefactorConfig(**ckpt["config"])
+    try:   # a damaged or hand-edited checkpoint: one clear line, not a multi-line load_state_dict error
+        config = RefactorConfig(**ckpt["config"])
+        streams = list(ckpt["feature_layout"]["streams"])
+        model = RefactorNet(config)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise RefactorError(f"{path} is not a RefactorNet checkpoint of format {FORMAT_VERSION} "
+                            f"({type(exc).__name__}: {detail})") from exc
     if in_dim is not None and in_dim != config.in_dim:
         raise RefactorError(f"{path} was trained on {config.in_dim}-d features "
-                            f"({'+'.join(ckpt['feature_layout']['streams'])}), these are {in_dim}-d")
-    model = RefactorNet(config)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+                            f"({'+'.join(streams)}), these are {in_dim}-d")
     return model.eval(), ckpt
 
 
