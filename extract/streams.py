@@ -87,6 +87,14 @@ class FlowStream(_I3DStream):
                  method: str = "tvl1", **flow_params):
         if method not in FLOW_METHODS:
             raise ValueError(f"unknown flow method {method!r}; use one of {', '.join(FLOW_METHODS)}")
+        if method == "opencv-tvl1":
+            try:
+                import cv2
+
+                cv2.optflow.DualTVL1OpticalFlow_create  # noqa: B018 - the contrib module must be there
+            except (ImportError, AttributeError) as exc:
+                raise ValueError("--flow opencv-tvl1 needs OpenCV's contrib optflow module: "
+                                 "pip install opencv-contrib-python-headless (or -e '.[opencv]')") from exc
         if model.in_channels != 2:
             raise ValueError(f"the flow stream needs a 2-channel I3D, got {model.in_channels} channels")
         super().__init__(model, device, autocast, crop)
