@@ -18,7 +18,7 @@ import torch
 from common.fileio import cache_dir
 from extract.features import read_features
 from extract.pipeline import ExtractConfig, extract_videos
-from extract.samples import SAMPLES, fetch_samples
+from extract.samples import SAMPLES, SampleError, fetch_samples
 
 
 def top_classes(features: np.ndarray, model, k: int = 5) -> list[tuple[str, float]]:
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_i3d("rgb")
         print(f"weights: {model.weights.id} sha256 {model.weights.sha256} (verified: {model.weights.verified})")
         videos = fetch_samples(tuple(args.videos))
-    except Exception as exc:  # noqa: BLE001 - report any fetch failure in one line
-        if not isinstance(exc, (WeightsError, RuntimeError, OSError)):
-            raise
+    except (WeightsError, SampleError, OSError) as exc:
         print(f"extract.demo: {exc}", file=sys.stderr)
         return 1
     report = extract_videos(videos, out, ExtractConfig(device=args.device))
