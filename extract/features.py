@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extract.snippets import SnippetPlan
+from extract.snippets import SnippetPlan, snippet_times
 
 __all__ = ["FORMAT_VERSION", "STREAM_ORDER", "FeatureFile", "FeatureFileError", "read_features",
            "snippet_times"]
@@ -32,11 +32,6 @@ STREAM_ORDER = ("rgb", "flow", "action", "cooccurrence")
 
 class FeatureFileError(ValueError):
     """A feature file is missing, incomplete or not in the expected layout."""
-
-
-def snippet_times(num_snippets: int, fps: float, window: int, stride: int) -> np.ndarray:
-    """(T,) snippet centre times in seconds: ``(i * stride + window / 2) / fps``."""
-    return (np.arange(num_snippets) * stride + window / 2) / fps
 
 
 @dataclass

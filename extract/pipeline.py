@@ -359,7 +359,8 @@ def extract_video(path: str | os.PathLike, out_dir: str | os.PathLike, streams: 
 
 
 def _needs_whole_frames(streams: list) -> bool:
-    """Flow is computed on whole resized frames, then cropped; RGB alone can be cropped at once."""
+    """Whether a flow stream is present: flow is computed on whole resized frames, then cropped;
+    RGB alone can be cropped at once."""
     return any(s.name == "flow" for s in streams)
 
 
@@ -403,7 +404,7 @@ def _write_job(job: _VideoJob, out_dir: Path, streams: list, config: ExtractConf
                 "resize": f"short side {config.short_side} bilinear (antialiased), centre crop {config.crop}",
                 **({"flow_bound": FLOW_BOUND, "flow_frames": "field j of snippet i: sampled frame i*stride+j to the next, "
                     "grayscale, whole frame at short side 256, then truncated, /bound, centre-cropped"}
-                   if any(s.name == "flow" for s in streams) else {}),
+                   if _needs_whole_frames(streams) else {}),
             })
     finally:
         job.close()

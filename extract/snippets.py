@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SnippetPlan"]
+__all__ = ["SnippetPlan", "snippet_times"]
+
+
+def snippet_times(num_snippets: int, fps: float, window: int, stride: int) -> np.ndarray:
+    """(T,) snippet centre times in seconds: ``(i * stride + window / 2) / fps``."""
+    return (np.arange(num_snippets) * stride + window / 2) / fps
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class SnippetPlan:
 
     def times(self, fps: float) -> np.ndarray:
         """(T,) snippet centre times in seconds."""
-        return (np.arange(self.num_snippets) * self.stride + self.window / 2) / fps
+        return snippet_times(self.num_snippets, fps, self.window, self.stride)
 
     def needed_frames(self) -> np.ndarray:
         """Sorted unique sampled frames used by any snippet."""
