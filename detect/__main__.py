@@ -1,7 +1,134 @@
-"""python -m detect: not implemented yet (issue #5)."""
+"""python -m detect train|run|video: the BSN-style detector (boundary proposals, RoI heads, Soft-NMS)."""
 
+from __future__ import annotations
+
+import argparse
 import sys
 
+from detect.data import DetectDataError
+from detect.fusion import VideoScoresError
+from detect.infer import InferenceConfig
+from detect.model import DetectorConfig
+from detect.train import DetectorError, TrainConfig, save_detector, train_detector
+from evaluate.data import EvaluationInputError
+from extract.features import FeatureFileError
+
+
+def _inference_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: None)     # run/video: None = the checkpoint's setting
+    p.add_argument("--mode", choices=["thumos", "anet"], default=d("thumos"),
+                   help="thumos: per-class Soft-NMS; anet: class-agnostic proposals fused with video-level class scores")
+    p.add_argument("--sigma", type=float, default=d(0.5), help="Gaussian Soft-NMS sigma (default 0.5)")
+    p.add_argument("--top-k", type=int, default=None, help="detections per video (default 200 thumos, 100 anet)")
+    p.add_argument("--top-classes", type=int, default=d(2), help="anet: video-level classes per video (default 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m detect", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the detector on feature files + annotations")
+    p.add_argument("--features", required=True, help="folder of feature files (python -m extract / refactor apply)")
+    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    front = p.add_mutually_exclusive_group()
+    front.add_argument("--refactor", metavar="CKPT", help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2)")
+    front.add_argument("--baseline", action="store_true", help="raw features, no front (the default)")
+    front.add_argument("--deep-baseline", action="store_true",
+                       help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front (Table 2); "
+                            "--refactor-config CKPT copies a stage-1 checkpoint's sizes")
+    p.add_argument("--refactor-config", metavar="CKPT", help="with --deep-baseline: take RefactorNet's sizes from this checkpoint")
+    p.add_argument("--subset", default="validation", help="training subset (THUMOS14: validation; ActivityNet: training)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step")
+    p.add_argument("--window", type=int, default=256, help="training window, snippets")
+    p.add_argument("--max-duration", type=int, default=128, help="longest proposal, snippets")
+    p.add_argument("--max-proposals", type=int, default=1000, help="proposals per video scored by the heads")
+    p.add_argument("--actionness-weight", type=float, default=1.0, help="BSN's actionness loss weight (0: the paper's L_P)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    _inference_args(p, defaults=True)
+
+    for name, what in (("run", "detections for a folder of feature files"), ("video", "raw video to detections in one step")):
+        p = sub.add_parser(name, help=what)
+        if name == "run":
+            p.add_argument("--features", required=True, help="folder of feature files")
+            p.add_argument("--subset", default=None, help="only the videos of this subset of the training annotations")
+        else:
+            p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders")
+            p.add_argument("--features-out", default=None, help="keep the extracted feature files here")
+            p.add_argument("--weights-dir", default=None, help="converted I3D weights folder (default: the cache)")
+        p.add_argument("--checkpoint", required=True, help="detector checkpoint (python -m detect train)")
+        p.add_argument("--out", required=True, help="predictions JSON to write (ActivityNet results layout)")
+        p.add_argument("--video-scores", default=None, help="anet: video-level classification scores (CUHK-style JSON)")
+        p.add_argument("--device", default="cpu" if name == "run" else "auto", help="cpu, cuda, cuda:N (video: auto)")
+        p.add_argument("--batch-size", type=int, default=None, help="videos per forward pass (default 8)")
+        p.add_argument("--no-regress", action="store_true", help="keep proposal boundaries (no regression)")
+        _inference_args(p, defaults=False)
+    return parser
+
+
+def _inference(args, base: dict) -> InferenceConfig:
+    over = {"mode": args.mode, "sigma": args.sigma, "top_k": args.top_k, "top_classes": args.top_classes,
+            "batch_size": getattr(args, "batch_size", None) if args.command != "train" else None}
+    cfg = dict(base) | {k: v for k, v in over.items() if v is not None}
+    if getattr(args, "no_regress", False):
+        cfg["regress"] = False
+    return InferenceConfig.from_dict(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
+            if args.refactor_config and not args.deep_baseline:
+                raise DetectorError("--refactor-config goes with --deep-baseline")
+            config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals)
+            train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, window=args.window,
+                                seed=args.seed, subset=args.subset, device=args.device,
+                                actionness_weight=args.actionness_weight)
+            inference = _inference(args, {})
+            model, meta = train_detector(args.features, args.annotations, config, train,
+                                         refactor_checkpoint=args.refactor or args.refactor_config, front=front)
+            from dataclasses import asdict
+            save_detector(args.out, model, meta, asdict(inference))
+            last = meta["history"][-1] if meta["history"] else {}
+            print(f"detect: trained on {meta['num_windows']} windows of {len(meta['subsets'].get(args.subset, []))} "
+                  f"videos ({front} front); final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+            return 0
+        from detect.train import load_detector
+        _, ckpt = load_detector(args.checkpoint)
+        inference = _inference(args, ckpt.get("inference", {}))
+        if args.command == "run":
+            from detect.infer import run_detector
+            results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
+                                   device=args.device, video_scores=args.video_scores)
+            print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> {args.out}")
+            return 0
+        from detect.video import detect_videos
+        from weights import WeightsError
+
+        def on_error(video, reason):
+            print(f"detect: {video}: {reason}", file=sys.stderr)
+
+        try:
+            results, failed = detect_videos(args.videos, args.checkpoint, args.out, args.features_out, inference,
+                                            args.device, weights_root=args.weights_dir, video_scores=args.video_scores,
+                                            on_error=on_error)
+        except WeightsError as exc:
+            raise DetectorError(str(exc)) from exc
+        print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> "
+              f"{args.out if results else '(nothing written)'}")
+        if failed:
+            print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
+            return 1
+        return 0
+    except (DetectorError, DetectDataError, VideoScoresError, FeatureFileError, EvaluationInputError, ValueError) as exc:
+        print(f"detect {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    print("detect: not implemented yet; tracked in issue #5 (the BSN-style detector (boundary proposals, RoI heads, Soft-NMS))", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

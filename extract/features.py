@@ -64,12 +64,17 @@ class FeatureFile:
         return snippet_times(len(self.features), self.fps, self.window, self.stride)
 
 
-def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = None) -> FeatureFile:
+def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = None,
+                  rows: slice | None = None) -> FeatureFile:
     """Read a feature file.
 
     Args:
         path: ``<dir>/<video_id>.h5``.
         streams: streams to load (default: every stream present, in the order rgb, flow).
+        rows: read only these snippets (e.g. ``slice(256, 512)`` for a training window, or
+            ``slice(0, 0)`` for the attributes alone); the snippet count is still checked on the
+            whole file, and ``features`` holds just the rows read (``times`` then no longer
+            applies; use :func:`snippet_times` with the attributes).
     """
     path = Path(path)
     if not path.is_file():
@@ -86,10 +91,11 @@ def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = Non
         for s in wanted:
             if s not in f:
                 raise FeatureFileError(f"{path}: has no {s!r} stream (present: {', '.join(present) or 'none'})")
-        arrays = [np.asarray(f[s][()], dtype=np.float32) for s in wanted]
-        lengths = {a.shape[0] for a in arrays}
-        if len(lengths) != 1:
-            raise FeatureFileError(f"{path}: streams have different lengths {sorted(lengths)}")
+        lengths = {f[s].shape[0] for s in wanted}
+        total = lengths.pop() if len(lengths) == 1 else None
+        arrays = [np.asarray(f[s][() if rows is None else rows], dtype=np.float32) for s in wanted]
+        if total is None:
+            raise FeatureFileError(f"{path}: streams have different lengths {sorted({f[s].shape[0] for s in wanted})}")
         attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     for key in ("fps", "window", "stride", "num_frames", "duration"):
         if key not in attrs:
@@ -98,8 +104,8 @@ def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = Non
         attrs["weights"] = json.loads(attrs["weights"])
     features = np.concatenate(arrays, axis=1)
     expected = SnippetPlan(int(attrs["num_frames"]), int(attrs["window"]), int(attrs["stride"])).num_snippets
-    if features.shape[0] != expected:
-        raise FeatureFileError(f"{path}: {features.shape[0]} snippets, expected {expected} from its attributes")
+    if total != expected:
+        raise FeatureFileError(f"{path}: {total} snippets, expected {expected} from its attributes")
     return FeatureFile(video_id=path.stem, features=features, streams=wanted, fps=float(attrs["fps"]),
                        window=int(attrs["window"]), stride=int(attrs["stride"]),
                        num_frames=int(attrs["num_frames"]), duration=float(attrs["duration"]), attrs=attrs)

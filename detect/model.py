@@ -1,0 +1,238 @@
+"""The detector (RefactorNet §3.6): an optional feature front, a BSN-style boundary module and three
+MLP heads on RoI-pooled proposal features.
+
+Data flow for B sequences of T snippets (``lengths`` valid snippets each, the rest padding)::
+
+    x (B, C, T) --front--> f' (B, C', T)          front: none (--baseline), RefactorNet (--refactor)
+                                                   or temporal convolutions (--deep-baseline)
+    f' --conv k3 + ReLU--> base (B, D, T)          shared by the boundary module and the heads
+    base --conv k3 + ReLU, conv k1--> boundary logits (B, 3, T): actionness, start, end
+    (proposals come from the boundary probabilities, outside the model: detect.proposals)
+    base, rois (P, 3) --roi_pool_1d--> (P, D, n_start + n_inner + n_end)
+        inner bins      -> MLP -> class logits   (P, K + 1), index 0 = background
+        all bins        -> MLP -> completeness   (P, K), one score per class
+        all bins        -> MLP -> regression     (P, 2), centre offset and log-duration
+
+Outputs past a sequence's length are zeroed after every temporal layer, so a padded batch gives
+exactly the per-sequence results (``tests/test_detect.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from detect.roi import roi_pool_1d
+from refactor.model import RefactorConfig, RefactorNet, RefactorOutput
+
+__all__ = ["DetectorConfig", "Detector", "Encoded", "HeadOutput", "DeepBaseline", "deep_baseline_hidden",
+           "FRONTS"]
+
+FRONTS = ("none", "refactor", "deep")
+
+
+@dataclass
+class DetectorConfig:
+    """Architecture of the detector and the proposal rule it was trained with.
+
+    Attributes:
+        in_dim: snippet feature size C (2048 for two-stream I3D).
+        num_classes: K action classes (the classifier has K + 1 outputs, 0 = background).
+        front: "none" (raw features, ``--baseline``), "refactor" (RefactorNet, ``--refactor``) or
+            "deep" (temporal convolutions with RefactorNet's parameter count and depth,
+            ``--deep-baseline``).
+        refactor: RefactorNet's configuration when front is "refactor" or "deep" (the deep
+            baseline copies its depth and parameter count).
+        deep_kernel: temporal kernel of the deep baseline's convolutions.
+        base_dim: channels of the shared base feature.
+        boundary_hidden: channels of the boundary module's hidden layer.
+        head_hidden, dropout: the three MLP heads.
+        bins, context, samples_per_bin: RoI pooling (see :func:`detect.roi.roi_pool_1d`).
+        max_duration: longest proposal in snippets.
+        candidate_ratio: boundary candidates exceed this fraction of the maximum (or are peaks).
+        max_proposals: proposals per video scored by the heads (best boundary scores).
+    """
+
+    in_dim: int = 2048
+    num_classes: int = 20
+    front: str = "none"
+    refactor: RefactorConfig | None = None
+    deep_kernel: int = 3
+    base_dim: int = 256
+    boundary_hidden: int = 256
+    head_hidden: int = 512
+    dropout: float = 0.5
+    bins: tuple[int, int, int] = (2, 8, 2)
+    context: float = 0.5
+    samples_per_bin: int = 4
+    max_duration: int = 128
+    candidate_ratio: float = 0.5
+    max_proposals: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.refactor, dict):
+            self.refactor = RefactorConfig(**self.refactor)
+        self.bins = tuple(int(b) for b in self.bins)
+        if self.front not in FRONTS:
+            raise ValueError(f"front must be one of {FRONTS}, got {self.front!r}")
+        if self.front in ("refactor", "deep") and self.refactor is None:
+            self.refactor = RefactorConfig(in_dim=self.in_dim)
+        if self.refactor is not None and self.refactor.in_dim != self.in_dim:
+            raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
+        if len(self.bins) != 3 or self.bins[1] < 1 or min(self.bins) < 0:
+            raise ValueError(f"bins must be (start, inner >= 1, end), got {self.bins}")
+        if min(self.in_dim, self.num_classes, self.base_dim, self.boundary_hidden, self.head_hidden,
+               self.max_duration, self.max_proposals, self.samples_per_bin) < 1:
+            raise ValueError(f"all sizes must be >= 1: {self}")
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of f' (what the boundary module and the heads see)."""
+        return self.in_dim if self.front == "none" else self.refactor.out_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
+    return x if mask is None else x * mask
+
+
+class DeepBaseline(nn.Module):
+    """Temporal 1-D convolutions ``C -> H -> ... -> C'`` (ReLU between), kernel k, 'same' padding."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int, kernel: int):
+        super().__init__()
+        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        self.convs = nn.ModuleList(nn.Conv1d(dims[i], dims[i + 1], kernel, padding=kernel // 2) for i in range(layers))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = _masked(conv(x), mask)
+            if i < len(self.convs) - 1:
+                x = torch.relu(x)
+        return x
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def deep_baseline_hidden(config: RefactorConfig, kernel: int) -> int:
+    """Hidden width H that gives the deep baseline (same depth as RefactorNet's encoders, same
+    input and output sizes) the parameter count closest to RefactorNet's (φA and φC together)."""
+    target = _count(RefactorNet(config))
+    c, out, layers = config.in_dim, config.out_dim, config.num_layers
+
+    def params(h: int) -> int:
+        if layers == 1:
+            return kernel * c * out + out
+        return kernel * (c * h + (layers - 2) * h * h + h * out) + (layers - 1) * h + out
+
+    lo, hi = 1, 1
+    while params(hi) < target:
+        hi *= 2
+    while hi - lo > 1:                      # params is increasing in h
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if params(mid) < target else (lo, mid)
+    return min((lo, hi), key=lambda h: abs(params(h) - target))
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                         nn.Linear(hidden, out_dim))
+
+
+@dataclass
+class Encoded:
+    """Per-snippet outputs of :meth:`Detector.encode`.
+
+    Attributes:
+        features (Tensor[B, C', T]): f' (the raw features for the baseline).
+        refactor (RefactorOutput | None): RefactorNet's full output when it is the front.
+        base (Tensor[B, D, T]): shared base feature (zero past each sequence's length).
+        boundary_logits (Tensor[B, 3, T]): actionness, start, end (sigmoid gives probabilities).
+        lengths (Tensor[B] int): valid snippets per sequence.
+    """
+
+    features: Tensor
+    refactor: RefactorOutput | None
+    base: Tensor
+    boundary_logits: Tensor
+    lengths: Tensor
+
+
+@dataclass
+class HeadOutput:
+    """Per-proposal outputs of :meth:`Detector.heads`.
+
+    Attributes:
+        class_logits (Tensor[P, K + 1]): index 0 is background.
+        completeness (Tensor[P, K]): raw completeness score per class (hinge-trained; sigmoid
+            maps it to (0, 1) for the confidence).
+        regression (Tensor[P, 2]): centre offset and log-duration (see detect.labels).
+    """
+
+    class_logits: Tensor
+    completeness: Tensor
+    regression: Tensor
+
+    def confidence(self) -> Tensor:
+        """Tensor[P, K]: P(class k | proposal) x sigmoid(completeness_k)."""
+        return torch.softmax(self.class_logits, dim=1)[:, 1:] * torch.sigmoid(self.completeness)
+
+
+class Detector(nn.Module):
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        self.config = c = config
+        if c.front == "refactor":
+            self.front = RefactorNet(c.refactor)
+        elif c.front == "deep":
+            hidden = deep_baseline_hidden(c.refactor, c.deep_kernel)
+            self.front = DeepBaseline(c.in_dim, hidden, c.refactor.out_dim, c.refactor.num_layers, c.deep_kernel)
+        else:
+            self.front = None
+        self.base = nn.Conv1d(c.feature_dim, c.base_dim, 3, padding=1)
+        self.boundary_hidden = nn.Conv1d(c.base_dim, c.boundary_hidden, 3, padding=1)
+        self.boundary_out = nn.Conv1d(c.boundary_hidden, 3, 1)
+        n_bins = sum(c.bins)
+        self.cls_head = _mlp(c.base_dim * c.bins[1], c.head_hidden, c.num_classes + 1, c.dropout)
+        self.com_head = _mlp(c.base_dim * n_bins, c.head_hidden, c.num_classes, c.dropout)
+        self.reg_head = _mlp(c.base_dim * n_bins, c.head_hidden, 2, c.dropout)
+
+    def encode(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
+        """x (Tensor[B, C, T]) snippet features, zero-padded past ``lengths`` (Tensor[B])."""
+        if x.dim() != 3 or x.shape[1] != self.config.in_dim:
+            raise ValueError(f"detector expects (B, {self.config.in_dim}, T) features, got {tuple(x.shape)}")
+        bsz, _, t = x.shape
+        if lengths is None:
+            lengths = torch.full((bsz,), t, dtype=torch.long, device=x.device)
+        mask = (torch.arange(t, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)[:, None, :]
+        ref = None
+        if isinstance(self.front, RefactorNet):
+            ref = self.front(x)
+            feats = _masked(ref.features, mask)
+        elif isinstance(self.front, DeepBaseline):
+            feats = self.front(x, mask)
+        else:
+            feats = x
+        base = _masked(torch.relu(self.base(feats)), mask)
+        hidden = _masked(torch.relu(self.boundary_hidden(base)), mask)
+        return Encoded(features=feats, refactor=ref, base=base, boundary_logits=self.boundary_out(hidden),
+                       lengths=lengths)
+
+    def heads(self, enc: Encoded, rois: Tensor) -> HeadOutput:
+        """rois (Tensor[P, 3]): (sequence index, start, end) in snippet-index coordinates."""
+        c = self.config
+        pooled = roi_pool_1d(enc.base, rois, c.bins, c.context, c.samples_per_bin, enc.lengths)   # (P, D, nb)
+        inner = pooled[:, :, c.bins[0]:c.bins[0] + c.bins[1]]
+        return HeadOutput(class_logits=self.cls_head(inner.flatten(1)),
+                          completeness=self.com_head(pooled.flatten(1)),
+                          regression=self.reg_head(pooled.flatten(1)))
+
+    def forward(self, x: Tensor, rois: Tensor, lengths: Tensor | None = None) -> tuple[Encoded, HeadOutput]:
+        enc = self.encode(x, lengths)
+        return enc, self.heads(enc, rois)

@@ -1,0 +1,72 @@
+"""Feature files and annotations made by hand, in the layouts of CONVENTIONS.md (shared by tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from extract.snippets import SnippetPlan
+
+FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i is centred at i + 0.5 s, one snippet per second
+
+
+def write_features(path: Path, streams: dict[str, np.ndarray], fps: float = FPS, window: int = WINDOW,
+                   stride: int = STRIDE) -> Path:
+    """A feature file in the layout of CONVENTIONS.md (``streams``: name -> (T, D) array)."""
+    t = len(next(iter(streams.values())))
+    num_frames = stride * t
+    assert SnippetPlan(num_frames, window, stride).num_snippets == t
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as h5:
+        for name, arr in streams.items():
+            h5.create_dataset(name, data=np.asarray(arr, dtype=np.float32))
+        h5.attrs.update({"fps": fps, "window": window, "stride": stride, "num_frames": num_frames,
+                         "duration": num_frames / fps, "source": f"/videos/{path.stem}.mp4",
+                         "weights": json.dumps({s: {"id": "test", "sha256": "0" * 64} for s in streams}),
+                         "flow_method": "none", "format_version": 1})
+    return path
+
+
+def split_streams(feats: np.ndarray, streams: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return dict(zip(streams, np.split(feats, len(streams), axis=1)))
+
+
+def detection_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos: int = 6, num_snippets: tuple[int, int] = (60, 120),
+                      dim_per_stream: int = 8, streams: tuple[str, ...] = ("rgb", "flow"), noise: float = 0.2,
+                      seed: int = 0, subset: str = "validation") -> tuple[Path, Path, dict]:
+    """Synthetic videos for the detector: 1-3 instances per video at arbitrary (non-grid) times, 3-15 s
+    long, at least 3 s apart; a snippet's feature is its background vector plus, for each instance, the
+    fraction of the snippet's second the instance covers times its class vector, plus noise.
+
+    Returns (feature_dir, annotations path, database).
+    """
+    rng = np.random.default_rng(seed)
+    dim = dim_per_stream * len(streams)
+    vectors = rng.normal(size=(len(classes), dim)) * 1.5
+    background = rng.normal(size=dim) * 0.5
+    db = {}
+    for v in range(videos):
+        t = int(rng.integers(num_snippets[0], num_snippets[1] + 1))
+        duration = t * STRIDE / FPS
+        anns, cursor = [], float(rng.uniform(1, 6))
+        for _ in range(int(rng.integers(1, 4))):
+            length = float(rng.uniform(3, 15))
+            if cursor + length > duration - 1:
+                break
+            anns.append((cursor, cursor + length, int(rng.integers(len(classes)))))
+            cursor += length + float(rng.uniform(3, 20))
+        lo = np.arange(t) * STRIDE / FPS                  # snippet i covers [lo, lo + 1) seconds
+        feats = background + rng.normal(scale=noise, size=(t, dim))
+        for s, e, k in anns:
+            cover = np.clip(np.minimum(lo + 1, e) - np.maximum(lo, s), 0, None)
+            feats += cover[:, None] * vectors[k]
+        vid = f"video_{v:03d}"
+        write_features(root / "features" / f"{vid}.h5", split_streams(feats, streams))
+        db[vid] = {"subset": subset, "duration": duration,
+                   "annotations": [{"segment": [round(s, 3), round(e, 3)], "label": classes[k]} for s, e, k in anns]}
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"database": db}))
+    return root / "features", ann, db
