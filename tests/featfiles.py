@@ -17,7 +17,7 @@ def write_features(path: Path, streams: dict[str, np.ndarray], fps: float = FPS,
                    stride: int = STRIDE) -> Path:
     """A feature file in the layout of CONVENTIONS.md (``streams``: name -> (T, D) array)."""
     t = len(next(iter(streams.values())))
-    num_frames = stride * t
+    num_frames = stride * (t - 1) + window if window > stride else stride * t
     assert SnippetPlan(num_frames, window, stride).num_snippets == t
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as h5:

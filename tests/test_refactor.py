@@ -30,34 +30,13 @@ from refactor import (RefactorConfig, RefactorError, RefactorLoss, RefactorNet, 
 from refactor.__main__ import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-FPS, WINDOW, STRIDE = 16.0, 16, 16
+from tests.featfiles import FPS, STRIDE, WINDOW, split_streams, write_features  # noqa: E402
 SQRT_HALF = 1 / math.sqrt(2)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-def write_features(path: Path, streams: dict[str, np.ndarray], fps: float = FPS, window: int = WINDOW,
-                   stride: int = STRIDE) -> Path:
-    """A feature file in the layout of CONVENTIONS.md (``streams``: name -> (T, D) array)."""
-    t = len(next(iter(streams.values())))
-    num_frames = stride * t
-    assert SnippetPlan(num_frames, window, stride).num_snippets == t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
-        for name, arr in streams.items():
-            h5.create_dataset(name, data=np.asarray(arr, dtype=np.float32))
-        h5.attrs.update({"fps": fps, "window": window, "stride": stride, "num_frames": num_frames,
-                         "duration": num_frames / fps, "source": f"/videos/{path.stem}.mp4",
-                         "weights": json.dumps({s: {"id": "test", "sha256": "0" * 64} for s in streams}),
-                         "flow_method": "none", "format_version": 1})
-    return path
-
-
-def split_streams(feats: np.ndarray, streams: tuple[str, ...]) -> dict[str, np.ndarray]:
-    return dict(zip(streams, np.split(feats, len(streams), axis=1)))
-
 
 def make_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos_per_class: int = 2, num_snippets: int = 16,
                  streams: tuple[str, ...] = ("rgb", "flow"), dim_per_stream: int = 8, seed: int = 0,

@@ -1,0 +1,530 @@
+"""The detector (detect/): targets, proposals, RoI pooling, losses, model, training, inference, CLI.
+
+Soft-NMS and video-score fusion are tested in tests/test_detect_nms.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detect import (DetectDataError, Detector, DetectorConfig, DetectorError, InferenceConfig, TimeAxis, TrainConfig,
+                    assign_proposals, balanced_bce, boundary_candidates, boundary_targets, decode_regression,
+                    deep_baseline_hidden, encode_regression, generate_proposals, load_detector, make_windows,
+                    roi_pool_1d, run_detector, save_detector, train_detector)
+from detect.__main__ import main as cli_main
+from detect.labels import BACKGROUND, FOREGROUND, IGNORED, INCOMPLETE
+from detect.model import HeadOutput
+from detect.roi import bin_centres
+from detect.train import HeadSamples, detector_losses
+from evaluate.data import load_ground_truth, load_predictions, parse_thresholds
+from evaluate.detection import evaluate_detection
+from refactor.model import RefactorConfig, RefactorNet
+from tests.featfiles import FPS, STRIDE, WINDOW, detection_dataset, split_streams, write_features
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=32)
+FAST = TrainConfig(epochs=30, window=64, batch_size=8)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets and losses
+# ---------------------------------------------------------------------------------------------
+
+def test_boundary_targets_hand_values():
+    # instance (2, 12): length 10, region width max(1, 1) = 1 -> start region [1.5, 2.5], end [11.5, 12.5]
+    t = boundary_targets(np.array([[2.0, 12.0]]), 16)
+    expected_action = np.zeros(16)
+    expected_action[3:12] = 1
+    expected_action[[2, 12]] = 0.5                     # snippet 2 is [1.5, 2.5]: half inside (2, 12)
+    np.testing.assert_allclose(t[0], expected_action)
+    np.testing.assert_allclose(t[1], np.eye(16)[2])
+    np.testing.assert_allclose(t[2], np.eye(16)[12])
+    # instance (2.25, 32.25): length 30, width 3 -> start region [0.75, 3.75]
+    t = boundary_targets(np.array([[2.25, 32.25]]), 40)
+    np.testing.assert_allclose(t[1][:6], [0, 0.75, 1, 1, 0.25, 0])
+    np.testing.assert_allclose(t[2][30:35], [0, 0.75, 1, 1, 0.25])
+    # two instances: the larger coverage wins; a boundary between two snippets marks both (>= 0.5)
+    t = boundary_targets(np.array([[3.5, 8.0], [8.0, 9.0]]), 12)
+    assert t[1][3] == 0.5 and t[1][4] == 0.5 and (t[1] >= 0.5).sum() == 3     # snippets 3, 4 and 8
+    assert t.dtype == np.float32 and boundary_targets(np.zeros((0, 2)), 5).sum() == 0
+
+
+def test_balanced_bce_hand_values():
+    logits = torch.tensor([0.0, math.log(3), -math.log(3), 0.0])
+    targets = torch.tensor([1.0, 0.9, 0.1, 0.0])       # positives: first two
+    # p = 0.5, 0.75, 0.25, 0.5; -(mean log p over pos)/2 - (mean log(1-p) over neg)/2
+    expected = -(math.log(0.5) + math.log(0.75)) / 4 - (math.log(0.75) + math.log(0.5)) / 4
+    assert balanced_bce(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+    mask = torch.tensor([True, False, True, True])
+    expected = -math.log(0.5) / 2 - (math.log(0.75) + math.log(0.5)) / 4
+    assert balanced_bce(logits, targets, mask).item() == pytest.approx(expected, rel=1e-6)
+    only_neg = balanced_bce(logits[2:], targets[2:])
+    assert only_neg.item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 4, rel=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000))
+def test_balanced_bce_equals_bsn_weighting(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(64, generator=g, dtype=torch.float64) * 3
+    targets = torch.rand(64, generator=g, dtype=torch.float64)
+    pmask = (targets >= 0.5).double()
+    n, n_pos = 64.0, pmask.sum().item()
+    if n_pos in (0, 64):
+        return
+    ratio = n / n_pos                                   # BSN: coef_0 = 0.5 r / (r - 1), coef_1 = 0.5 r
+    coef_0, coef_1 = 0.5 * ratio / (ratio - 1), 0.5 * ratio
+    p = torch.sigmoid(logits)
+    bsn = -torch.mean(coef_1 * pmask * torch.log(p) + coef_0 * (1 - pmask) * torch.log(1 - p))
+    assert balanced_bce(logits, targets).item() == pytest.approx(bsn.item(), rel=1e-9)
+
+
+def test_assign_proposals_hand_cases():
+    gt, labels = np.array([[10.0, 20.0], [40.0, 60.0]]), np.array([1, 0])
+    props = np.array([[10, 20], [11, 20], [12, 14], [30, 38], [5, 15], [18, 25], [45, 47], [41, 61]], dtype=float)
+    a = assign_proposals(props, gt, labels)
+    assert a.kind.tolist() == [FOREGROUND, FOREGROUND, INCOMPLETE, BACKGROUND, IGNORED, IGNORED, INCOMPLETE, FOREGROUND]
+    assert a.label.tolist() == [1, 1, 1, -1, -1, -1, 0, 0]
+    np.testing.assert_allclose(a.tiou[:3], [1.0, 0.9, 0.2])
+    np.testing.assert_array_equal(a.segment[6], [40, 60])
+    assert np.isnan(a.segment[3]).all()
+    none = assign_proposals(props, np.zeros((0, 2)), np.zeros(0))
+    assert (none.kind == BACKGROUND).all()
+
+
+def test_regression_hand_values():
+    p, t = torch.tensor([[0.0, 10.0]]), torch.tensor([[1.0, 13.0]])
+    d = encode_regression(p, t)
+    assert d[0, 0].item() == pytest.approx((7 - 5) / 10 / 0.1)
+    assert d[0, 1].item() == pytest.approx(math.log(12 / 10) / 0.2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(-100, 100), st.floats(1, 50), st.floats(-100, 100), st.floats(1, 50)),
+                min_size=1, max_size=8))
+def test_regression_round_trip(rows):
+    r = torch.tensor(rows, dtype=torch.float64)
+    p = torch.stack([r[:, 0], r[:, 0] + r[:, 1]], 1)
+    t = torch.stack([r[:, 2], r[:, 2] + r[:, 3]], 1)
+    torch.testing.assert_close(decode_regression(p, encode_regression(p, t)), t, rtol=1e-9, atol=1e-9)
+
+
+def test_detector_losses_by_hand():
+    cfg = TrainConfig()
+    # two windows of 3 snippets, the second with one padded snippet
+    logits = torch.tensor([[[0.0, 1.0, -1.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]],
+                           [[1.0, 1.0, 9.0], [-2.0, 1.0, 9.0], [0.0, -1.0, 9.0]]])
+    targets = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]],
+                            [[0.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]])
+    enc = type("Enc", (), {"boundary_logits": logits, "lengths": torch.tensor([3, 2])})()
+    heads = HeadOutput(class_logits=torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.5, 0.5, 0.5]]),
+                       completeness=torch.tensor([[0.5, -2.0], [0.0, 0.0], [0.3, -0.4], [9.0, 9.0]]),
+                       regression=torch.tensor([[0.5, -0.2], [7.0, 7.0], [7.0, 7.0], [7.0, 7.0]]))
+    samples = HeadSamples(rois=np.array([[0, 0, 10], [0, 3, 5], [1, 0, 4], [1, 1, 2]], dtype=float),
+                          kind=np.array([FOREGROUND, BACKGROUND, INCOMPLETE, IGNORED]),
+                          label=np.array([0, -1, 1, -1]),
+                          target=np.array([[1, 13], [np.nan, np.nan], [0, 20], [np.nan, np.nan]]))
+    parts = detector_losses(enc, heads, samples, targets, cfg)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    for i, name in enumerate(("actionness", "start", "end")):
+        assert parts[name].item() == pytest.approx(balanced_bce(logits[:, i], targets[:, i], mask).item())
+    assert parts["proposal"].item() == pytest.approx(parts["start"].item() + parts["end"].item() + parts["actionness"].item())
+    # classification: foreground row 0 has class 0 -> target 1; background row 1 -> target 0
+    ce = (-(F.log_softmax(torch.tensor([0.0, 2.0, 0.0]), 0)[1]) - F.log_softmax(torch.tensor([1.0, 0.0, 0.0]), 0)[0]) / 2
+    assert parts["cls"].item() == pytest.approx(ce.item())
+    # completeness hinge: foreground row 0 score of class 0 = 0.5 -> 0.5; incomplete row 2 class 1 = -0.4 -> 0.6
+    assert parts["com"].item() == pytest.approx((0.5 + 0.6) / 2)
+    # regression: target (2, log(1.2)/0.2) vs (0.5, -0.2), smooth-L1 with beta 1
+    dl = math.log(1.2) / 0.2
+    sl1 = lambda x: 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # noqa: E731
+    assert parts["reg"].item() == pytest.approx((sl1(2 - 0.5) + sl1(dl + 0.2)) / 2, rel=1e-6)
+    assert parts["detection"].item() == pytest.approx(parts["cls"].item() + 0.5 * parts["com"].item() + 0.5 * parts["reg"].item())
+
+
+# ---------------------------------------------------------------------------------------------
+# proposals
+# ---------------------------------------------------------------------------------------------
+
+def test_boundary_candidates_hand():
+    prob = np.array([0.1, 0.3, 0.2, 0.9, 0.8, 0.5, 0.6, 0.1])
+    # > 0.45: 3, 4, 5, 6; peaks: 1 (0.3 > 0.1, 0.2), 3, 6
+    assert boundary_candidates(prob).tolist() == [1, 3, 4, 5, 6]
+    assert boundary_candidates(np.array([0.2, 0.2, 0.1, 0.05, 0.08, 0.01])).tolist() == [0, 1, 4]   # plateau: ratio rule only
+    assert boundary_candidates(np.array([0.7, 0.1, 0.2])).tolist() == [0, 2]                          # edges with one neighbour
+    assert boundary_candidates(np.zeros(0)).tolist() == []
+
+
+def brute_force(p_start, p_end, max_duration, max_proposals, ratio):
+    starts, ends = boundary_candidates(p_start, ratio), boundary_candidates(p_end, ratio)
+    rows = [(-p_start[s] * p_end[e], s, e) for s in starts for e in ends if s < e <= s + max_duration]
+    rows.sort()
+    rows = rows[:max_proposals] if max_proposals is not None else rows
+    return np.array([[s, e] for _, s, e in rows]).reshape(-1, 2), np.array([-r[0] for r in rows])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=40), st.integers(0, 2**31), st.integers(1, 12),
+       st.one_of(st.none(), st.integers(1, 30)), st.integers(1, 50), st.sampled_from([0.5, 0.0, 0.9]))
+def test_proposals_equal_brute_force(p_start, seed, max_duration, max_proposals, chunk, ratio):
+    p_start = np.array(p_start)
+    p_end = np.random.default_rng(seed).random(len(p_start)).round(2)       # rounding makes ties
+    seg, score = generate_proposals(p_start, p_end, max_duration, max_proposals, ratio, chunk_pairs=chunk)
+    ref_seg, ref_score = brute_force(p_start, p_end, max_duration, max_proposals, ratio)
+    np.testing.assert_array_equal(seg, ref_seg)
+    np.testing.assert_array_equal(score, ref_score)
+
+
+def test_proposals_hand_and_long_video_bound():
+    p_s = np.array([0.9, 0.1, 0.1, 0.6, 0.1, 0.1])
+    p_e = np.array([0.1, 0.1, 0.8, 0.1, 0.1, 0.7])
+    seg, score = generate_proposals(p_s, p_e, max_duration=3)
+    # starts {0, 3}, ends {2, 5}: (0, 2) 0.72, (3, 5) 0.42; (0, 5) is longer than 3
+    assert seg.tolist() == [[0, 2], [3, 5]] and score.tolist() == pytest.approx([0.72, 0.42])
+    # a 100,000-snippet video with every snippet a candidate: at most T * max_duration pairs, top 1000 kept
+    rng = np.random.default_rng(0)
+    flat = 0.9 + 0.01 * rng.random(100_000)
+    seg, score = generate_proposals(flat, flat, max_duration=64, max_proposals=1000, chunk_pairs=1 << 16)
+    assert len(seg) == 1000 and (np.diff(score) <= 0).all() and ((seg[:, 1] - seg[:, 0]) <= 64).all()
+    with pytest.raises(ValueError, match="max_duration"):
+        generate_proposals(p_s, p_e, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# RoI pooling
+# ---------------------------------------------------------------------------------------------
+
+def test_roi_pool_hand_values():
+    feats = torch.tensor([[[0.0, 10.0, 20.0, 30.0]]])                    # (1, 1, 4): 10 per snippet
+    out = roi_pool_1d(feats, torch.tensor([[0.0, 1.0, 2.0]]), bins=(0, 2, 0), samples=1)
+    torch.testing.assert_close(out, torch.tensor([[[12.5, 17.5]]]))      # bin centres 1.25, 1.75
+    # context: (1, 2) with context 0.5 -> [0.5, 1] and [2, 2.5]; 2 samples per bin
+    out = roi_pool_1d(feats, torch.tensor([[0.0, 1.0, 2.0]]), bins=(1, 1, 1), context=0.5, samples=2)
+    torch.testing.assert_close(out, torch.tensor([[[7.5, 15.0, 22.5]]]))
+    # outside the sequence: the border snippet's value; positions past `lengths` are never read
+    feats = torch.tensor([[[0.0, 10.0, 20.0, 1000.0]]])
+    out = roi_pool_1d(feats, torch.tensor([[0.0, 1.0, 3.0]]), bins=(2, 2, 2), samples=4, lengths=torch.tensor([3]))
+    assert out.max().item() == 20.0 and out[0, 0, -1].item() == 20.0 and out[0, 0, 0].item() == pytest.approx(2.5)   # bin [0, 0.5]: mean of 10 x (0.0625 ... 0.4375)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.sampled_from([(2, 8, 2), (1, 4, 1), (0, 3, 0), (3, 5, 2)]),
+       st.floats(0.0, 1.0), st.integers(1, 6))
+def test_roi_pool_of_linear_features_is_the_bin_centre(seed, batch, bins, context, samples):
+    # features linear in the position: each bin's mean equals the feature at its centre (inside the sequence)
+    g = torch.Generator().manual_seed(seed)
+    t = 50
+    slope, offset = torch.randn(batch, 5, 1, generator=g, dtype=torch.float64), torch.randn(batch, 5, 1, generator=g, dtype=torch.float64)
+    feats = slope * torch.arange(t, dtype=torch.float64) + offset
+    n = 6
+    b = torch.randint(batch, (n,), generator=g).double()
+    d = torch.rand(n, generator=g, dtype=torch.float64) * 10
+    lo = context * d + torch.rand(n, generator=g, dtype=torch.float64) * (t - 1 - (1 + 2 * context) * d)
+    rois = torch.stack([b, lo, lo + d], 1)
+    out = roi_pool_1d(feats, rois, bins, context, samples)
+    centres = bin_centres(rois, bins, context)                                  # (n, nb)
+    expected = slope[b.long()] * centres[:, None, :] + offset[b.long()]
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_roi_pool_gradient():
+    feats = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 2.3, 7.9], [1, 0.0, 11.0], [1, 5.5, 5.5]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: roi_pool_1d(f, rois, (1, 3, 1), 0.3, 3), (feats,))
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+
+def test_deep_baseline_matches_refactornet_size_and_depth():
+    for rc in (RefactorConfig(in_dim=2048), RefactorConfig(in_dim=64, hidden_dim=48), RefactorConfig(in_dim=32, num_layers=3)):
+        ref = sum(p.numel() for p in RefactorNet(rc).parameters())
+        det = Detector(DetectorConfig(in_dim=rc.in_dim, front="deep", refactor=rc))
+        deep = sum(p.numel() for p in det.front.parameters())
+        assert abs(deep - ref) / ref < 0.01, (deep, ref)
+        assert len(det.front.convs) == rc.num_layers and det.front.convs[-1].out_channels == rc.out_dim
+    assert deep_baseline_hidden(RefactorConfig(in_dim=2048), 3) == 598        # (7,345,152 - 2048) / (3 * 4096 + 1)
+
+
+@pytest.mark.parametrize("front", ["none", "refactor", "deep"])
+def test_padded_batch_equals_single_sequences(front):
+    torch.manual_seed(0)
+    cfg = DetectorConfig(in_dim=16, num_classes=3, front=front, refactor=RefactorConfig(in_dim=16, hidden_dim=8),
+                         base_dim=8, boundary_hidden=8, head_hidden=16)
+    model = Detector(cfg).eval()
+    seqs = [torch.randn(16, n) for n in (20, 7, 13)]
+    x = torch.zeros(3, 16, 20)
+    for i, s in enumerate(seqs):
+        x[i, :, :s.shape[1]] = s
+    rois = torch.tensor([[0, 1.0, 9.0], [1, 0.0, 6.0], [2, 3.5, 12.0], [1, 5.0, 6.0]])
+    with torch.no_grad():
+        enc, heads = model(x, rois, torch.tensor([20, 7, 13]))
+        for i, s in enumerate(seqs):
+            single, h = model(s[None], torch.cat([torch.zeros(len(rois), 1), rois[:, 1:]], 1)[rois[:, 0] == i])
+            n = s.shape[1]
+            torch.testing.assert_close(enc.boundary_logits[i, :, :n], single.boundary_logits[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(heads.class_logits[rois[:, 0] == i], h.class_logits, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(heads.completeness[rois[:, 0] == i], h.completeness, rtol=1e-5, atol=1e-6)
+
+
+def test_config_validation_and_confidence():
+    with pytest.raises(ValueError, match="front"):
+        DetectorConfig(front="transformer")
+    with pytest.raises(ValueError, match="bins"):
+        DetectorConfig(bins=(1, 0, 1))
+    with pytest.raises(ValueError, match="expects"):
+        DetectorConfig(in_dim=64, front="refactor", refactor=RefactorConfig(in_dim=32))
+    with pytest.raises(ValueError, match="detector expects"):
+        Detector(DetectorConfig(in_dim=8, num_classes=2)).encode(torch.zeros(1, 9, 4))
+    h = HeadOutput(class_logits=torch.log(torch.tensor([[0.5, 0.3, 0.2]])), completeness=torch.tensor([[0.0, 2.0]]),
+                   regression=torch.zeros(1, 2))
+    torch.testing.assert_close(h.confidence(), torch.tensor([[0.3 * 0.5, 0.2 / (1 + math.exp(-2))]]))
+
+
+def test_time_axis_and_windows():
+    axis = TimeAxis.of(fps=30.0, window=16, stride=4)
+    assert axis.t0 == pytest.approx(16 / 60) and axis.dt == pytest.approx(4 / 30)
+    np.testing.assert_allclose(axis.to_time([0, 10]), [16 / 60, 16 / 60 + 40 / 30])
+    np.testing.assert_allclose(axis.to_index(axis.to_time([-3.5, 2.25, 100])), [-3.5, 2.25, 100])
+    assert make_windows(5, 8) == [(0, 5)]
+    assert make_windows(20, 8, 0.5) == [(0, 8), (4, 12), (8, 16), (12, 20)]
+    assert make_windows(21, 8, 0.5) == [(0, 8), (4, 12), (8, 16), (12, 20), (13, 21)]
+    covered = set()
+    for s, e in make_windows(1000, 256, 0.25):
+        assert e - s == 256
+        covered |= set(range(s, e))
+    assert covered == set(range(1000))
+
+
+# ---------------------------------------------------------------------------------------------
+# training and inference end to end
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return detection_dataset(tmp_path_factory.mktemp("detect"), videos=6)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    features, ann, _ = dataset
+    model, meta = train_detector(features, ann, SMALL, FAST)
+    path = save_detector(tmp_path_factory.mktemp("ckpt") / "det.pt", model, meta)
+    return model, meta, path
+
+
+def evaluate(ann, predictions, subset="validation") -> dict:
+    gt = load_ground_truth(ann, subset)
+    return evaluate_detection(gt, load_predictions(predictions, gt), parse_thresholds("0.3:0.7:0.1")).to_json()
+
+
+def test_overfit_reaches_near_perfect_map(dataset, trained, tmp_path):
+    """Training, proposal decoding and the time axis line up: a handful of synthetic videos whose
+    instances start and end at arbitrary (off-grid) times are detected almost perfectly."""
+    features, ann, db = dataset
+    _, meta, ckpt = trained
+    assert meta["history"][-1]["loss"] < 0.5 * meta["history"][0]["loss"]
+    run_detector(ckpt, features, tmp_path / "pred.json", subset="validation")
+    result = evaluate(ann, tmp_path / "pred.json")
+    assert min(result["mAP"]) >= 0.95, result
+    # the best-scoring overlapping detection of each instance: boundaries within a snippet (1 s), mostly far closer
+    pred = json.loads((tmp_path / "pred.json").read_text())["results"]
+    errors = []
+    for vid, entry in db.items():
+        for a in entry["annotations"]:
+            same = [d for d in pred[vid] if d["label"] == a["label"]]
+            best = max(same, key=lambda d: d["score"] * (min(d["segment"][1], a["segment"][1]) > max(d["segment"][0], a["segment"][0])))
+            errors += [abs(best["segment"][0] - a["segment"][0]), abs(best["segment"][1] - a["segment"][1])]
+    assert max(errors) < 1.0 and np.mean(errors) < 0.5, errors
+
+
+class ScriptedDetector(torch.nn.Module):
+    """Stands in for a trained model: boundary logits, class logits and regression given by hand."""
+
+    def __init__(self, config, logits, class_logits, regression):
+        super().__init__()
+        self.config, self.logits, self.class_logits, self.regression = config, logits, class_logits, regression
+
+    def encode(self, x, lengths):
+        from detect.model import Encoded
+        return Encoded(x, None, x, self.logits[:, :, :x.shape[-1]], lengths)
+
+    def heads(self, enc, rois):
+        n = len(rois)
+        return HeadOutput(self.class_logits.expand(n, -1), torch.full((n, 1), 20.0), self.regression.expand(n, -1))
+
+
+@pytest.mark.parametrize("delta", [(0.0, 0.0), (1.0, 0.0), (0.0, -5.0)])
+def test_time_axis_of_detections_is_exact(delta, tmp_path):
+    """Start peak at snippet 3, end peak at snippet 8, fps 30, window 16, stride 4: the detection is
+    (t(3), t(8)) with t(i) = (4 i + 8) / 30 s, moved by the regression exactly as decoded."""
+    from detect.infer import detect_batch
+    from detect.data import scan_videos
+
+    write_features(tmp_path / "v.h5", {"rgb": np.zeros((12, 2), np.float32)}, fps=30.0, window=16, stride=4)
+    videos, _, _, _ = scan_videos(tmp_path)
+    logits = torch.full((1, 3, 12), -10.0)
+    logits[0, 1, 3] = logits[0, 2, 8] = 10.0
+    cfg = DetectorConfig(in_dim=2, num_classes=1)
+    model = ScriptedDetector(cfg, logits, torch.tensor([[-20.0, 20.0]]), torch.tensor([delta]))
+    dets = detect_batch(model, videos, [np.zeros((12, 2), np.float32)], ["Act"], InferenceConfig())["v"]
+    assert len(dets) == 1 and dets[0].label == "Act" and dets[0].score == pytest.approx(1.0)
+    start, end = (4 * 3 + 8) / 30, (4 * 8 + 8) / 30
+    c, d = (start + end) / 2 + delta[0] * 0.1 * (end - start), (end - start) * math.exp(delta[1] * 0.2)
+    assert dets[0].segment == pytest.approx((c - d / 2, c + d / 2), abs=1e-9)
+
+
+def test_predictions_layout(dataset, trained, tmp_path):
+    features, _, db = dataset
+    _, _, ckpt = trained
+    results = run_detector(ckpt, features, tmp_path / "p.json", config=InferenceConfig(top_k=7))
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert set(data) == {"version", "results", "external_data"} and set(data["results"]) == set(db)
+    for vid, dets in data["results"].items():
+        assert 0 < len(dets) <= 7 and [d.to_json() for d in results[vid]] == dets
+        scores = [d["score"] for d in dets]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+        assert all(0 <= d["segment"][0] <= d["segment"][1] <= db[vid]["duration"] for d in dets)
+        assert {d["label"] for d in dets} <= {"Jump", "Run", "Swim"}
+
+
+def test_batched_inference_equals_one_by_one(dataset, trained):
+    features, _, _ = dataset
+    _, _, ckpt = trained
+    one = run_detector(ckpt, features, config=InferenceConfig(batch_size=1))
+    many = run_detector(ckpt, features, config=InferenceConfig(batch_size=4))
+    assert one.keys() == many.keys()
+    for vid in one:
+        a, b = one[vid], many[vid]
+        assert [d.label for d in a] == [d.label for d in b]
+        np.testing.assert_allclose([d.score for d in a], [d.score for d in b], rtol=1e-5)
+        np.testing.assert_allclose([d.segment for d in a], [d.segment for d in b], atol=1e-4)
+
+
+def test_anet_mode_fuses_video_scores(dataset, trained, tmp_path):
+    features, ann, _ = dataset
+    _, _, ckpt = trained
+    scores = {"results": {"video_000": [0.1, 0.7, 0.2], "video_001": [0.6, 0.0, 0.4]}, "class": ["Jump", "Run", "Swim"]}
+    (tmp_path / "cuhk.json").write_text(json.dumps(scores))
+    cfg = InferenceConfig(mode="anet", top_k=10)
+    res = run_detector(ckpt, features, config=cfg, video_scores=tmp_path / "cuhk.json")
+    for vid, ranked in (("video_000", ["Run", "Swim"]), ("video_001", ["Jump", "Swim"])):
+        dets = res[vid]
+        assert len(dets) == 20 and {d.label for d in dets} == set(ranked)
+        first = [d for d in dets if d.label == ranked[0]]
+        second = [d for d in dets if d.label == ranked[1]]
+        s = scores["results"][vid]
+        c = {name: s[i] for i, name in enumerate(scores["class"])}
+        # the same 10 proposals, scored proposal confidence x class score
+        assert [d.segment for d in first] == [d.segment for d in second]
+        np.testing.assert_allclose([d.score / c[ranked[0]] for d in first], [d.score / c[ranked[1]] for d in second])
+    # without a file: the detector's own video-level classes; still two classes per video
+    own = run_detector(ckpt, features, config=cfg)
+    assert all(len({d.label for d in dets}) == 2 for dets in own.values())
+
+
+def test_training_is_seeded(dataset):
+    features, ann, _ = dataset
+    a, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=3))
+    b, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=3))
+    c, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=4))
+    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_checkpoint_round_trip_and_errors(trained, dataset, tmp_path):
+    model, meta, ckpt = trained
+    loaded, data = load_detector(ckpt)
+    assert data["classes"] == meta["classes"] and data["feature_layout"]["dim"] == 16
+    assert data["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": WINDOW, "stride": STRIDE, "fps": FPS}
+    assert sorted(data["subsets"]["validation"]) == sorted(dataset[2])
+    for (k, va), vb in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert loaded.config == model.config and not loaded.training
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    torch.save({"format_version": 1, "state_dict": {}}, tmp_path / "refactor_like.pt")
+    for bad in (tmp_path / "junk.pt", tmp_path / "refactor_like.pt", tmp_path / "missing.pt"):
+        with pytest.raises(DetectorError) as info:
+            load_detector(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_refactor_front_stage2(dataset, tmp_path):
+    from refactor.train import TrainConfig as RefTrain, build_pairs, save_checkpoint, train_refactor
+    from refactor.samples import SampleConfig
+
+    features, ann, _ = dataset
+    pairs = build_pairs(features, ann)
+    ref, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=8), RefTrain(epochs=2), progress=False)
+    save_checkpoint(tmp_path / "ref.pt", ref, pairs, SampleConfig(), RefTrain(epochs=2), hist)
+    zero, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt", front="refactor")
+    for (k, v), w in zip(ref.state_dict().items(), zero.front.state_dict().values()):
+        assert torch.equal(v, w), k                                                      # starts from stage 1
+    model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=2, window=64, batch_size=8),
+                                 refactor_checkpoint=tmp_path / "ref.pt", front="refactor")
+    assert "refactor" in meta["history"][0] and meta["history"][0]["refactor"] > 0        # L_R is in the loss
+    assert any(not torch.equal(v, w) for v, w in zip(ref.state_dict().values(), model.front.state_dict().values()))
+    assert meta["refactor_checkpoint"]["sha256"] and model.config.refactor == ref.config
+    # the deep baseline copies the stage-1 sizes
+    deep, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt", front="deep")
+    assert deep.config.refactor == ref.config
+    with pytest.raises(DetectorError, match="--refactor"):
+        train_detector(features, ann, SMALL, TrainConfig(epochs=0), front="refactor")
+
+
+def test_bad_inputs(dataset, trained, tmp_path):
+    features, ann, _ = dataset
+    _, _, ckpt = trained
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DetectorError, match="no feature files"):
+        train_detector(tmp_path / "empty", ann, SMALL, FAST)
+    with pytest.raises(DetectorError, match="subset"):
+        train_detector(features, ann, SMALL, TrainConfig(subset="training"))
+    with pytest.raises(DetectorError, match="no subset 'test'"):
+        run_detector(ckpt, features, subset="test")
+    other = tmp_path / "other"
+    write_features(other / "x.h5", split_streams(np.zeros((10, 24), np.float32), ("rgb", "flow")))
+    with pytest.raises(DetectorError, match="24-d"):
+        run_detector(ckpt, other)
+    write_features(other / "y.h5", {"rgb": np.zeros((10, 16), np.float32)})
+    with pytest.raises((DetectorError, DetectDataError), match="flow"):
+        run_detector(ckpt, other)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detect", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_cli_matches_api(dataset, trained, tmp_path):
+    features, ann, _ = dataset
+    model, _, ckpt = trained
+    # training through the CLI gives the API's model (same defaults, same seed)
+    assert cli_main(["train", "--features", str(features), "--annotations", str(ann), "--out", str(tmp_path / "cli.pt"),
+                     "--epochs", "1", "--window", "64", "--batch-size", "8", "--max-duration", "32"]) == 0
+    api, _ = train_detector(features, ann, DetectorConfig(max_duration=32), TrainConfig(epochs=1, window=64, batch_size=8))
+    cli, _ = load_detector(tmp_path / "cli.pt")
+    for (k, va), vb in zip(api.state_dict().items(), cli.state_dict().values()):
+        assert torch.equal(va, vb), k
+    # detections through the CLI (a subprocess) equal the API's
+    proc = run_cli("run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "cli.json"),
+                   "--subset", "validation", "--top-k", "50")
+    assert proc.returncode == 0, proc.stderr
+    api_res = run_detector(ckpt, features, config=InferenceConfig(top_k=50))
+    cli_res = json.loads((tmp_path / "cli.json").read_text())["results"]
+    assert cli_res == {vid: [d.to_json() for d in dets] for vid, dets in api_res.items()}
+    # unusable input: exit 1, one line on stderr
+    proc = run_cli("run", "--features", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no feature files" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
