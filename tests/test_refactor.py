@@ -23,14 +23,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.features import FeatureFileError, read_features
-from extract.snippets import SnippetPlan
 from refactor import (RefactorConfig, RefactorError, RefactorLoss, RefactorNet, RefactorOutput, SampleConfig,
                       SampleError, TrainConfig, apply_refactor, build_pairs, collect_samples, kl_divergence,
                       load_refactor, pair_losses, save_checkpoint, train_refactor)
 from refactor.__main__ import main as cli_main
+from tests.featfiles import split_streams, write_features
 
 REPO = Path(__file__).resolve().parents[1]
-from tests.featfiles import FPS, STRIDE, WINDOW, split_streams, write_features  # noqa: E402
 SQRT_HALF = 1 / math.sqrt(2)
 
 
