@@ -528,3 +528,44 @@ def test_cli_matches_api(dataset, trained, tmp_path):
     proc = run_cli("run", "--features", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.json"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no feature files" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_detect_video_extracts_like_training_and_detects(tmp_path, random_i3d):
+    """`detect video` = extract with the checkpoint's feature layout (streams, window, stride, fps) +
+    `detect run` on those files."""
+    from extract.streams import RGBStream
+    from detect.video import detect_videos
+    from tests.videos import make_video
+
+    features, ann, _ = detection_dataset(tmp_path / "train", videos=3, num_snippets=(20, 30), dim_per_stream=1024,
+                                         streams=("rgb",))
+    model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=32))
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    (tmp_path / "clips").mkdir()
+    make_video(tmp_path / "clips" / "a.mp4", 60, fps=25)
+    make_video(tmp_path / "clips" / "b.mp4", 90, fps=25)
+    streams = [RGBStream(random_i3d(), torch.device("cpu"), None)]
+    results, failed = detect_videos([tmp_path / "clips"], ckpt, tmp_path / "pred.json", features_dir=tmp_path / "feats",
+                                    device="cpu", extract_streams=streams, progress=False)
+    assert not failed and set(results) == {"a", "b"}
+    from extract.features import read_features
+    ff = read_features(tmp_path / "feats" / "a.h5")
+    assert (ff.fps, ff.window, ff.stride, ff.streams) == (FPS, WINDOW, STRIDE, ("rgb",))   # the training layout
+    assert ff.num_frames == math.ceil(60 / 25 * FPS)
+    direct = run_detector(ckpt, tmp_path / "feats")
+    written = json.loads((tmp_path / "pred.json").read_text())["results"]
+    assert written == {vid: [d.to_json() for d in dets] for vid, dets in direct.items()} and all(written.values())
+
+
+def test_detect_video_refuses_refactored_layouts(dataset, tmp_path):
+    features, ann, _ = dataset
+    refactored = tmp_path / "refactored"
+    from extract.features import read_features
+    for path in sorted(features.glob("*.h5")):
+        f = read_features(path).features
+        write_features(refactored / path.name, {"action": f[:, :8], "cooccurrence": f[:, 8:]})
+    model, meta = train_detector(refactored, ann, SMALL, TrainConfig(epochs=0))
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    from detect.video import detect_videos
+    with pytest.raises(DetectorError, match="not extracted from video"):
+        detect_videos([tmp_path], ckpt)
