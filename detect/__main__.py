@@ -103,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         inference = _inference(args, ckpt.get("inference", {}))
         if args.command == "run":
             from detect.infer import run_detector
+            failed: dict = {}
             results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
-                                   device=args.device, video_scores=args.video_scores)
+                                   device=args.device, video_scores=args.video_scores, failures=failed)
             print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> {args.out}")
+            if failed:
+                print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
+                return 1
             return 0
         from detect.video import detect_videos
         from weights import WeightsError

@@ -91,7 +91,8 @@ def _header(path: Path, streams: tuple[str, ...] | None):
 def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None = None,
                 annotations: str | os.PathLike | dict | None = None, subset: str | None = None,
                 classes: list[str] | None = None, require_annotations: bool = False,
-                video_ids: set[str] | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
+                video_ids: set[str] | None = None,
+                failures: dict[Path, str] | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
     """Feature files of a folder (optionally only those of an annotated subset), with their ground truth.
 
     Args:
@@ -101,6 +102,8 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
             subset's classes in order of first appearance.
         require_annotations: every kept video must be in the subset (training).
         video_ids: keep only these videos (e.g. a subset's list stored in a checkpoint).
+        failures: if given, unreadable files are recorded here (path -> reason) and skipped;
+            otherwise the first one raises.
 
     Returns:
         (videos, classes, streams, feature dimension).
@@ -137,7 +140,13 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
     videos: list[VideoRecord] = []
     dim = None
     for path in files:
-        ff, d, num = _header(path, streams)
+        try:
+            ff, d, num = _header(path, streams)
+        except DetectDataError as exc:
+            if failures is None:
+                raise
+            failures[path] = str(exc)
+            continue
         if streams is None:
             streams = ff.streams
         if dim is None:
@@ -153,6 +162,8 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
         videos.append(VideoRecord(video_id=path.stem, path=path, num_snippets=num,
                                   axis=TimeAxis.of(ff.fps, ff.window, ff.stride), duration=ff.duration, fps=ff.fps,
                                   window=ff.window, stride=ff.stride, segments=segs, labels=labs))
+    if not videos:
+        raise DetectDataError(f"no readable feature file in {feature_dir} ({len(failures or {})} failed)")
     return videos, list(classes or []), tuple(streams), int(dim)
 
 

@@ -187,13 +187,15 @@ def write_predictions(path: str | os.PathLike, results: dict[str, list[Detection
 def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                  subset: str | None = None, config: InferenceConfig | None = None, device: str = "cpu",
                  video_scores: str | os.PathLike | dict | None = None, video_ids: set[str] | None = None,
-                 progress: bool | None = None) -> dict[str, list[Detection]]:
+                 progress: bool | None = None, failures: dict[Path, str] | None = None) -> dict[str, list[Detection]]:
     """Detections for the feature files of a folder (``subset``: only the videos of that subset
     of the training annotations, as recorded in the checkpoint); writes ``out`` if given.
 
     Args:
         config: post-processing (default: the checkpoint's).
         video_scores: anet mode, a CUHK-style video classification file (see detect.fusion).
+        failures: if given, unreadable feature files are recorded here (path -> reason) and
+            skipped, and the other videos still get detections; otherwise the first one raises.
     """
     model, ckpt = load_detector(checkpoint, device)
     config = config or InferenceConfig.from_dict(ckpt.get("inference", {}))
@@ -207,7 +209,7 @@ def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, 
                                 f"(subsets: {', '.join(sorted(ckpt.get('subsets', {}))) or 'none'})")
         ids = set(members) if ids is None else ids & set(members)
     try:
-        videos, _, _, dim = scan_videos(feature_dir, streams, video_ids=ids)
+        videos, _, _, dim = scan_videos(feature_dir, streams, video_ids=ids, failures=failures)
     except DetectDataError as exc:
         raise DetectorError(str(exc)) from exc
     if dim != layout["dim"]:
@@ -222,14 +224,19 @@ def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, 
     show = not ((progress is False) or (progress is None and not sys.stderr.isatty()))
     with tqdm(total=len(videos), desc="detect", unit="video", disable=not show) as bar:
         for first in range(0, len(order), config.batch_size):
-            batch = [videos[i] for i in order[first:first + config.batch_size]]
-            try:
-                feats = [read_window(v, streams, 0, v.num_snippets) for v in batch]
-            except DetectDataError as exc:
-                raise DetectorError(str(exc)) from exc
-            results.update(detect_batch(model, batch, feats, classes, config, scores, device))
+            batch, feats = [], []
+            for i in order[first:first + config.batch_size]:
+                try:
+                    feats.append(read_window(videos[i], streams, 0, videos[i].num_snippets))
+                    batch.append(videos[i])
+                except DetectDataError as exc:
+                    if failures is None:
+                        raise DetectorError(str(exc)) from exc
+                    failures[videos[i].path] = str(exc)
+            if batch:
+                results.update(detect_batch(model, batch, feats, classes, config, scores, device))
             bar.update(len(batch))
-    results = {v.video_id: results[v.video_id] for v in videos}        # file order
+    results = {v.video_id: results[v.video_id] for v in videos if v.video_id in results}        # file order
     if out is not None:
         write_predictions(out, results, {"checkpoint": str(Path(checkpoint).resolve()), "inference": asdict(config)})
     return results

@@ -143,15 +143,48 @@ def batched_soft_nms(segments: Tensor, scores: Tensor, groups: Tensor, sigma: fl
         raise ValueError(f"groups must be an integer tensor, got {groups.dtype}")
     if groups.device != scores.device:
         raise ValueError(f"groups ({groups.device}) and scores ({scores.device}) must be on the same device")
-    keeps, kepts = [], []
-    for g in torch.unique(groups):                      # ascending
-        idx = torch.nonzero(groups == g).flatten()
-        k, s = soft_nms(segments[idx], scores[idx], sigma, top_k_per_group, min_score)
-        keeps.append(idx[k])
-        kepts.append(s)
+    n = scores.shape[0]
+    dev = scores.device
+    if n == 0:
+        return torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, dtype=scores.dtype, device=dev)
+    # All groups at once: one row per group, padded to the largest (padding and removed entries at
+    # -inf), so each pass keeps one segment in every group that is still going. Within a row the
+    # input order is kept, so argmax ties and the arithmetic are exactly those of soft_nms per group.
+    uniq, row = torch.unique(groups, return_inverse=True)                     # ascending groups
+    counts = torch.bincount(row, minlength=len(uniq))
+    order = torch.sort(row, stable=True).indices
+    col = torch.arange(n, device=dev) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    width = int(counts.max())
+    seg = segments.to(torch.promote_types(segments.dtype, scores.dtype))
+    index = torch.full((len(uniq), width), -1, dtype=torch.long, device=dev)
+    work = torch.full((len(uniq), width), float("-inf"), dtype=scores.dtype, device=dev)
+    starts = torch.zeros((len(uniq), width), dtype=seg.dtype, device=dev)
+    ends = torch.zeros_like(starts)
+    r = row[order]
+    index[r, col] = order
+    work[r, col] = scores[order]
+    starts[r, col], ends[r, col] = seg[order, 0], seg[order, 1]
+    removed = index < 0
+    rows = torch.arange(len(uniq), device=dev)
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=dev)
+    limit = width if top_k_per_group is None else min(width, top_k_per_group)
+    keeps, kepts, going = [], [], torch.ones(len(uniq), dtype=torch.bool, device=dev)
+    for _ in range(limit):
+        m = torch.argmax(work, dim=1)                                          # (G,) first maxima
+        best = work[rows, m]
+        going = going & (best > min_score)                                     # a group that stopped stays stopped
+        if not bool(going.any()):
+            break
+        keeps.append(torch.where(going, index[rows, m], -1))
+        kepts.append(best)
+        removed[rows[going], m[going]] = True
+        iou = _iou(starts[rows, m][:, None], ends[rows, m][:, None], starts, ends).to(work.dtype)
+        work = torch.where(removed | ~going[:, None], neg_inf, work * torch.exp(-(iou * iou) / sigma))
     if not keeps:
-        return (torch.empty(0, dtype=torch.long, device=scores.device),
-                torch.empty(0, dtype=scores.dtype, device=scores.device))
-    keep, kept = torch.cat(keeps), torch.cat(kepts)
+        return torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, dtype=scores.dtype, device=dev)
+    keep = torch.stack(keeps, dim=1).flatten()                                 # group-major, keep order
+    kept = torch.stack(kepts, dim=1).flatten()
+    valid = keep >= 0
+    keep, kept = keep[valid], kept[valid]
     order = torch.sort(kept, descending=True, stable=True).indices[:top_k]
     return keep[order], kept[order]

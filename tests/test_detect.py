@@ -439,9 +439,10 @@ def test_training_is_seeded(dataset):
     a, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=3))
     b, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=3))
     c, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=4))
-    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
-        assert torch.equal(va, vb), k
-    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+    # equal up to float summation order (oneDNN's multi-threaded weight-gradient reductions vary by ~1e-9)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-6, msg=k)
+    assert max((va - vc).abs().max().item() for va, vc in zip(a.state_dict().values(), c.state_dict().values())) > 1e-3
 
 
 def test_checkpoint_round_trip_and_errors(trained, dataset, tmp_path):
@@ -515,8 +516,9 @@ def test_cli_matches_api(dataset, trained, tmp_path):
                      "--epochs", "1", "--window", "64", "--batch-size", "8", "--max-duration", "32"]) == 0
     api, _ = train_detector(features, ann, DetectorConfig(max_duration=32), TrainConfig(epochs=1, window=64, batch_size=8))
     cli, _ = load_detector(tmp_path / "cli.pt")
+    assert cli.config == api.config
     for (k, va), vb in zip(api.state_dict().items(), cli.state_dict().values()):
-        assert torch.equal(va, vb), k
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-6, msg=k)
     # detections through the CLI (a subprocess) equal the API's
     proc = run_cli("run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "cli.json"),
                    "--subset", "validation", "--top-k", "50")
@@ -569,3 +571,20 @@ def test_detect_video_refuses_refactored_layouts(dataset, tmp_path):
     from detect.video import detect_videos
     with pytest.raises(DetectorError, match="not extracted from video"):
         detect_videos([tmp_path], ckpt)
+
+
+def test_run_skips_unreadable_files_and_lists_them(dataset, trained, tmp_path):
+    features, _, _ = dataset
+    _, _, ckpt = trained
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("video_000.h5", "video_001.h5"):
+        (mixed / name).write_bytes((features / name).read_bytes())
+    (mixed / "broken.h5").write_bytes(b"\x89HDF\r\n not really")
+    write_features(mixed / "rgb_only.h5", {"rgb": np.zeros((10, 8), np.float32)})
+    proc = run_cli("run", "--features", str(mixed), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.json"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "broken.h5" in proc.stderr and "rgb_only.h5" in proc.stderr and "'flow'" in proc.stderr
+    written = json.loads((tmp_path / "p.json").read_text())["results"]
+    assert set(written) == {"video_000", "video_001"}
+    assert written == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, features, video_ids=set(written)).items()}
