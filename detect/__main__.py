@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="training window, snippets")
     p.add_argument("--max-duration", type=int, default=128, help="longest proposal, snippets")
     p.add_argument("--max-proposals", type=int, default=1000, help="proposals per video scored by the heads")
+    p.add_argument("--temporal-scale", type=int, default=None,
+                   help="rescale every video to this many positions (ActivityNet practice: 100, with --max-duration 100)")
     p.add_argument("--actionness-weight", type=float, default=1.0, help="BSN's actionness loss weight (0: the paper's L_P)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
             if args.refactor_config and not args.deep_baseline:
                 raise DetectorError("--refactor-config goes with --deep-baseline")
-            config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals)
+            config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals,
+                                    temporal_scale=args.temporal_scale)
             train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, window=args.window,
                                 seed=args.seed, subset=args.subset, device=args.device,
                                 actionness_weight=args.actionness_weight)

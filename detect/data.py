@@ -8,6 +8,12 @@ works in these coordinates; only :class:`TimeAxis` converts.
 Training reads fixed-length windows (``window`` snippets, overlapping by ``overlap``) straight from
 the HDF5 files, so memory does not grow with the dataset; a video shorter than a window is one
 zero-padded window.
+
+Temporal rescaling (``temporal_scale = L``, the ActivityNet practice of BSN/BMN): every video
+becomes L positions whatever its length T. Position j stands for the j-th of L equal parts of the
+span ``[-½, T - ½]`` covered by the snippets; its feature is the mean over that part (RoI pooling of
+the whole sequence into L bins, :func:`detect.roi.roi_pool_1d`), and its time the part's centre, so
+the time axis stays affine: ``x = -½ + (j + ½) T / L`` in snippet units.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from detect.roi import roi_pool_1d
 from evaluate.data import EvaluationInputError, load_ground_truth
 from extract.features import FeatureFileError, read_features
 from extract.snippets import SnippetPlan
 
-__all__ = ["TimeAxis", "VideoRecord", "DetectDataError", "scan_videos", "make_windows", "read_window"]
+__all__ = ["TimeAxis", "VideoRecord", "DetectDataError", "scan_videos", "make_windows", "read_window",
+           "rescale_features"]
 
 
 class DetectDataError(ValueError):
@@ -40,6 +49,11 @@ class TimeAxis:
     def of(cls, fps: float, window: int, stride: int) -> "TimeAxis":
         return cls(t0=window / (2.0 * fps), dt=stride / float(fps))
 
+    def rescaled(self, num_snippets: int, scale: int) -> "TimeAxis":
+        """The axis of a T-snippet sequence rescaled to ``scale`` positions (see the module docstring)."""
+        step = num_snippets / scale
+        return TimeAxis(t0=self.t0 + self.dt * (step / 2 - 0.5), dt=self.dt * step)
+
     def to_time(self, x: np.ndarray) -> np.ndarray:
         return self.t0 + np.asarray(x, dtype=np.float64) * self.dt
 
@@ -53,8 +67,8 @@ class VideoRecord:
 
     Attributes:
         video_id, path: the file ``<dir>/<video_id>.h5``.
-        num_snippets: T.
-        axis: its time axis.
+        num_snippets: T (the positions the detector sees: ``scale`` when rescaled).
+        axis: its time axis (of those positions).
         duration: seconds (the feature file's ``duration``).
         fps, window, stride: its sampling.
         segments (ndarray[G, 2]): instances in seconds (empty without annotations).
@@ -71,6 +85,8 @@ class VideoRecord:
     stride: int
     segments: np.ndarray
     labels: np.ndarray
+    scale: int | None = None
+    source_snippets: int | None = None
 
     @property
     def segments_index(self) -> np.ndarray:
@@ -91,8 +107,8 @@ def _header(path: Path, streams: tuple[str, ...] | None):
 def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None = None,
                 annotations: str | os.PathLike | dict | None = None, subset: str | None = None,
                 classes: list[str] | None = None, require_annotations: bool = False,
-                video_ids: set[str] | None = None,
-                failures: dict[Path, str] | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
+                video_ids: set[str] | None = None, failures: dict[Path, str] | None = None,
+                temporal_scale: int | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
     """Feature files of a folder (optionally only those of an annotated subset), with their ground truth.
 
     Args:
@@ -104,6 +120,7 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
         video_ids: keep only these videos (e.g. a subset's list stored in a checkpoint).
         failures: if given, unreadable files are recorded here (path -> reason) and skipped;
             otherwise the first one raises.
+        temporal_scale: rescale every video to this many positions (None: keep the snippets).
 
     Returns:
         (videos, classes, streams, feature dimension).
@@ -159,9 +176,12 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
             rows = np.flatnonzero(gt.video == gt.video_index.get(path.stem, -1))
             segs = gt.segments[rows]
             labs = np.asarray([index[gt.classes[k]] for k in gt.labels[rows]], dtype=np.int64)
-        videos.append(VideoRecord(video_id=path.stem, path=path, num_snippets=num,
-                                  axis=TimeAxis.of(ff.fps, ff.window, ff.stride), duration=ff.duration, fps=ff.fps,
-                                  window=ff.window, stride=ff.stride, segments=segs, labels=labs))
+        axis = TimeAxis.of(ff.fps, ff.window, ff.stride)
+        if temporal_scale is not None:
+            axis = axis.rescaled(num, temporal_scale)
+        videos.append(VideoRecord(video_id=path.stem, path=path, num_snippets=temporal_scale or num, axis=axis,
+                                  duration=ff.duration, fps=ff.fps, window=ff.window, stride=ff.stride,
+                                  segments=segs, labels=labs, scale=temporal_scale, source_snippets=num))
     if not videos:
         raise DetectDataError(f"no readable feature file in {feature_dir} ({len(failures or {})} failed)")
     return videos, list(classes or []), tuple(streams), int(dim)
@@ -179,12 +199,26 @@ def make_windows(num_snippets: int, window: int, overlap: float = 0.5) -> list[t
     return [(s, s + window) for s in starts]
 
 
+def rescale_features(features: np.ndarray, scale: int) -> np.ndarray:
+    """(T, C) snippet features -> (scale, C): position j is the mean of the j-th of ``scale`` equal
+    parts of ``[-½, T - ½]`` (linear interpolation between snippets, at least 4 points a part)."""
+    t = len(features)
+    samples = max(4, int(np.ceil(4 * t / scale)))
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).T[None]          # (1, C, T)
+    roi = torch.tensor([[0.0, -0.5, t - 0.5]])
+    return roi_pool_1d(x, roi, bins=(0, scale, 0), context=0.0, samples=samples)[0].T.numpy()
+
+
 def read_window(video: VideoRecord, streams: tuple[str, ...], start: int, stop: int) -> np.ndarray:
-    """Snippets ``[start, stop)`` of a video: ndarray[stop - start, C] float32."""
+    """Positions ``[start, stop)`` of a video: ndarray[stop - start, C] float32 (rescaled videos
+    are read whole and rescaled first)."""
+    rows = slice(start, stop) if video.scale is None else None
     try:
-        feats = read_features(video.path, streams, rows=slice(start, stop)).features
+        feats = read_features(video.path, streams, rows=rows).features
     except FeatureFileError as exc:
         raise DetectDataError(str(exc)) from exc
     if not np.all(np.isfinite(feats)):
         raise DetectDataError(f"{video.path.name}: features contain NaN or inf")
+    if video.scale is not None:
+        feats = rescale_features(feats, video.scale)[start:stop]
     return feats

@@ -70,6 +70,7 @@ class DetectorConfig:
     max_duration: int = 128
     candidate_ratio: float = 0.5
     max_proposals: int = 1000
+    temporal_scale: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.refactor, dict):
@@ -83,6 +84,8 @@ class DetectorConfig:
             raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
         if len(self.bins) != 3 or self.bins[1] < 1 or min(self.bins) < 0:
             raise ValueError(f"bins must be (start, inner >= 1, end), got {self.bins}")
+        if self.temporal_scale is not None and self.temporal_scale < 2:
+            raise ValueError(f"temporal_scale must be >= 2 or None, got {self.temporal_scale}")
         if min(self.in_dim, self.num_classes, self.base_dim, self.boundary_hidden, self.head_hidden,
                self.max_duration, self.max_proposals, self.samples_per_bin) < 1:
             raise ValueError(f"all sizes must be >= 1: {self}")

@@ -296,7 +296,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     from refactor.train import RefactorError, build_pairs, load_refactor
 
     try:
-        videos, classes, streams, dim = scan_videos(feature_dir, None, annotations, train.subset, require_annotations=True)
+        videos, classes, streams, dim = scan_videos(feature_dir, None, annotations, train.subset, require_annotations=True,
+                                                    temporal_scale=(config or DetectorConfig()).temporal_scale)
     except DetectDataError as exc:
         raise DetectorError(str(exc)) from exc
     if not any(len(v.segments) for v in videos):

@@ -588,3 +588,33 @@ def test_run_skips_unreadable_files_and_lists_them(dataset, trained, tmp_path):
     written = json.loads((tmp_path / "p.json").read_text())["results"]
     assert set(written) == {"video_000", "video_001"}
     assert written == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, features, video_ids=set(written)).items()}
+
+
+def test_rescale_features_hand_values_and_axis():
+    from detect.data import rescale_features
+
+    f = np.array([[0.0], [10.0], [20.0], [30.0]], dtype=np.float32)
+    # L = 2: parts [-0.5, 1.5] and [1.5, 3.5], 4 points each (at -0.25, 0.25, 0.75, 1.25; clamped below 0)
+    np.testing.assert_allclose(rescale_features(f, 2)[:, 0], [(0 + 2.5 + 7.5 + 12.5) / 4, (17.5 + 22.5 + 27.5 + 30) / 4])
+    np.testing.assert_allclose(rescale_features(f[:1], 5)[:, 0], np.zeros(5))                # one snippet: constant
+    ramp = np.arange(300, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], dtype=np.float32)
+    out = rescale_features(ramp, 100)                                                         # part j centred at 3j + 1
+    np.testing.assert_allclose(out[1:-1, 0], 3 * np.arange(1, 99) + 1, rtol=1e-6)
+    np.testing.assert_allclose(out[1:-1, 1], -2 * (3 * np.arange(1, 99) + 1), rtol=1e-6)
+    axis = TimeAxis.of(fps=30.0, window=16, stride=4)
+    scaled = axis.rescaled(300, 100)
+    np.testing.assert_allclose(scaled.to_time(np.arange(100)), axis.to_time(3 * np.arange(100) + 1))
+    np.testing.assert_allclose(scaled.to_time([-0.5, 99.5]), axis.to_time([-0.5, 299.5]))   # the span is kept
+
+
+def test_temporal_scale_end_to_end(dataset, tmp_path):
+    """ActivityNet-style rescaling to 64 positions a video: the detector still finds every instance."""
+    features, ann, _ = dataset
+    cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=64, temporal_scale=64)
+    model, meta = train_detector(features, ann, cfg, TrainConfig(epochs=30, window=64, batch_size=8))
+    assert meta["num_windows"] == 6                                                   # one window a video
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    run_detector(ckpt, features, tmp_path / "pred.json")
+    result = evaluate(ann, tmp_path / "pred.json")
+    assert min(result["mAP"][:3]) >= 0.9, result                                      # tIoU 0.3-0.5
+    assert load_detector(ckpt)[0].config.temporal_scale == 64
