@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 from detect.data import DetectDataError
 from detect.fusion import VideoScoresError
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actionness-weight", type=float, default=1.0, help="BSN's actionness loss weight (0: the paper's L_P)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
     _inference_args(p, defaults=True)
 
     for name, what in (("run", "detections for a folder of feature files"), ("video", "raw video to detections in one step")):
@@ -93,13 +97,19 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=args.seed, subset=args.subset, device=args.device,
                                 actionness_weight=args.actionness_weight)
             inference = _inference(args, {})
+            state = Path(str(args.out) + ".state")
+            if args.restart:
+                state.unlink(missing_ok=True)
+            elif state.is_file():
+                print(f"detect: resuming from {state}", file=sys.stderr)
             model, meta = train_detector(args.features, args.annotations, config, train,
-                                         refactor_checkpoint=args.refactor or args.refactor_config, front=front)
-            from dataclasses import asdict
+                                         refactor_checkpoint=args.refactor or args.refactor_config, front=front,
+                                         state_path=state)
             save_detector(args.out, model, meta, asdict(inference))
+            state.unlink(missing_ok=True)
             last = meta["history"][-1] if meta["history"] else {}
-            print(f"detect: trained on {meta['num_windows']} windows of {len(meta['subsets'].get(args.subset, []))} "
-                  f"videos ({front} front); final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+            print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front); "
+                  f"final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
             return 0
         from detect.train import load_detector
         _, ckpt = load_detector(args.checkpoint)

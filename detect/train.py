@@ -27,10 +27,12 @@ Checkpoint (``torch.save`` of a dict, written atomically): ``format_version``, `
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -227,8 +229,10 @@ def _batch(windows: list[_Window], streams: tuple[str, ...], dim: int, length: i
 
 def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos: list[VideoRecord],
          streams: tuple[str, ...], dim: int, rng: np.random.Generator, device: torch.device, pairs,
-         progress: bool | None) -> list[dict]:
-    """The epochs of :func:`train_detector`; returns the mean losses per epoch."""
+         progress: bool | None, history: list[dict] | None = None,
+         on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """The epochs of :func:`train_detector` after those already in ``history``; ``on_epoch`` is
+    called after each with the history so far. Returns the mean losses per epoch."""
     config = model.config
     if pairs is not None:
         pair_a = torch.from_numpy(pairs.action).to(device)
@@ -236,9 +240,10 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
         pair_w = torch.from_numpy(pairs.similarity.astype(np.float32)).to(device)
         ref_loss = RefactorLoss(model.front)
     windows = [_Window(v, s, e) for v in videos for s, e in make_windows(v.num_snippets, train.window, train.overlap)]
-    history = []
+    history = list(history or [])
     show = not ((progress is False) or (progress is None and not sys.stderr.isatty()))
-    bar = tqdm(range(train.epochs), desc="detector", unit="epoch", disable=not show)
+    bar = tqdm(range(len(history), train.epochs), desc="detector", unit="epoch", disable=not show,
+               initial=len(history), total=train.epochs)
     for epoch in bar:
         model.train()
         totals: dict[str, float] = {}
@@ -274,12 +279,15 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
             steps += 1
         history.append({k: v / max(steps, 1) for k, v in totals.items()} | {"epoch": epoch + 1})
         bar.set_postfix(loss=f"{history[-1].get('loss', 0.0):.4f}")
+        if on_epoch is not None:
+            on_epoch(history)
     return history
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, config: DetectorConfig | None = None,
                    train: TrainConfig = TrainConfig(), refactor_checkpoint: str | os.PathLike | None = None,
-                   front: str = "none", progress: bool | None = None) -> tuple[Detector, dict]:
+                   front: str = "none", progress: bool | None = None,
+                   state_path: str | os.PathLike | None = None) -> tuple[Detector, dict]:
     """Train a detector on the feature files of ``train.subset``.
 
     Args:
@@ -288,6 +296,10 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         refactor_checkpoint: stage-1 RefactorNet checkpoint (front "refactor"; the deep baseline
             copies its configuration when given).
         front: "none" (baseline), "refactor" or "deep".
+        state_path: training state written atomically after every epoch (model, optimizer, random
+            generators, history); if the file exists, training resumes from it (and gives the
+            model an uninterrupted run would have). It must come from the same data and settings
+            (``epochs`` aside), else :class:`DetectorError`.
 
     Returns:
         (model in eval mode, checkpoint metadata for :func:`save_detector`).
@@ -339,7 +351,16 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
 
-    history = _fit(model, opt, train, videos, streams, dim, rng, device, pairs, progress)
+    fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint)
+    history: list[dict] = []
+    if state_path is not None and Path(state_path).is_file():
+        history = _load_state(state_path, fingerprint, model, opt, rng, device)
+
+    def save_state(hist: list[dict]) -> None:
+        if state_path is not None:
+            _save_state(state_path, fingerprint, model, opt, rng, hist)
+
+    history = _fit(model, opt, train, videos, streams, dim, rng, device, pairs, progress, history, save_state)
     model.eval()
 
     fps = sorted({v.fps for v in videos})
@@ -350,8 +371,46 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             "subsets": _subsets(annotations),
             "refactor_checkpoint": None if refactor_checkpoint is None else
             {"path": str(Path(refactor_checkpoint).resolve()), "sha256": sha256_file(refactor_checkpoint)},
+            "num_videos": len(videos),
             "num_windows": sum(len(make_windows(v.num_snippets, train.window, train.overlap)) for v in videos)}
     return model, meta
+
+
+STATE_VERSION = 1
+
+
+def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoRecord], front: str,
+                 refactor_checkpoint) -> dict:
+    """What a resumed run must share with the interrupted one (everything but the epoch count)."""
+    return {"config": config.to_dict(), "train": asdict(train) | {"epochs": None, "device": None}, "front": front,
+            "videos": [[v.video_id, v.num_snippets, len(v.segments)] for v in videos],
+            "refactor": None if refactor_checkpoint is None else sha256_file(refactor_checkpoint)}
+
+
+def _save_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                history: list[dict]) -> None:
+    state = {"format_version": STATE_VERSION, "kind": "detector-training-state", "fingerprint": fingerprint,
+             "history": history, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+    with atomic_path(Path(path)) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, rng: np.random.Generator,
+                device: torch.device) -> list[dict]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
+        raise DetectorError(f"{path}: unreadable training state ({type(exc).__name__}); delete it to start over") from exc
+    if not isinstance(state, dict) or state.get("kind") != "detector-training-state" or state.get("format_version") != STATE_VERSION:
+        raise DetectorError(f"{path} is not a detector training state; delete it to start over")
+    if json.loads(json.dumps(state.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
+        raise DetectorError(f"{path} was written by a run with other data or settings; delete it to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return list(state["history"])
 
 
 def _subsets(annotations) -> dict[str, list[str]]:

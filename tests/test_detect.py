@@ -618,3 +618,38 @@ def test_temporal_scale_end_to_end(dataset, tmp_path):
     result = evaluate(ann, tmp_path / "pred.json")
     assert min(result["mAP"][:3]) >= 0.9, result                                      # tIoU 0.3-0.5
     assert load_detector(ckpt)[0].config.temporal_scale == 64
+
+
+def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path):
+    features, ann, _ = dataset
+    cfg = TrainConfig(epochs=3, window=64, batch_size=8)
+    straight, meta = train_detector(features, ann, SMALL, cfg)
+    # "interrupted" after 2 epochs: the state file holds epoch 2; a rerun with 3 epochs resumes from it
+    state = tmp_path / "det.pt.state"
+    train_detector(features, ann, SMALL, TrainConfig(epochs=2, window=64, batch_size=8), state_path=state)
+    assert len(torch.load(state, weights_only=True)["history"]) == 2
+    resumed, meta2 = train_detector(features, ann, SMALL, cfg, state_path=state)
+    assert [h["epoch"] for h in meta2["history"]] == [1, 2, 3]
+    for a, b in zip(meta["history"], meta2["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for (k, va), vb in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-5, msg=k)
+    # another configuration must not pick up this state
+    with pytest.raises(DetectorError, match="other data or settings"):
+        train_detector(features, ann, SMALL, TrainConfig(epochs=3, window=32), state_path=state)
+    (tmp_path / "bad.state").write_bytes(b"junk")
+    with pytest.raises(DetectorError, match="delete it"):
+        train_detector(features, ann, SMALL, cfg, state_path=tmp_path / "bad.state")
+
+
+def test_cli_train_resumes_and_cleans_up(dataset, tmp_path):
+    features, ann, _ = dataset
+    out = tmp_path / "det.pt"
+    common = ["train", "--features", str(features), "--annotations", str(ann), "--out", str(out), "--window", "64",
+              "--batch-size", "8", "--max-duration", "32"]
+    train_detector(features, ann, DetectorConfig(max_duration=32), TrainConfig(epochs=1, window=64, batch_size=8),
+                   state_path=Path(str(out) + ".state"))                       # an interrupted run left epoch 1
+    proc = run_cli(*common, "--epochs", "2")
+    assert proc.returncode == 0 and "resuming from" in proc.stderr, proc.stderr
+    assert out.is_file() and not Path(str(out) + ".state").exists()
+    assert [h["epoch"] for h in load_detector(out)[1]["history"]] == [1, 2]
