@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actionness-weight", type=float, default=1.0, help="BSN's actionness loss weight (0: the paper's L_P)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--plot", metavar="DIR", help="write the loss curves (loss.png)")
     p.add_argument("--restart", action="store_true",
                    help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
     _inference_args(p, defaults=True)
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--features", required=True, help="folder of feature files")
             p.add_argument("--subset", default=None, help="only the videos of this subset of the training annotations")
+            p.add_argument("--plot", metavar="DIR", help="write boundary-probability figures of some videos")
+            p.add_argument("--plot-videos", default=None, help="comma-separated video ids to plot (default: the first 3)")
+            p.add_argument("--annotations", default=None, help="ground truth JSON to draw in the figures")
         else:
             p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders")
             p.add_argument("--features-out", default=None, help="keep the extracted feature files here")
@@ -82,6 +88,34 @@ def _inference(args, base: dict) -> InferenceConfig:
     if getattr(args, "no_regress", False):
         cfg["regress"] = False
     return InferenceConfig.from_dict(cfg)
+
+
+def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
+    """Boundary probabilities, ground truth and detections of the chosen videos, one PNG each."""
+    from detect.data import read_window, scan_videos
+    from detect.infer import boundary_probabilities
+    from detect.plots import plot_boundaries
+    from detect.train import load_detector
+    from evaluate.data import _read_json
+
+    model, ckpt = load_detector(args.checkpoint, args.device)
+    wanted = args.plot_videos.split(",") if args.plot_videos else list(results)[:3]
+    missing = [v for v in wanted if v not in results]
+    if missing:
+        raise DetectorError(f"--plot-videos: no detections were made for {missing[0]!r}")
+    videos, _, _, _ = scan_videos(args.features, tuple(ckpt["feature_layout"]["streams"]), video_ids=set(wanted),
+                                  temporal_scale=model.config.temporal_scale)
+    database = {}
+    if args.annotations:
+        data = _read_json(args.annotations, "ground truth")
+        database = data.get("database", data)
+    for v in videos:
+        probs = boundary_probabilities(model, read_window(v, tuple(ckpt["feature_layout"]["streams"]), 0, v.num_snippets),
+                                       args.device)
+        gt = [(a["segment"][0], a["segment"][1], a.get("label", "")) for a in database.get(v.video_id, {}).get("annotations", [])]
+        dets = [(d.segment[0], d.segment[1], d.label, d.score) for d in results[v.video_id]]
+        plot_boundaries(v.axis.to_time(np.arange(v.num_snippets)), probs, Path(args.plot) / f"boundaries_{v.video_id}.png",
+                        gt, dets, title=f"{v.video_id} ({inference.mode} mode)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                                          state_path=state)
             save_detector(args.out, model, meta, asdict(inference))
             state.unlink(missing_ok=True)
+            if args.plot:
+                from detect.plots import plot_history
+                plot_history(meta["history"], Path(args.plot) / "loss.png")
             last = meta["history"][-1] if meta["history"] else {}
             print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front); "
                   f"final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
@@ -120,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
                                    device=args.device, video_scores=args.video_scores, failures=failed)
             print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> {args.out}")
+            if args.plot:
+                _plot_videos(args, results, inference)
             if failed:
                 print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
                 return 1

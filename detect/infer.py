@@ -39,7 +39,7 @@ from detect.nms import batched_soft_nms, soft_nms
 from detect.proposals import generate_proposals
 from detect.train import DetectorError, load_detector
 
-__all__ = ["InferenceConfig", "detect_batch", "run_detector", "write_predictions", "Detection"]
+__all__ = ["InferenceConfig", "detect_batch", "run_detector", "write_predictions", "Detection", "boundary_probabilities"]
 
 MODES = ("thumos", "anet")
 
@@ -171,6 +171,13 @@ def detect_batch(model: Detector, videos: list[VideoRecord], feats: list[np.ndar
             dets = fuse_video_scores(times[sel].numpy(), scores.numpy(), vs, config.top_classes)
             out[v.video_id] = [Detection(lab, float(s), (float(a), float(b))) for lab, s, a, b in dets]
     return out
+
+
+@torch.no_grad()
+def boundary_probabilities(model: Detector, features: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """Actionness, start and end probabilities (ndarray[3, T]) of one video's (T, C) features."""
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device).T[None]
+    return torch.sigmoid(model.encode(x).boundary_logits[0]).float().cpu().numpy()
 
 
 def write_predictions(path: str | os.PathLike, results: dict[str, list[Detection]], meta: dict | None = None) -> Path:

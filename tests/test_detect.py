@@ -653,3 +653,28 @@ def test_cli_train_resumes_and_cleans_up(dataset, tmp_path):
     assert proc.returncode == 0 and "resuming from" in proc.stderr, proc.stderr
     assert out.is_file() and not Path(str(out) + ".state").exists()
     assert [h["epoch"] for h in load_detector(out)[1]["history"]] == [1, 2]
+
+
+def test_figures(dataset, trained, tmp_path):
+    from detect.infer import boundary_probabilities
+    from detect.plots import plot_boundaries, plot_history
+
+    features, ann, db = dataset
+    model, meta, ckpt = trained
+    fig = plot_history(meta["history"], tmp_path / "loss.png")
+    left = fig.axes[0]
+    assert [line.get_label() for line in left.lines] == ["loss", "proposal", "detection"]
+    np.testing.assert_allclose(left.lines[0].get_ydata(), [h["loss"] for h in meta["history"]])
+    from extract.features import read_features
+    ff = read_features(features / "video_000.h5")
+    probs = boundary_probabilities(model, ff.features)
+    assert probs.shape == (3, len(ff.features)) and probs.min() >= 0 and probs.max() <= 1
+    gt = [(a["segment"][0], a["segment"][1], a["label"]) for a in db["video_000"]["annotations"]]
+    fig = plot_boundaries(ff.times, probs, tmp_path / "b.png", gt, [(1.0, 5.0, "Run", 0.9), (2.0, 3.0, "Jump", 0.2)])
+    np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), probs[1])                     # start probability
+    assert len(fig.axes[1].patches) == len(gt) + 2 and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    # through the CLI
+    proc = run_cli("run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.json"),
+                   "--plot", str(tmp_path / "figs"), "--plot-videos", "video_001,video_002", "--annotations", str(ann))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["boundaries_video_001.png", "boundaries_video_002.png"]
