@@ -46,7 +46,7 @@ each stage-1 model and each stage-2 model (``model.front`` of the trained detect
 
     python benchmarks/detect_ablation.py [--quick] [--seeds 3] [--variants baseline,deep,refactor,stage1,no_kl,action_only]
         [--train-videos 48] [--test-videos 32] [--epochs 20] [--refactor-epochs 30] [--action-norm 0.3]
-        [--noise 0.12] [--threads 2] [--json OUT.json]
+        [--noise 0.2] [--threads 2] [--json OUT.json]
 
 ``--quick`` (a smoke run, under a minute): 1 seed, 12 + 8 videos, 3 detector epochs, 5 stage-1 epochs.
 """
@@ -71,7 +71,6 @@ sys.path.insert(0, str(REPO))
 from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
 from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
-from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, SampleConfig, apply_refactor, build_pairs, load_refactor,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
@@ -95,7 +94,7 @@ class DataConfig:
     dim: int = 64
     backgrounds: int = 12
     action_norm: float = 0.3
-    noise: float = 0.12
+    noise: float = 0.2
     lookalike_p: float = 0.15
     lookalike_cos: float = 0.6
     length: tuple[int, int] = (100, 200)          # snippets (s) a video, before any stretching to fit
@@ -160,7 +159,7 @@ class World:
             if kind == "instance":
                 s = cursor + before
                 act += cover(s, s + dur)
-                instances.append((round(s, 3), round(s + dur, 3)))
+                instances.append((round(float(s), 3), round(float(s + dur), 3)))
             cursor += before + dur + after + float(gaps[j + 1])
         ctx = np.clip(ctx, 0, 1)
         bg = np.zeros((t, cfg.dim))
@@ -378,9 +377,13 @@ def print_report(results: dict) -> None:
         row = results["summary"][v]
         delta = row.get("delta_vs_baseline")
         dtxt = "" if delta is None or v == "baseline" else f"{delta[0]:+.3f}±{delta[1]:.3f}"
-        print(f"{LABELS[v]:<26} {row['front_params']:>12,} | "
+        params = f"{row['front_params']:,}" if v != "stage1" else f"({per_seed[0]['stage1']['full']['params']:,})"
+        print(f"{LABELS[v]:<26} {params:>12} | "
               + " ".join(f"{m:.3f}±{sd:.3f}" for m, sd in row["mAP"])
               + f" | {row['average_mAP'][0]:.3f}±{row['average_mAP'][1]:.3f} | {dtxt:>13} | {row['train_s'][0]:>7.1f}")
+    if "stage1" in variants:
+        print("(stage 1 only: the detector has no front; its input is f' of the frozen stage-1 RefactorNet, whose "
+              "parameters are in brackets)")
     rows = []
     for name in ("full", "no_kl", "action_only"):
         if all(name in r["stage1"] for r in per_seed):

@@ -118,36 +118,63 @@ def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
                         gt, dets, title=f"{v.video_id} ({inference.mode} mode)")
 
 
+def _train(args) -> int:
+    """``detect train``; under torchrun (WORLD_SIZE > 1) every process trains on its share of each
+    batch (gloo on CPU, NCCL on CUDA, one GPU per process) and rank 0 writes the checkpoint."""
+    import os
+
+    import torch.distributed as dist
+
+    front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
+    if args.refactor_config and not args.deep_baseline:
+        raise DetectorError("--refactor-config goes with --deep-baseline")
+    device, world = args.device, int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        cuda = device.startswith("cuda")
+        if cuda:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            import torch
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        rank = dist.get_rank() if world > 1 else 0
+        config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals,
+                                temporal_scale=args.temporal_scale)
+        train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, window=args.window,
+                            seed=args.seed, subset=args.subset, device=device, actionness_weight=args.actionness_weight)
+        inference = _inference(args, {})
+        state = Path(str(args.out) + ".state")
+        if args.restart and rank == 0:
+            state.unlink(missing_ok=True)
+        if world > 1:
+            dist.barrier()
+        if state.is_file() and rank == 0:
+            print(f"detect: resuming from {state}", file=sys.stderr)
+        model, meta = train_detector(args.features, args.annotations, config, train,
+                                     refactor_checkpoint=args.refactor or args.refactor_config, front=front,
+                                     state_path=state)
+        if rank != 0:
+            return 0
+        meta["world_size"] = world
+        save_detector(args.out, model, meta, asdict(inference))
+        state.unlink(missing_ok=True)
+        if args.plot:
+            from detect.plots import plot_history
+            plot_history(meta["history"], Path(args.plot) / "loss.png")
+        last = meta["history"][-1] if meta["history"] else {}
+        print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front"
+              f"{f', {world} processes' if world > 1 else ''}); final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+        return 0
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
-            if args.refactor_config and not args.deep_baseline:
-                raise DetectorError("--refactor-config goes with --deep-baseline")
-            config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals,
-                                    temporal_scale=args.temporal_scale)
-            train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, window=args.window,
-                                seed=args.seed, subset=args.subset, device=args.device,
-                                actionness_weight=args.actionness_weight)
-            inference = _inference(args, {})
-            state = Path(str(args.out) + ".state")
-            if args.restart:
-                state.unlink(missing_ok=True)
-            elif state.is_file():
-                print(f"detect: resuming from {state}", file=sys.stderr)
-            model, meta = train_detector(args.features, args.annotations, config, train,
-                                         refactor_checkpoint=args.refactor or args.refactor_config, front=front,
-                                         state_path=state)
-            save_detector(args.out, model, meta, asdict(inference))
-            state.unlink(missing_ok=True)
-            if args.plot:
-                from detect.plots import plot_history
-                plot_history(meta["history"], Path(args.plot) / "loss.png")
-            last = meta["history"][-1] if meta["history"] else {}
-            print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front); "
-                  f"final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
-            return 0
+            return _train(args)
         from detect.train import load_detector
         _, ckpt = load_detector(args.checkpoint)
         inference = _inference(args, ckpt.get("inference", {}))

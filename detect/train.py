@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from common.fileio import atomic_path, sha256_file
@@ -227,13 +228,54 @@ def _batch(windows: list[_Window], streams: tuple[str, ...], dim: int, length: i
     return x, lengths, gts, targets
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed job, (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(model: nn.Module, world: int) -> None:
+    """All-reduce the gradients of every rank into their mean (one collective for all of them)."""
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def _epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[np.random.Generator, np.random.Generator, int]:
+    """Per-epoch random streams, derived from (seed, epoch[, rank]) alone so that a resumed run
+    continues exactly: the window order (shared by all ranks), the proposal / pair sampling of this
+    rank, and a torch seed (dropout, RefactorNet's reparameterization) for this rank."""
+    order = np.random.default_rng([seed, epoch])
+    sampling = np.random.default_rng([seed, epoch, rank, 1])
+    torch_seed = int(np.random.default_rng([seed, epoch, rank, 2]).integers(2**62))
+    return order, sampling, torch_seed
+
+
 def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos: list[VideoRecord],
-         streams: tuple[str, ...], dim: int, rng: np.random.Generator, device: torch.device, pairs,
-         progress: bool | None, history: list[dict] | None = None,
-         on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
+         streams: tuple[str, ...], dim: int, device: torch.device, pairs, progress: bool | None,
+         history: list[dict] | None = None, on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """The epochs of :func:`train_detector` after those already in ``history``; ``on_epoch`` is
-    called after each with the history so far. Returns the mean losses per epoch."""
+    called after each with the history so far. Returns the mean losses per epoch.
+
+    Under torch.distributed (torchrun), each step every rank takes its own ``batch_size`` windows of
+    the shared epoch order (the order is padded by wrapping around so all ranks take the same number
+    of steps), and the gradients are averaged over the ranks before the update, so every rank holds
+    the same model; the reported losses are the means over the ranks.
+    """
     config = model.config
+    rank, world = _distributed()
     if pairs is not None:
         pair_a = torch.from_numpy(pairs.action).to(device)
         pair_c = torch.from_numpy(pairs.coupling).to(device)
@@ -241,15 +283,20 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
         ref_loss = RefactorLoss(model.front)
     windows = [_Window(v, s, e) for v in videos for s, e in make_windows(v.num_snippets, train.window, train.overlap)]
     history = list(history or [])
-    show = not ((progress is False) or (progress is None and not sys.stderr.isatty()))
+    show = rank == 0 and not ((progress is False) or (progress is None and not sys.stderr.isatty()))
     bar = tqdm(range(len(history), train.epochs), desc="detector", unit="epoch", disable=not show,
                initial=len(history), total=train.epochs)
+    per_step = train.batch_size * world
+    steps = -(-len(windows) // per_step)
     for epoch in bar:
         model.train()
+        order_rng, rng, torch_seed = _epoch_seeds(train.seed, epoch, rank)
+        torch.manual_seed(torch_seed)
+        order = order_rng.permutation(len(windows))
+        order = np.resize(order, steps * per_step)                    # wrap around: equal steps on every rank
         totals: dict[str, float] = {}
-        order = rng.permutation(len(windows))
-        steps = 0
-        for first in range(0, len(order), train.batch_size):
+        for step in range(steps):
+            first = step * per_step + rank * train.batch_size
             batch = [windows[i] for i in order[first:first + train.batch_size]]
             length = max(w.stop - w.start for w in batch)
             x, lengths, gts, targets = _batch(batch, streams, dim, length)
@@ -265,23 +312,46 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
             parts = detector_losses(enc, heads, samples, torch.from_numpy(targets).to(device), train)
             loss = parts["proposal"] + parts["detection"]
             if pairs is not None:
-                idx = torch.randint(len(pair_a), (min(train.pair_batch, len(pair_a)),),
-                                    generator=torch.Generator().manual_seed(int(rng.integers(2**31)))).to(device)
+                idx = torch.as_tensor(rng.integers(len(pair_a), size=min(train.pair_batch, len(pair_a))), device=device)
                 r = ref_loss(pair_a[idx], pair_c[idx], pair_w[idx])
                 parts["refactor"] = r["loss"]
                 loss = loss + r["loss"]
             parts["loss"] = loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                _average_gradients(model, world)
             opt.step()
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
-            steps += 1
-        history.append({k: v / max(steps, 1) for k, v in totals.items()} | {"epoch": epoch + 1})
+        means = {k: v / max(steps, 1) for k, v in totals.items()}
+        if world > 1:
+            import torch.distributed as dist
+
+            keys = sorted(means)
+            packed = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=device)
+            dist.all_reduce(packed)
+            means = dict(zip(keys, (packed / world).tolist()))
+        history.append(means | {"epoch": epoch + 1})
         bar.set_postfix(loss=f"{history[-1].get('loss', 0.0):.4f}")
         if on_epoch is not None:
             on_epoch(history)
+    if world > 1:
+        _check_replicas(model, device)
     return history
+
+
+def _check_replicas(model: nn.Module, device: torch.device) -> None:
+    """Every rank must end with the same weights (they apply the same averaged updates)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        mine = torch.stack([p.double().sum() for p in model.parameters()]).to(device)
+        low, high = mine.clone(), mine.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError("distributed training: the ranks' weights diverged")
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, config: DetectorConfig | None = None,
@@ -335,8 +405,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         cfg_dict["refactor"] = None
     config = DetectorConfig(**cfg_dict)
 
-    torch.manual_seed(train.seed)
-    rng = np.random.default_rng(train.seed)
+    torch.manual_seed(train.seed)                  # model initialisation
     device = torch.device(train.device)
     model = Detector(config)
     if front == "refactor":
@@ -354,13 +423,14 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint)
     history: list[dict] = []
     if state_path is not None and Path(state_path).is_file():
-        history = _load_state(state_path, fingerprint, model, opt, rng, device)
+        history = _load_state(state_path, fingerprint, model, opt, device)
+    rank, _ = _distributed()
 
     def save_state(hist: list[dict]) -> None:
-        if state_path is not None:
-            _save_state(state_path, fingerprint, model, opt, rng, hist)
+        if state_path is not None and rank == 0:
+            _save_state(state_path, fingerprint, model, opt, hist)
 
-    history = _fit(model, opt, train, videos, streams, dim, rng, device, pairs, progress, history, save_state)
+    history = _fit(model, opt, train, videos, streams, dim, device, pairs, progress, history, save_state)
     model.eval()
 
     fps = sorted({v.fps for v in videos})
@@ -387,17 +457,15 @@ def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoR
             "refactor": None if refactor_checkpoint is None else sha256_file(refactor_checkpoint)}
 
 
-def _save_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, rng: np.random.Generator,
-                history: list[dict]) -> None:
+def _save_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, history: list[dict]) -> None:
+    """Everything a resumed run needs (the random streams derive from the seed and the epoch)."""
     state = {"format_version": STATE_VERSION, "kind": "detector-training-state", "fingerprint": fingerprint,
-             "history": history, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+             "history": history, "model": model.state_dict(), "optimizer": opt.state_dict()}
     with atomic_path(Path(path)) as tmp:
         torch.save(state, tmp)
 
 
-def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, rng: np.random.Generator,
-                device: torch.device) -> list[dict]:
+def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, device: torch.device) -> list[dict]:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
@@ -408,8 +476,6 @@ def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optim
         raise DetectorError(f"{path} was written by a run with other data or settings; delete it to start over")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    rng.bit_generator.state = state["numpy_rng"]
-    torch.set_rng_state(state["torch_rng"].cpu())
     return list(state["history"])
 
 
