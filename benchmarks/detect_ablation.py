@@ -46,7 +46,7 @@ each stage-1 model and each stage-2 model (``model.front`` of the trained detect
 
     python benchmarks/detect_ablation.py [--quick] [--seeds 3] [--variants baseline,deep,refactor,stage1,no_kl,action_only]
         [--train-videos 48] [--test-videos 32] [--epochs 20] [--refactor-epochs 30] [--action-norm 0.3]
-        [--noise 0.2] [--threads 2] [--json OUT.json]
+        [--noise 0.2] [--threads 1] [--json OUT.json]
 
 ``--quick`` (a smoke run, under a minute): 1 seed, 12 + 8 videos, 3 detector epochs, 5 stage-1 epochs.
 """
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -405,6 +406,17 @@ def print_report(results: dict) -> None:
     print(f"total {results['wall_s']:.1f} s")
 
 
+def _git_state() -> dict | None:
+    """The repository's HEAD and whether detect/, refactor/, evaluate/ or common/ had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "detect", "refactor", "evaluate", "common"],
+                               cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"head": head, "modified": [line[3:] for line in dirty if line.strip()]}
+
+
 def _csv(text: str) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if x not in VARIANTS]
@@ -428,7 +440,8 @@ def main(argv=None) -> int:
     p.add_argument("--noise", type=float, default=DataConfig.noise, help="per-channel noise std")
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--dim", type=int, default=64, help="feature size C (rgb + flow halves)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran up to 15x slower)")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     q = args.quick
@@ -450,7 +463,7 @@ def main(argv=None) -> int:
                          "window": args.window, "refactor_epochs": args.refactor_epochs,
                          "refactor_hidden": args.refactor_hidden, "tiou": [float(t) for t in thresholds],
                          "detector": det_cfg.to_dict(), "detector_train": asdict(det_train),
-                         "threads": torch.get_num_threads(), "torch": torch.__version__}}
+                         "threads": torch.get_num_threads(), "torch": torch.__version__, "git": _git_state()}}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="detect_ablation_") as tmp:
         results["per_seed"] = [run_seed(seed, args, data_cfg, det_cfg, det_train, thresholds, Path(tmp))

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path, sha256_file
+from common.fileio import atomic_path, load_checkpoint, sha256_file
 from detect.data import DetectDataError, VideoRecord, make_windows, read_window, scan_videos
 from detect.labels import (BACKGROUND, FOREGROUND, INCOMPLETE, assign_proposals, balanced_bce, boundary_targets,
                            encode_regression)
@@ -466,11 +466,8 @@ def _save_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optim
 
 
 def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optimizer, device: torch.device) -> list[dict]:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
-        raise DetectorError(f"{path}: unreadable training state ({type(exc).__name__}); delete it to start over") from exc
-    if not isinstance(state, dict) or state.get("kind") != "detector-training-state" or state.get("format_version") != STATE_VERSION:
+    state = load_checkpoint(path, DetectorError, "detector training state (delete it to start over)", device)
+    if state.get("kind") != "detector-training-state" or state.get("format_version") != STATE_VERSION:
         raise DetectorError(f"{path} is not a detector training state; delete it to start over")
     if json.loads(json.dumps(state.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
         raise DetectorError(f"{path} was written by a run with other data or settings; delete it to start over")
@@ -504,14 +501,8 @@ def save_detector(path: str | os.PathLike, model: Detector, meta: dict, inferenc
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Detector, dict]:
     """Rebuild a trained detector (eval mode) from its checkpoint alone."""
-    path = Path(path)
-    if not path.is_file():
-        raise DetectorError(f"no such checkpoint: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
-        raise DetectorError(f"{path} is not a detector checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "detector" or ckpt.get("format_version") != FORMAT_VERSION:
+    ckpt = load_checkpoint(path, DetectorError, "detector checkpoint")
+    if ckpt.get("kind") != "detector" or ckpt.get("format_version") != FORMAT_VERSION:
         raise DetectorError(f"{path} is not a detector checkpoint of format {FORMAT_VERSION}")
     try:
         model = Detector(DetectorConfig(**ckpt["config"]))

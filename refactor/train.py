@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path, sha256_file
+from common.fileio import atomic_path, load_checkpoint, sha256_file
 from evaluate.data import load_ground_truth
 from extract.features import read_features
 from refactor.model import RefactorConfig, RefactorLoss, RefactorNet
@@ -102,7 +102,7 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
     for path in tqdm(matched, desc="samples", unit="video", disable=not sys.stderr.isatty()):
         ff = read_features(path)
         if streams is None:
-            streams, dim = ff.streams, ff.features.shape[1]
+            streams = ff.streams
         elif ff.streams != streams:
             raise RefactorError(f"{path.name} has streams {ff.streams}, others {streams}")
         rows = by_video[path.stem]
@@ -181,14 +181,8 @@ def load_refactor(path: str | os.PathLike, in_dim: int | None = None) -> tuple[R
     Args:
         in_dim: if given, the feature size it will be applied to (checked).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise RefactorError(f"no such checkpoint: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
-        raise RefactorError(f"{path} is not a RefactorNet checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION or "state_dict" not in ckpt:
+    ckpt = load_checkpoint(path, RefactorError, "RefactorNet checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION or "state_dict" not in ckpt:
         raise RefactorError(f"{path} is not a RefactorNet checkpoint of format {FORMAT_VERSION}")
     try:   # a damaged or hand-edited checkpoint: one clear line, not a multi-line load_state_dict error
         config = RefactorConfig(**ckpt["config"])

@@ -467,7 +467,7 @@ def test_checkpoint_format_version_checked(trained, tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(RefactorError, match="not a RefactorNet checkpoint"):
         load_refactor(tmp_path / "other.pt")
-    with pytest.raises(RefactorError, match="no such checkpoint"):
+    with pytest.raises(RefactorError, match="no such RefactorNet checkpoint"):
         load_refactor(tmp_path / "missing.pt")
 
 
