@@ -712,3 +712,23 @@ def test_torchrun_training(dataset, tmp_path):
     assert ckpt["world_size"] == 2 and ckpt["history"][-1]["loss"] < 0.3 * ckpt["history"][0]["loss"]
     run_detector(out, features, tmp_path / "pred.json")
     assert min(evaluate(ann, tmp_path / "pred.json")["mAP"]) >= 0.9
+
+
+@pytest.mark.slow
+def test_detect_video_cli_with_real_weights(weights_root, tmp_path):
+    """`python -m detect video` end to end in a subprocess: real RGB I3D weights, a real H.264 file."""
+    from tests.videos import make_video
+
+    features, ann, _ = detection_dataset(tmp_path / "train", videos=3, num_snippets=(20, 30), dim_per_stream=1024,
+                                         streams=("rgb",))
+    model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=32))
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    video = make_video(tmp_path / "clip.mp4", 50, width=96, height=80, fps=25)
+    proc = run_cli("video", str(video), str(tmp_path / "missing.mp4"), "--checkpoint", str(ckpt), "--out",
+                   str(tmp_path / "pred.json"), "--weights-dir", str(weights_root), "--features-out", str(tmp_path / "f"),
+                   "--device", "cpu", "--top-k", "5")
+    assert proc.returncode == 1 and "missing.mp4" in proc.stderr, proc.stderr          # one bad input: listed, exit 1
+    results = json.loads((tmp_path / "pred.json").read_text())["results"]
+    assert list(results) == ["clip"] and 0 < len(results["clip"]) <= 5
+    assert all(0 <= d["segment"][0] <= d["segment"][1] <= 50 / 25 + 1e-6 for d in results["clip"])
+    assert results == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, tmp_path / "f", config=InferenceConfig(top_k=5)).items()}
