@@ -1,4 +1,5 @@
-"""python -m refactor train|apply: RefactorNet stage 1 (encoders) and refactored feature files."""
+"""python -m refactor train|apply|cam: RefactorNet stage 1 (encoders), refactored feature files, and
+Grad-CAM figures of the action vs co-occurrence components."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 from evaluate.data import EvaluationInputError
 from extract.features import FeatureFileError
+from extract.video import VideoError
 from refactor.model import RefactorConfig
 from refactor.samples import SampleConfig
 from refactor.train import (RefactorError, TrainConfig, apply_refactor, build_pairs, save_checkpoint,
@@ -39,7 +41,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("cam", help="Grad-CAM figures: where the action and co-occurrence components come from")
+    p.add_argument("--features", required=True, help="feature files extracted with --spatial (rgb_spatial maps)")
+    p.add_argument("--checkpoint", required=True, help="RefactorNet checkpoint (refactor train) or detector checkpoint with a RefactorNet front")
+    p.add_argument("--out", required=True, help="folder for cam_<video>.png")
+    p.add_argument("--videos", default=None, help="comma-separated video ids (default: every file with rgb_spatial, at most 8)")
+    p.add_argument("--snippets", default=None, help="comma-separated snippet indices (default: the --count with the largest action energy)")
+    p.add_argument("--count", type=int, default=4, help="snippets per video (default 4)")
+    p.add_argument("--source", default=None, help="the video file to draw frames from (one video; default: the feature file's source)")
     return parser
+
+
+def _cam(args) -> int:
+    from pathlib import Path
+
+    import h5py
+    import numpy as np
+
+    from refactor.cam import plot_cams, video_cams
+
+    model, streams = _cam_model(args.checkpoint)
+    folder = Path(args.features)
+    if args.videos:
+        files = [folder / f"{v}.h5" for v in args.videos.split(",")]
+    else:
+        files = []
+        for f in sorted(folder.glob("*.h5")):
+            with h5py.File(f, "r") as h5:
+                if "rgb_spatial" in h5:
+                    files.append(f)
+        files = files[:8]
+        if not files:
+            raise RefactorError(f"no feature file in {folder} has rgb_spatial maps (extract with --spatial)")
+    if args.source and len(files) != 1:
+        raise RefactorError("--source goes with exactly one video (--videos ID)")
+    snippets = np.array([int(i) for i in args.snippets.split(",")]) if args.snippets else None
+    for f in files:
+        result = video_cams(model, f, snippets, args.count, args.source, streams)
+        dest = Path(args.out) / f"cam_{f.stem}.png"
+        plot_cams(result, dest)
+        note = "" if result.frames is not None else " (source video not found: maps on grey)"
+        print(f"refactor: {f.stem}: snippets {', '.join(map(str, result.snippets))} -> {dest}{note}")
+    return 0
+
+
+def _cam_model(path):
+    """(RefactorNet, streams) from a stage-1 checkpoint or from a detector checkpoint's front."""
+    from common.fileio import load_checkpoint
+    from refactor.model import RefactorNet
+    from refactor.train import load_refactor
+
+    ckpt = load_checkpoint(path, RefactorError, "checkpoint")
+    if ckpt.get("kind") == "detector":
+        from detect.train import load_detector
+
+        det, ckpt = load_detector(path)
+        if not isinstance(det.front, RefactorNet):
+            raise RefactorError(f"{path} is a detector without a RefactorNet front (front {det.config.front!r})")
+        return det.front.eval(), tuple(ckpt["feature_layout"]["streams"])
+    model, ckpt = load_refactor(path)
+    return model, tuple(ckpt["feature_layout"]["streams"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
                   f"{history[-1]['loss']:.4f} (L_A {history[-1]['action']:.4f}, L_C {history[-1]['cooccurrence']:.4f}, "
                   f"KL {history[-1]['kl']:.2f}) -> {args.out}")
-        else:
+        elif args.command == "apply":
             written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite)
             print(f"refactor: {len(written)} refactored feature files -> {args.out}")
+        else:
+            return _cam(args)
         return 0
-    except (RefactorError, FeatureFileError, EvaluationInputError, ValueError) as exc:
+    except (RefactorError, FeatureFileError, EvaluationInputError, ValueError, VideoError) as exc:
         print(f"refactor {args.command}: {exc}", file=sys.stderr)
         return 1
 
