@@ -12,7 +12,9 @@ One step on a batch of windows:
 3. ``L_D = L_cls + λ1 L_com + λ2 L_reg`` (λ1 = λ2 = 0.5): cross-entropy over K + 1 classes on
    foreground and background proposals; hinge loss ``max(0, 1 - y s)`` on the completeness score of
    the instance's class, y = +1 for foreground and -1 for incomplete proposals; smooth-L1 on the
-   regression targets of foreground proposals.
+   regression targets of foreground proposals. Where one segment is annotated with several classes
+   (THUMOS14's every CliffDiving instance is also a Diving instance) the classification target is
+   uniform over them and the completeness hinge applies to each, so both classes are detected.
 4. With RefactorNet in front (``--refactor CKPT``), ``L_R`` on a batch of its (action, coupling)
    pairs, collected from the same training videos with the stage-1 checkpoint's sample settings;
    the step minimises ``L_R + L_P + L_D`` end to end.
@@ -108,12 +110,25 @@ class HeadSamples:
         kind (ndarray[P]): FOREGROUND / INCOMPLETE / BACKGROUND.
         label (ndarray[P]): class index (0-based), -1 for background.
         target (ndarray[P, 2]): matched instance (foreground, incomplete), NaN for background.
+        classes (ndarray[P, K] bool | None): every class annotated on the matched instance's exact
+            segment (THUMOS14 annotates each CliffDiving instance a second time as Diving); None:
+            just ``label``.
     """
 
     rois: np.ndarray
     kind: np.ndarray
     label: np.ndarray
     target: np.ndarray
+    classes: np.ndarray | None = None
+
+    def class_sets(self, num_classes: int) -> np.ndarray:
+        """ndarray[P, K] bool: the classes of each row (``classes``, or one-hot ``label``)."""
+        if self.classes is not None:
+            return self.classes
+        out = np.zeros((len(self.label), num_classes), dtype=bool)
+        rows = np.flatnonzero(self.label >= 0)
+        out[rows, self.label[rows]] = True
+        return out
 
 
 def _jitter(segments: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,7 +144,7 @@ def _jitter(segments: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
 
 def sample_head_proposals(model_props: list[np.ndarray], gts: list[tuple[np.ndarray, np.ndarray]],
                           lengths: list[int], cfg: TrainConfig, max_duration: int,
-                          rng: np.random.Generator) -> HeadSamples:
+                          rng: np.random.Generator, num_classes: int | None = None) -> HeadSamples:
     """Candidate pool per window (model proposals, jittered ground truth, the ground truth itself,
     random segments), clipped to the window, labelled by SSN's rules and sampled 1 : 6 : 1.
 
@@ -137,12 +152,13 @@ def sample_head_proposals(model_props: list[np.ndarray], gts: list[tuple[np.ndar
         model_props: per window, (P_w, 2) proposals from the current boundary probabilities.
         gts: per window, (segments (G, 2) in window coordinates, labels (G,)).
         lengths: valid snippets per window.
+        num_classes: K; given, ``classes`` lists every label annotated on a row's matched segment.
     """
     total = sum(cfg.ratio)
     quota = {FOREGROUND: cfg.proposals_per_window * cfg.ratio[0] // total,
              INCOMPLETE: cfg.proposals_per_window * cfg.ratio[1] // total,
              BACKGROUND: cfg.proposals_per_window * cfg.ratio[2] // total}
-    rois, kinds, labels, targets = [], [], [], []
+    rois, kinds, labels, targets, sets = [], [], [], [], []
     for w, (props, (segs, labs), n) in enumerate(zip(model_props, gts, lengths)):
         hi = max(n - 1, 1)
         starts = rng.uniform(0, hi, cfg.random_per_window)
@@ -160,8 +176,15 @@ def sample_head_proposals(model_props: list[np.ndarray], gts: list[tuple[np.ndar
             kinds.append(np.full(len(idx), kind))
             labels.append(a.label[idx])
             targets.append(a.segment[idx])
+            if num_classes is not None:
+                multi = np.zeros((len(idx), num_classes), dtype=bool)
+                for row, seg in enumerate(a.segment[idx]):
+                    if not np.isnan(seg[0]):
+                        multi[row, labs[np.all(segs == seg, axis=1)]] = True
+                sets.append(multi)
     return HeadSamples(np.concatenate(rois).reshape(-1, 3), np.concatenate(kinds), np.concatenate(labels),
-                       np.concatenate(targets).reshape(-1, 2))
+                       np.concatenate(targets).reshape(-1, 2),
+                       np.concatenate(sets) if num_classes is not None else None)
 
 
 def detector_losses(enc, heads, samples: HeadSamples, boundary: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -184,16 +207,23 @@ def detector_losses(enc, heads, samples: HeadSamples, boundary: torch.Tensor, cf
     parts["proposal"] = parts["start"] + cfg.gamma * parts["end"] + cfg.actionness_weight * parts["actionness"]
     dev = logits.device
     kind = torch.as_tensor(samples.kind, device=dev)
-    label = torch.as_tensor(samples.label, device=dev)
     zero = logits.new_zeros(())
+    k = heads.completeness.shape[1]
+    sets = torch.as_tensor(samples.class_sets(k), device=dev)                     # (P, K) bool
     cls_rows = (kind == FOREGROUND) | (kind == BACKGROUND)
-    parts["cls"] = (F.cross_entropy(heads.class_logits[cls_rows], (label[cls_rows] + 1).clamp(min=0))
-                    if cls_rows.any() else zero)
+    if cls_rows.any():
+        # target distribution over K + 1: background, or uniform over the instance's classes
+        target = torch.cat([(kind == BACKGROUND)[:, None], sets & (kind == FOREGROUND)[:, None]], dim=1)[cls_rows]
+        target = target.to(heads.class_logits.dtype)
+        parts["cls"] = F.cross_entropy(heads.class_logits[cls_rows], target / target.sum(dim=1, keepdim=True))
+    else:
+        parts["cls"] = zero
     com_rows = (kind == FOREGROUND) | (kind == INCOMPLETE)
     if com_rows.any():
-        score = heads.completeness[com_rows].gather(1, label[com_rows, None])[:, 0]
-        y = torch.where(kind[com_rows] == FOREGROUND, 1.0, -1.0).to(score.dtype)
-        parts["com"] = torch.clamp(1 - y * score, min=0).mean()
+        y = torch.where(kind[com_rows] == FOREGROUND, 1.0, -1.0).to(heads.completeness.dtype)[:, None]
+        hinge = torch.clamp(1 - y * heads.completeness[com_rows], min=0)              # (P', K)
+        mask = sets[com_rows]
+        parts["com"] = (hinge * mask).sum() / mask.sum().clamp(min=1)
     else:
         parts["com"] = zero
     fg = kind == FOREGROUND
@@ -307,7 +337,7 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
                 prob = torch.sigmoid(enc.boundary_logits).float().cpu().numpy()
             props = [generate_proposals(prob[i, 1, :n], prob[i, 2, :n], config.max_duration, train.model_proposals,
                                         config.candidate_ratio)[0] for i, n in enumerate(lengths)]
-            samples = sample_head_proposals(props, gts, lengths, train, config.max_duration, rng)
+            samples = sample_head_proposals(props, gts, lengths, train, config.max_duration, rng, config.num_classes)
             heads = model.heads(enc, torch.as_tensor(samples.rois, dtype=x_t.dtype, device=device))
             parts = detector_losses(enc, heads, samples, torch.from_numpy(targets).to(device), train)
             loss = parts["proposal"] + parts["detection"]

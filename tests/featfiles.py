@@ -70,3 +70,29 @@ def detection_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos: int =
     ann = root / "annotations.json"
     ann.write_text(json.dumps({"database": db}))
     return root / "features", ann, db
+
+
+def features_for_annotations(root: Path, database: dict, video_ids: list[str], fps: float = 30.0, window: int = 16,
+                             stride: int = 4, dim_per_stream: int = 8, noise: float = 0.2, seed: int = 0) -> Path:
+    """Synthetic feature files for real annotations (e.g. THUMOS14's): each snippet holds, for every
+    instance, the fraction of its window the instance covers times a vector of the instance's class
+    (so a segment annotated with two classes carries both), plus noise. Returns the feature folder."""
+    rng = np.random.default_rng(seed)
+    classes = sorted({a["label"] for v in video_ids for a in database[v]["annotations"]})
+    vectors = {c: rng.normal(size=2 * dim_per_stream) * 1.5 for c in classes}
+    for vid in video_ids:
+        entry = database[vid]
+        num_frames = int(np.ceil(entry["duration"] * fps))
+        t = SnippetPlan(num_frames, window, stride).num_snippets
+        lo = np.arange(t) * stride / fps
+        feats = 0.5 + rng.normal(scale=noise, size=(t, 2 * dim_per_stream))
+        for a in entry["annotations"]:
+            s, e = a["segment"]
+            cover = np.clip(np.minimum(lo + window / fps, e) - np.maximum(lo, s), 0, None) / (window / fps)
+            feats += cover[:, None] * vectors[a["label"]]
+        path = root / f"{vid}.h5"
+        write_features(path, split_streams(feats.astype(np.float32), ("rgb", "flow")), fps=fps, window=window, stride=stride)
+        with h5py.File(path, "a") as h5:                  # the true frame count (write_features assumes whole windows)
+            h5.attrs["num_frames"] = num_frames
+            h5.attrs["duration"] = num_frames / fps
+    return root

@@ -26,7 +26,7 @@ from detect.__main__ import main as cli_main
 from detect.labels import BACKGROUND, FOREGROUND, IGNORED, INCOMPLETE
 from detect.model import HeadOutput
 from detect.roi import bin_centres
-from detect.train import HeadSamples, detector_losses
+from detect.train import HeadSamples, detector_losses, sample_head_proposals
 from evaluate.data import load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection
 from refactor.model import RefactorConfig, RefactorNet
@@ -732,3 +732,52 @@ def test_detect_video_cli_with_real_weights(weights_root, tmp_path):
     assert list(results) == ["clip"] and 0 < len(results["clip"]) <= 5
     assert all(0 <= d["segment"][0] <= d["segment"][1] <= 50 / 25 + 1e-6 for d in results["clip"])
     assert results == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, tmp_path / "f", config=InferenceConfig(top_k=5)).items()}
+
+
+def test_segments_annotated_twice_train_both_classes():
+    """THUMOS14 annotates each CliffDiving instance again as Diving: the classification target is
+    uniform over both, and completeness is trained for both."""
+    segs, labs = np.array([[10.0, 20.0], [10.0, 20.0], [40.0, 50.0]]), np.array([2, 0, 1])
+    samples = sample_head_proposals([np.zeros((0, 2))], [(segs, labs)], [64],
+                                    TrainConfig(proposals_per_window=64, ratio=(1, 1, 1)), 32,
+                                    np.random.default_rng(0), num_classes=3)
+    fg = samples.kind == FOREGROUND
+    inside_first = fg & (np.abs(samples.target[:, 0] - 10) < 1e-9)
+    assert inside_first.any() and (samples.classes[inside_first] == [True, False, True]).all()
+    assert (samples.classes[fg & (samples.target[:, 0] == 40)] == [False, True, False]).all()
+    assert not samples.classes[samples.kind == BACKGROUND].any()
+    # the losses: one foreground row of the doubly annotated segment, one background row
+    logits = torch.tensor([[0.0, 1.0, 0.0, 2.0], [1.0, 0.0, 0.0, 0.0]])
+    heads = HeadOutput(class_logits=logits, completeness=torch.tensor([[0.5, -3.0, 2.0], [0.0, 0.0, 0.0]]),
+                       regression=torch.zeros(2, 2))
+    two = HeadSamples(rois=np.array([[0, 10, 20], [0, 30, 35]], dtype=float), kind=np.array([FOREGROUND, BACKGROUND]),
+                      label=np.array([2, -1]), target=np.array([[10, 20], [np.nan, np.nan]]),
+                      classes=np.array([[True, False, True], [False, False, False]]))
+    enc = type("Enc", (), {"boundary_logits": torch.zeros(1, 3, 4), "lengths": torch.tensor([4])})()
+    parts = detector_losses(enc, heads, two, torch.zeros(1, 3, 4), TrainConfig())
+    logp = F.log_softmax(logits, dim=1)
+    assert parts["cls"].item() == pytest.approx((-(logp[0, 1] + logp[0, 3]) / 2 - logp[1, 0]).item() / 2)
+    assert parts["com"].item() == pytest.approx((0.5 + 0.0) / 2)          # hinge 1 - 0.5 and 1 - 2 (clamped)
+
+
+def test_real_thumos14_annotations(shared_data, tmp_path):
+    """The real THUMOS14 annotation file (a bare video mapping, 30 fps, stride 4 windows, instances
+    from 0.2 s to minutes, CliffDiving annotated twice) with synthetic features built from it: the
+    detector learns them, including Diving on the doubly annotated segments."""
+    from tests.featfiles import features_for_annotations
+
+    database = json.loads((shared_data / "thumos14" / "thumos14.json").read_text())
+    shortest = sorted((v["duration"], k) for k, v in database.items() if v["subset"] == "validation")[:6]
+    ids = [k for _, k in shortest] + ["video_validation_0000161", "video_validation_0000177"]   # CliffDiving; 152 s
+    assert {"CliffDiving", "Diving"} <= {a["label"] for a in database["video_validation_0000161"]["annotations"]}
+    features = features_for_annotations(tmp_path / "feats", database, ids)
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({k: database[k] for k in ids}))
+    cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=200)
+    model, meta = train_detector(features, gt, cfg, TrainConfig(epochs=20, window=256, batch_size=8))
+    assert meta["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": 16, "stride": 4, "fps": 30.0}
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    run_detector(ckpt, features, tmp_path / "pred.json", subset="validation")
+    result = evaluate(gt, tmp_path / "pred.json")
+    assert min(result["mAP"][:3]) >= 0.9 and result["average_mAP"] >= 0.85, result             # tIoU 0.3-0.5
+    assert min(result["per_class_AP"]["Diving"][:3]) >= 0.9 and min(result["per_class_AP"]["CliffDiving"][:3]) >= 0.9
