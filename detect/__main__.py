@@ -96,7 +96,7 @@ def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
     from detect.infer import boundary_probabilities
     from detect.plots import plot_boundaries
     from detect.train import load_detector
-    from evaluate.data import _read_json
+    from evaluate.data import read_json
 
     model, ckpt = load_detector(args.checkpoint, args.device)
     wanted = args.plot_videos.split(",") if args.plot_videos else list(results)[:3]
@@ -107,7 +107,7 @@ def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
                                   temporal_scale=model.config.temporal_scale)
     database = {}
     if args.annotations:
-        data = _read_json(args.annotations, "ground truth")
+        data = read_json(args.annotations, "ground truth")
         database = data.get("database", data)
     for v in videos:
         probs = boundary_probabilities(model, read_window(v, tuple(ckpt["feature_layout"]["streams"]), 0, v.num_snippets),

@@ -48,7 +48,7 @@ from detect.labels import (BACKGROUND, FOREGROUND, INCOMPLETE, assign_proposals,
                            encode_regression)
 from detect.model import Detector, DetectorConfig
 from detect.proposals import generate_proposals
-from evaluate.data import _read_json
+from evaluate.data import read_json
 from refactor.model import RefactorLoss
 
 __all__ = ["TrainConfig", "train_detector", "detector_losses", "sample_head_proposals", "save_detector",
@@ -396,9 +396,9 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         refactor_checkpoint: stage-1 RefactorNet checkpoint (front "refactor"; the deep baseline
             copies its configuration when given).
         front: "none" (baseline), "refactor" or "deep".
-        state_path: training state written atomically after every epoch (model, optimizer, random
-            generators, history); if the file exists, training resumes from it (and gives the
-            model an uninterrupted run would have). It must come from the same data and settings
+        state_path: training state written atomically after every epoch (model, optimizer,
+            history; the random streams derive from the seed and the epoch); if the file exists,
+            training resumes from it (and gives the model an uninterrupted run would have). It must come from the same data and settings
             (``epochs`` aside), else :class:`DetectorError`.
 
     Returns:
@@ -414,6 +414,9 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         raise DetectorError(str(exc)) from exc
     if not any(len(v.segments) for v in videos):
         raise DetectorError(f"no annotated instance in the {len(videos)} training videos")
+    sampling = sorted({(v.window, v.stride) for v in videos})
+    if len(sampling) > 1:
+        raise DetectorError(f"feature files of different snippet sampling (window, stride): {sampling}; extract them alike")
     ref_model = ref_ckpt = None
     if front == "refactor" and refactor_checkpoint is None:
         raise DetectorError("front 'refactor' needs a stage-1 checkpoint (--refactor CKPT)")
@@ -507,7 +510,7 @@ def _load_state(path, fingerprint: dict, model: Detector, opt: torch.optim.Optim
 
 
 def _subsets(annotations) -> dict[str, list[str]]:
-    data = _read_json(annotations, "ground truth")
+    data = read_json(annotations, "ground truth")
     database = data.get("database", data)
     out: dict[str, list[str]] = {}
     for vid, entry in database.items():

@@ -30,14 +30,16 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EvaluationInputError", "GroundTruth", "Predictions", "load_ground_truth", "load_predictions",
-           "parse_thresholds"]
+           "parse_thresholds", "read_json"]
 
 
 class EvaluationInputError(ValueError):
     """Ground truth or predictions that cannot be evaluated; the message says why in one line."""
 
 
-def _read_json(source: str | os.PathLike | dict, what: str) -> dict:
+def read_json(source: str | os.PathLike | dict, what: str) -> dict:
+    """A JSON file's contents (a dict passes through); a missing or invalid file raises
+    :class:`EvaluationInputError` naming ``what`` it should have been."""
     if isinstance(source, dict):
         return source
     path = Path(source)
@@ -113,7 +115,7 @@ class Predictions:
 def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTruth:
     """Read the ground truth of ``subset`` (e.g. ``"test"`` for THUMOS14, ``"validation"`` for
     ActivityNet v1.3)."""
-    data = _read_json(source, "ground truth")
+    data = read_json(source, "ground truth")
     database = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(database, dict):
         raise EvaluationInputError("ground truth must be {'database': {video_id: {...}}}")
@@ -155,7 +157,7 @@ def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, propo
     """
     if unknown_labels not in ("error", "ignore"):
         raise ValueError(f"unknown_labels must be 'error' or 'ignore', got {unknown_labels!r}")
-    data = _read_json(source, "predictions")
+    data = read_json(source, "predictions")
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, dict):
         raise EvaluationInputError("predictions must be {'results': {video_id: [...]}}")
