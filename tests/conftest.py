@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout; REFACTORNET_SHARED_DATA points elsewhere (e.g. a copy on a GPU machine)

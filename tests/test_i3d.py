@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from extract.i3d import I3D, MaxPool3dSame, Unit3D, same_padding
+from extract.i3d import MaxPool3dSame, Unit3D, same_padding
 
 REFERENCE = Path(__file__).parent / "data" / "jax_i3d_cricket.npz"
 
