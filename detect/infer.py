@@ -95,18 +95,16 @@ class Detection:
 
 @torch.no_grad()
 def _video_outputs(model: Detector, x: torch.Tensor, lengths: list[int]):
-    """Proposals, refined segments and confidences of a padded batch (B, C, T)."""
+    """Per-video proposals (ndarray[P_i, 2], snippet indices), all of them as rois (P, 3), and the
+    heads' outputs on them, for a padded batch (B, C, T)."""
     cfg = model.config
     len_t = torch.as_tensor(lengths, device=x.device)
     enc = model.encode(x, len_t)
     prob = torch.sigmoid(enc.boundary_logits).float().cpu().numpy()
-    per_video = []
-    for i, n in enumerate(lengths):
-        seg, score = generate_proposals(prob[i, 1, :n], prob[i, 2, :n], cfg.max_duration, cfg.max_proposals,
-                                        cfg.candidate_ratio)
-        per_video.append((seg.astype(np.float64), score))
+    per_video = [generate_proposals(prob[i, 1, :n], prob[i, 2, :n], cfg.max_duration, cfg.max_proposals,
+                                    cfg.candidate_ratio)[0].astype(np.float64) for i, n in enumerate(lengths)]
     rois = np.concatenate([np.concatenate([np.full((len(s), 1), i, dtype=np.float64), s], axis=1)
-                           for i, (s, _) in enumerate(per_video)]).reshape(-1, 3)
+                           for i, s in enumerate(per_video)]).reshape(-1, 3)
     rois_t = torch.as_tensor(rois, dtype=x.dtype, device=x.device)
     heads = model.heads(enc, rois_t)
     return per_video, rois_t, heads
@@ -137,7 +135,7 @@ def detect_batch(model: Detector, videos: list[VideoRecord], feats: list[np.ndar
     cls_prob = torch.softmax(heads.class_logits.double(), dim=1)[:, 1:]
     out: dict[str, list[Detection]] = {}
     first = 0
-    for v, (seg, _), n in zip(videos, per_video, lengths):
+    for v, seg in zip(videos, per_video):
         sl = slice(first, first + len(seg))
         first += len(seg)
         times = torch.as_tensor(v.axis.to_time(refined[sl].cpu().numpy())).clamp(0, v.duration)   # (P, 2) seconds

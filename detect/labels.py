@@ -120,22 +120,27 @@ class ProposalAssignment:
         segment (ndarray[P, 2]): the matched instance (best tIoU for foreground, best coverage for
             incomplete), NaN otherwise.
         tiou (ndarray[P]): best tIoU with any instance.
+        classes (ndarray[P, K] bool | None): with ``num_classes``, every class annotated on the
+            matched instance's exact segment (THUMOS14 annotates each CliffDiving instance again
+            as Diving); all False for background / ignored.
     """
 
     kind: np.ndarray
     label: np.ndarray
     segment: np.ndarray
     tiou: np.ndarray
+    classes: np.ndarray | None = None
 
 
 def assign_proposals(proposals: np.ndarray, segments: np.ndarray, labels: np.ndarray, fg_tiou: float = 0.7,
                      incomplete_tiou: float = 0.3, incomplete_coverage: float = 0.8,
-                     bg_coverage: float = 0.01) -> ProposalAssignment:
+                     bg_coverage: float = 0.01, num_classes: int | None = None) -> ProposalAssignment:
     """Label proposals against ground truth (SSN's rules, thresholds as arguments).
 
     Args:
         proposals (ndarray[P, 2]), segments (ndarray[G, 2]): (start, end) in the same unit.
         labels (ndarray[G] int): class of each instance.
+        num_classes: K; given, ``classes`` holds the class sets of the matched segments.
     """
     proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 2)
     n = len(proposals)
@@ -144,9 +149,10 @@ def assign_proposals(proposals: np.ndarray, segments: np.ndarray, labels: np.nda
     matched = np.full((n, 2), np.nan)
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    classes = None if num_classes is None else np.zeros((n, num_classes), dtype=bool)
     if len(segments) == 0:
         kind[:] = BACKGROUND
-        return ProposalAssignment(kind, label, matched, np.zeros(n))
+        return ProposalAssignment(kind, label, matched, np.zeros(n), classes)
     tiou, cov = segment_overlaps(proposals, segments)
     best = tiou.argmax(axis=1)
     best_tiou = tiou[np.arange(n), best]
@@ -158,7 +164,11 @@ def assign_proposals(proposals: np.ndarray, segments: np.ndarray, labels: np.nda
     kind[fg], kind[inc], kind[bg] = FOREGROUND, INCOMPLETE, BACKGROUND
     label[fg], label[inc] = labels[best[fg]], labels[best_cov_idx[inc]]
     matched[fg], matched[inc] = segments[best[fg]], segments[best_cov_idx[inc]]
-    return ProposalAssignment(kind, label, matched, best_tiou)
+    if classes is not None:
+        rows = np.flatnonzero(fg | inc)
+        r, g = np.nonzero(np.all(matched[rows, None, :] == segments[None], axis=2))     # same segment
+        classes[rows[r], labels[g]] = True
+    return ProposalAssignment(kind, label, matched, best_tiou, classes)
 
 
 def encode_regression(proposals: Tensor, targets: Tensor) -> Tensor:

@@ -167,7 +167,7 @@ def sample_head_proposals(model_props: list[np.ndarray], gts: list[tuple[np.ndar
         cand = np.concatenate([props.reshape(-1, 2).astype(np.float64), segs, _jitter(segs, cfg.jitter_per_instance, rng), rand])
         cand = np.clip(cand, 0, hi)
         cand = cand[cand[:, 1] - cand[:, 0] > 1e-3]
-        a = assign_proposals(cand, segs, labs)
+        a = assign_proposals(cand, segs, labs, num_classes=num_classes)
         for kind, q in quota.items():
             idx = np.flatnonzero(a.kind == kind)
             if len(idx) > q:
@@ -177,11 +177,7 @@ def sample_head_proposals(model_props: list[np.ndarray], gts: list[tuple[np.ndar
             labels.append(a.label[idx])
             targets.append(a.segment[idx])
             if num_classes is not None:
-                multi = np.zeros((len(idx), num_classes), dtype=bool)
-                for row, seg in enumerate(a.segment[idx]):
-                    if not np.isnan(seg[0]):
-                        multi[row, labs[np.all(segs == seg, axis=1)]] = True
-                sets.append(multi)
+                sets.append(a.classes[idx])
     return HeadSamples(np.concatenate(rois).reshape(-1, 3), np.concatenate(kinds), np.concatenate(labels),
                        np.concatenate(targets).reshape(-1, 2),
                        np.concatenate(sets) if num_classes is not None else None)

@@ -101,6 +101,11 @@ def test_assign_proposals_hand_cases():
     assert np.isnan(a.segment[3]).all()
     none = assign_proposals(props, np.zeros((0, 2)), np.zeros(0))
     assert (none.kind == BACKGROUND).all()
+    # class sets: a segment annotated twice (labels 1 and 2) gives both; background and ignored none
+    twice = assign_proposals(props, np.array([[10.0, 20.0], [40.0, 60.0], [10.0, 20.0]]), np.array([1, 0, 2]), num_classes=3)
+    assert twice.classes.tolist() == [[False, True, True], [False, True, True], [False, True, True], [False] * 3,
+                                      [False] * 3, [False] * 3, [True, False, False], [True, False, False]]
+    assert a.classes is None
 
 
 def test_regression_hand_values():
