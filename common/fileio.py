@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "sha256_file", "cache_dir", "load_checkpoint", "TMP_MARK"]
+__all__ = ["TMP_MARK", "atomic_path", "cache_dir", "sha256_file"]
 
 TMP_MARK = ".partial-"
 
@@ -49,20 +49,3 @@ def cache_dir() -> Path:
         return Path(env).expanduser().resolve()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return (Path(base).expanduser() / "refactornet").resolve()
-
-
-def load_checkpoint(path: str | os.PathLike, error: type[Exception], what: str, map_location="cpu") -> dict:
-    """``torch.load(path, weights_only=True)`` of a checkpoint dict, every failure turned into one
-    line: ``error(f"no such {what}: …")`` or ``error(f"… is not a {what} (…)")``."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"no such {what}: {path}")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear error
-        raise error(f"{path} is not a {what} ({type(exc).__name__})") from exc
-    if not isinstance(data, dict):
-        raise error(f"{path} is not a {what}")
-    return data

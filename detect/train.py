@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path, load_checkpoint, sha256_file
+from common.checkpoint import load_checkpoint
+from common.fileio import atomic_path, sha256_file
 from detect.data import DetectDataError, VideoRecord, make_windows, read_window, scan_videos
 from detect.labels import (BACKGROUND, FOREGROUND, INCOMPLETE, assign_proposals, balanced_bce, boundary_targets,
                            encode_regression)

@@ -8,6 +8,12 @@ Layout of ``<out>/<video_id>.h5``:
   over the snippet);
 * attributes ``fps``, ``window``, ``stride``, ``num_frames``, ``duration``, ``source``, ``weights``
   (JSON: per stream the checkpoint id and sha256), ``flow_method``, ``format_version``.
+
+Refactored files (``python -m refactor apply``) hold ``action`` and ``cooccurrence`` in place of
+``rgb`` / ``flow``, with the same attributes plus ``refactor``.
+
+This module is the format's only reader (:func:`read_features`) and writer (:class:`FeatureWriter`,
+row by row as extraction produces them; :func:`write_features`, whole arrays at once).
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from common.fileio import atomic_path
 from extract.snippets import SnippetPlan, snippet_times
 
-__all__ = ["FORMAT_VERSION", "STREAM_ORDER", "FeatureFile", "FeatureFileError", "read_features",
-           "snippet_times"]
+__all__ = ["FORMAT_VERSION", "REQUIRED_ATTRS", "STREAM_ORDER", "FeatureFile", "FeatureFileError", "FeatureWriter",
+           "read_features", "snippet_times", "write_features"]
 
 FORMAT_VERSION = 1
 # I3D streams, then the components of refactored features (python -m refactor apply): f' = action ⊕ cooccurrence
 STREAM_ORDER = ("rgb", "flow", "action", "cooccurrence")
+# attributes every feature file carries (format_version is set by the writer)
+REQUIRED_ATTRS = ("fps", "window", "stride", "num_frames", "duration", "source", "weights", "flow_method")
 
 
 class FeatureFileError(ValueError):
@@ -109,3 +118,107 @@ def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = Non
     return FeatureFile(video_id=path.stem, features=features, streams=wanted, fps=float(attrs["fps"]),
                        window=int(attrs["window"]), stride=int(attrs["stride"]),
                        num_frames=int(attrs["num_frames"]), duration=float(attrs["duration"]), attrs=attrs)
+
+
+class FeatureWriter:
+    """Writes one feature file, row by row, atomically: the file appears under its name only when the
+    ``with`` block ends without an exception and every required attribute was set.
+
+    Example::
+
+        with FeatureWriter(dest, num_snippets=T, streams=("rgb",), dim=1024) as w:
+            w.write("rgb", slice(0, 8), features)           # (8, 1024)
+            w.set_attrs(fps=25.0, window=16, ...)            # REQUIRED_ATTRS, and any extra
+
+    Args:
+        path: ``<dir>/<video_id>.h5``.
+        num_snippets: T.
+        streams: datasets to create, each float32 (T, dim).
+        spatial: (h, w) of float16 Mixed_5c maps ``<stream>_spatial`` (T, dim, h, w), or None.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_snippets: int, streams: tuple[str, ...], dim: int,
+                 spatial: tuple[int, int] | None = None):
+        unknown = [s for s in streams if s not in STREAM_ORDER]
+        if unknown or not streams:
+            raise FeatureFileError(f"{path}: streams must be among {', '.join(STREAM_ORDER)}, got {streams}")
+        self.path, self.num_snippets, self.streams, self.dim, self.spatial = Path(path), num_snippets, streams, dim, spatial
+        self._attrs: dict = {}
+
+    def __enter__(self) -> FeatureWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._h5 = h5py.File(tmp, "w")
+            self._data = {s: self._h5.create_dataset(s, (self.num_snippets, self.dim), dtype="float32")
+                          for s in self.streams}
+            self._maps = {}
+            if self.spatial is not None:
+                h, w = self.spatial
+                self._maps = {s: self._h5.create_dataset(f"{s}_spatial", (self.num_snippets, self.dim, h, w),
+                                                         dtype="float16", chunks=(1, self.dim, h, w))
+                              for s in self.streams}
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def write(self, stream: str, rows: slice, features: np.ndarray, spatial: np.ndarray | None = None) -> None:
+        """Store ``features`` (ndarray[n, dim]) and optionally ``spatial`` maps (ndarray[n, dim, h, w])
+        of ``stream`` at ``rows``."""
+        self._data[stream][rows] = features
+        if spatial is not None:
+            self._maps[stream][rows] = spatial
+
+    def set_attrs(self, **attrs) -> None:
+        """Set file attributes (``weights`` may be a dict: it is stored as JSON)."""
+        self._attrs.update(attrs)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                missing = [k for k in REQUIRED_ATTRS if k not in self._attrs]
+                if missing:
+                    raise FeatureFileError(f"{self.path}: attributes {missing} were not set")
+                attrs = dict(self._attrs)
+                if not isinstance(attrs["weights"], str):
+                    attrs["weights"] = json.dumps(attrs["weights"], sort_keys=True)
+                expected = SnippetPlan(int(attrs["num_frames"]), int(attrs["window"]), int(attrs["stride"])).num_snippets
+                if expected != self.num_snippets:
+                    raise FeatureFileError(f"{self.path}: {self.num_snippets} snippets, but the attributes give {expected}")
+                self._h5.attrs.update({**attrs, "format_version": FORMAT_VERSION})
+        except BaseException as err:
+            self._h5.close()
+            self._atomic.__exit__(type(err), err, err.__traceback__)
+            raise
+        self._h5.close()
+        return bool(self._atomic.__exit__(exc_type, exc, tb))
+
+
+def write_features(path: str | os.PathLike, streams: dict[str, np.ndarray], attrs: dict,
+                   spatial: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a whole feature file atomically.
+
+    Args:
+        streams: name -> float32 (T, D) features, written in :data:`STREAM_ORDER`.
+        attrs: :data:`REQUIRED_ATTRS` and any others (``weights`` as a dict or JSON text;
+            ``format_version`` is set here).
+        spatial: name -> (T, D, h, w) maps, stored as float16 ``<name>_spatial``.
+    """
+    names = tuple(s for s in STREAM_ORDER if s in streams)
+    if len(names) != len(streams):
+        raise FeatureFileError(f"{path}: streams must be among {', '.join(STREAM_ORDER)}, got {sorted(streams)}")
+    arrays = {s: np.asarray(streams[s], dtype=np.float32) for s in names}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise FeatureFileError(f"{path}: streams must be (T, D) arrays of one shape, got {sorted(map(str, shapes))}")
+    t, d = next(iter(shapes))
+    hw = None
+    if spatial:
+        hw = tuple(next(iter(spatial.values())).shape[-2:])
+    with FeatureWriter(path, t, names, d, hw) as w:
+        for s in names:
+            w.write(s, slice(0, t), arrays[s], None if not spatial else np.asarray(spatial[s], dtype=np.float16))
+        attrs = {k: v for k, v in attrs.items() if k != "format_version"}
+        w.set_attrs(**attrs)
+    return Path(path)

@@ -88,7 +88,7 @@ def _cam(args) -> int:
 
 def _cam_model(path):
     """(RefactorNet, streams) from a stage-1 checkpoint or from a detector checkpoint's front."""
-    from common.fileio import load_checkpoint
+    from common.checkpoint import load_checkpoint
     from refactor.model import RefactorNet
     from refactor.train import load_refactor
 

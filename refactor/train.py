@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path, load_checkpoint, sha256_file
+from common.checkpoint import load_checkpoint
+from common.fileio import atomic_path, sha256_file
 from evaluate.data import load_ground_truth
 from extract.features import read_features
 from refactor.model import RefactorConfig, RefactorLoss, RefactorNet
