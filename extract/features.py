@@ -30,7 +30,7 @@ from common.fileio import atomic_path
 from extract.snippets import SnippetPlan, snippet_times
 
 __all__ = ["FORMAT_VERSION", "REQUIRED_ATTRS", "STREAM_ORDER", "FeatureFile", "FeatureFileError", "FeatureWriter",
-           "read_features", "snippet_times", "write_features"]
+           "has_spatial", "read_features", "read_spatial", "snippet_times", "write_features"]
 
 FORMAT_VERSION = 1
 # I3D streams, then the components of refactored features (python -m refactor apply): f' = action ⊕ cooccurrence
@@ -119,6 +119,31 @@ def read_features(path: str | os.PathLike, streams: tuple[str, ...] | None = Non
                        window=int(attrs["window"]), stride=int(attrs["stride"]),
                        num_frames=int(attrs["num_frames"]), duration=float(attrs["duration"]), attrs=attrs)
 
+
+
+def has_spatial(path: str | os.PathLike, stream: str = "rgb") -> bool:
+    """Whether a feature file holds ``<stream>_spatial`` maps (False for a file that is not readable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f"{stream}_spatial" in f
+    except OSError:
+        return False
+
+
+def read_spatial(path: str | os.PathLike, stream: str, snippets: np.ndarray) -> np.ndarray:
+    """float32 ndarray[n, D, h, w]: the Mixed_5c maps of ``stream`` at the given snippet indices."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise FeatureFileError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
+        name = f"{stream}_spatial"
+        if name not in f:
+            raise FeatureFileError(f"{path.name} has no {name} maps: extract with --spatial")
+        ds = f[name]
+        return np.stack([ds[int(i)] for i in snippets]).astype(np.float32) if len(snippets) else \
+            np.zeros((0, *ds.shape[1:]), dtype=np.float32)
 
 class FeatureWriter:
     """Writes one feature file, row by row, atomically: the file appears under its name only when the
