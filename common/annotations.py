@@ -141,7 +141,8 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
             labels.append(classes.setdefault(label, len(classes)))
             video.append(len(videos) - 1)
     if not videos:
-        raise AnnotationError(f"ground truth has no video in subset {subset!r} (subsets: {', '.join(sorted(map(str, subsets)))})")
+        known = ", ".join(sorted(map(str, subsets)))
+        raise AnnotationError(f"ground truth has no video in subset {subset!r} (subsets: {known})")
     if not segments:
         raise AnnotationError(f"ground truth subset {subset!r} has no annotated instance")
     return GroundTruth(classes=list(classes), videos=videos, video=np.asarray(video, dtype=np.int64),

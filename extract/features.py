@@ -167,7 +167,8 @@ class FeatureWriter:
         unknown = [s for s in streams if s not in STREAM_ORDER]
         if unknown or not streams:
             raise FeatureFileError(f"{path}: streams must be among {', '.join(STREAM_ORDER)}, got {streams}")
-        self.path, self.num_snippets, self.streams, self.dim, self.spatial = Path(path), num_snippets, streams, dim, spatial
+        self.path, self.num_snippets, self.streams = Path(path), num_snippets, streams
+        self.dim, self.spatial = dim, spatial
         self._attrs: dict = {}
 
     def __enter__(self) -> FeatureWriter:
@@ -208,9 +209,10 @@ class FeatureWriter:
                 attrs = dict(self._attrs)
                 if not isinstance(attrs["weights"], str):
                     attrs["weights"] = json.dumps(attrs["weights"], sort_keys=True)
-                expected = SnippetPlan(int(attrs["num_frames"]), int(attrs["window"]), int(attrs["stride"])).num_snippets
-                if expected != self.num_snippets:
-                    raise FeatureFileError(f"{self.path}: {self.num_snippets} snippets, but the attributes give {expected}")
+                plan = SnippetPlan(int(attrs["num_frames"]), int(attrs["window"]), int(attrs["stride"]))
+                if plan.num_snippets != self.num_snippets:
+                    raise FeatureFileError(f"{self.path}: {self.num_snippets} snippets, "
+                                           f"but the attributes give {plan.num_snippets}")
                 self._h5.attrs.update({**attrs, "format_version": FORMAT_VERSION})
         except BaseException as err:
             self._h5.close()
