@@ -29,6 +29,7 @@ import numpy as np
 from common.fileio import atomic_path
 
 __all__ = ["AnnotationError", "GroundTruth", "read_json", "read_database", "load_ground_truth", "subset_videos",
+           "same_subset", "default_subsets",
            "write_annotations", "parse_segment"]
 
 
@@ -102,8 +103,25 @@ def read_database(source: str | os.PathLike | dict) -> dict[str, dict]:
     return database
 
 
+def same_subset(a, b) -> bool:
+    """Whether two subset names are the same subset: names match without regard to case
+    (CONVENTIONS.md: "Validation" = "validation")."""
+    return str(a).casefold() == str(b).casefold()
+
+
+def default_subsets(source: str | os.PathLike | dict) -> tuple[str, str]:
+    """(training subset, test subset) as the datasets use them: ActivityNet (a ``training`` subset)
+    trains on ``training`` and tests on ``validation``; THUMOS14 (otherwise) trains on ``validation``
+    and tests on ``test``. Names are returned as the file spells them."""
+    names = list(subset_videos(source))
+    spelled = {n.casefold(): n for n in names}
+    if "training" in spelled:
+        return spelled["training"], spelled.get("validation", "validation")
+    return spelled.get("validation", "validation"), spelled.get("test", "test")
+
+
 def subset_videos(source: str | os.PathLike | dict) -> dict[str, list[str]]:
-    """Video ids per subset name, in file order."""
+    """Video ids per subset name (as the file spells it), in file order."""
     out: dict[str, list[str]] = {}
     for vid, entry in read_database(source).items():
         out.setdefault(str(entry["subset"]), []).append(vid)
@@ -120,14 +138,14 @@ def write_annotations(path: str | os.PathLike, database: dict[str, dict], **extr
 
 def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTruth:
     """Read the ground truth of ``subset`` (e.g. ``"test"`` for THUMOS14, ``"validation"`` for
-    ActivityNet v1.3)."""
+    ActivityNet v1.3; matched without regard to case)."""
     database = read_database(source)
     classes: dict[str, int] = {}
     videos, video, segments, labels, durations = [], [], [], [], {}
     subsets = set()
     for vid, entry in database.items():
         subsets.add(entry["subset"])
-        if entry["subset"] != subset:
+        if not same_subset(entry["subset"], subset):
             continue
         videos.append(vid)
         if "duration" in entry:

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.annotations import (AnnotationError, load_ground_truth, read_database, subset_videos,
-                                write_annotations)
+from common.annotations import (AnnotationError, default_subsets, load_ground_truth, read_database, same_subset,
+                                subset_videos, write_annotations)
 from common.checkpoint import checkpoint_kind, load_checkpoint, save_checkpoint
 from common.predictions import load_predictions, write_predictions
 from common.segments import segment_intersection, segment_iou
@@ -101,6 +101,16 @@ def test_annotations_round_trip(tmp_path):
     assert gt.classes == ["Jump", "Run"] and gt.videos == ["v1", "v3"]
     np.testing.assert_array_equal(gt.segments, [[1.0, 4.5], [10.0, 12.0]])
     assert gt.durations == {"v1": 30.0}
+
+
+def test_subsets_match_without_case_and_defaults_follow_the_dataset():
+    db = {"a": {"subset": "Validation", "annotations": [{"segment": [1, 2], "label": "x"}]},
+          "b": {"subset": "TEST", "annotations": [{"segment": [1, 2], "label": "x"}]}}
+    assert same_subset("Validation", "validation") and not same_subset("val", "validation")
+    assert load_ground_truth(db, "validation").videos == ["a"] == load_ground_truth(db, "VALIDATION").videos
+    assert default_subsets(db) == ("Validation", "TEST")                       # THUMOS14: validation / test
+    anet = {"a": {"subset": "training"}, "b": {"subset": "validation"}, "c": {"subset": "testing"}}
+    assert default_subsets(anet) == ("training", "validation")                 # ActivityNet: training / validation
 
 
 @pytest.mark.parametrize("data, message", [
