@@ -20,9 +20,10 @@ deep = deep baseline): the real ``detect.train_detector`` with the default Detec
 "refactor" needs a stage-1 checkpoint: one is trained for a single epoch on the generated training
 videos (``refactor.build_pairs`` + ``train_refactor``; not timed). Reported:
 
-* ``fit s``: wall time of the epoch loop alone (``detect.train._fit``, timed by wrapping it here;
-  it includes reading the windows from HDF5, proposal sampling, forward, backward and the Adam
-  step; on CUDA the clock stops after ``torch.cuda.synchronize()``).
+* ``fit s``: wall time of the epochs alone, the sum of the ``seconds`` that ``train_detector`` reports
+  through its public timing hook ``on_epoch`` (:class:`detect.train.EpochReport`); it includes reading
+  the windows from HDF5, proposal sampling, forward, backward and the Adam step; on CUDA the clock
+  stops after ``torch.cuda.synchronize()``.
 * ``train snippets/s`` = windows x window length (256; the training videos are never shorter) /
   ``fit s``. With overlap 0.5 every video snippet is seen about twice an epoch, so this counts
   snippet-windows processed, not distinct video snippets.
@@ -65,16 +66,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import detect.train as detect_train  # noqa: E402
-from detect import (DetectorConfig, InferenceConfig, TrainConfig, make_windows, run_detector,  # noqa: E402
-                    save_detector, train_detector)
+from benchmarks.synthetic import (World, holds_snippets, whole_window_frames, write_database,  # noqa: E402
+                                  write_two_stream)
+from detect import (DetectorConfig, EpochReport, InferenceConfig, TrainConfig, make_windows,  # noqa: E402
+                    run_detector, save_detector, train_detector)
+from refactor import RefactorConfig, SampleConfig, build_pairs, save_checkpoint, train_refactor  # noqa: E402
+from refactor import TrainConfig as RefactorTrain  # noqa: E402
 
 FPS, WINDOW, STRIDE = 30.0, 16, 4           # THUMOS14's usual I3D sampling: snippet every 4 frames at 30 fps
 STREAM_DIM = 1024                           # rgb + flow = 2048-d
@@ -89,19 +92,11 @@ NOISE = 0.015                               # per channel (noise norm ~0.68 agai
 # synthetic data
 
 
-def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    v = rng.standard_normal((n, dim))
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-
-
-class World:
-    """Vectors shared by every video: per class a context (scene) and an action vector; backgrounds."""
-
-    def __init__(self, seed: int, dim: int = 2 * STREAM_DIM):
-        rng = np.random.default_rng([seed, 99])
-        self.context = _unit(rng, len(CLASSES), dim)
-        self.action = 0.5 * _unit(rng, len(CLASSES), dim)
-        self.backgrounds = _unit(rng, 8, dim)
+def draw_world(seed: int, dim: int = 2 * STREAM_DIM) -> World:
+    """Vectors shared by every video: per class a context (scene) and an action vector (norm 0.5);
+    8 backgrounds; float32."""
+    world = World.draw(np.random.default_rng([seed, 99]), len(CLASSES), dim, backgrounds=8, action_norm=0.5)
+    return World(*(v.astype(np.float32) for v in (world.context, world.action, world.backgrounds)))
 
 
 def video_plan(seed: int, subset: str, index: int, lengths: tuple[int, int], label_base: int):
@@ -134,7 +129,7 @@ def plans(seed: int, subset: str, count: int, lengths: tuple[int, int]) -> list:
 
 
 def _num_frames(t: int) -> int:
-    return (t - 1) * STRIDE + WINDOW          # SnippetPlan(num_frames, 16, 4).num_snippets == t
+    return whole_window_frames(t, WINDOW, STRIDE)          # (t - 1) * STRIDE + WINDOW: SnippetPlan gives t
 
 
 def write_video(path: Path, world: World, t: int, instances, labels, rng: np.random.Generator) -> None:
@@ -152,38 +147,19 @@ def write_video(path: Path, world: World, t: int, instances, labels, rng: np.ran
         rows = s + np.flatnonzero(~scene[s:s + n])
         feats[rows] += world.backgrounds[int(rng.integers(len(world.backgrounds)))]
         s += n
-    num_frames = _num_frames(t)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".h5.part")
-    with h5py.File(tmp, "w") as h5:
-        h5.create_dataset("rgb", data=feats[:, :STREAM_DIM])
-        h5.create_dataset("flow", data=feats[:, STREAM_DIM:])
-        h5.attrs.update({"fps": FPS, "window": WINDOW, "stride": STRIDE, "num_frames": num_frames,
-                         "duration": num_frames / FPS, "source": f"synthetic/{path.stem}.mp4",
-                         "weights": json.dumps({s: {"id": "synthetic", "sha256": "0" * 64} for s in ("rgb", "flow")}),
-                         "flow_method": "synthetic", "format_version": 1})
-    os.replace(tmp, path)
-
-
-def _has_snippets(path: Path, t: int) -> bool:
-    try:
-        with h5py.File(path, "r") as h5:
-            return all(s in h5 and h5[s].shape == (t, STREAM_DIM) for s in ("rgb", "flow")) and \
-                int(h5.attrs.get("num_frames", -1)) == _num_frames(t)
-    except OSError:
-        return False
+    write_two_stream(path, feats, FPS, WINDOW, STRIDE)
 
 
 def make_dataset(root: Path, seed: int, train_videos: int, infer_videos: int, lengths: tuple[int, int]) -> dict:
     """Write root/validation/*.h5, root/test/*.h5 and root/annotations.json; return what was done."""
-    world = World(seed)
+    world = draw_world(seed)
     database, info = {}, {}
     for subset, count in (("validation", train_videos), ("test", infer_videos)):
         written = reused = 0
         snippets = []
         for vid, t, inst, labs, rng in plans(seed, subset, count, lengths):
             path = root / subset / f"{vid}.h5"
-            if _has_snippets(path, t):
+            if holds_snippets(path, t, 2 * STREAM_DIM, WINDOW, STRIDE):
                 reused += 1
             else:
                 write_video(path, world, t, inst, labs, rng)
@@ -196,7 +172,7 @@ def make_dataset(root: Path, seed: int, train_videos: int, infer_videos: int, le
                                               "label": CLASSES[k]} for (a, b), k in zip(inst, labs)]}
         info[subset] = {"videos": count, "written": written, "reused": reused, "snippets": snippets,
                         "bytes": sum(f.stat().st_size for f in (root / subset).glob("*.h5")) if count else 0}
-    (root / "annotations.json").write_text(json.dumps({"database": database}))
+    write_database(root / "annotations.json", database)
     return info
 
 
@@ -209,30 +185,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-@contextlib.contextmanager
-def time_fit(device: str, record: dict):
-    """Time ``detect.train._fit`` (the epoch loop) while inside; record["fit_s"] (None if there is no _fit)."""
-    real = getattr(detect_train, "_fit", None)
-    record["fit_s"] = None
-    if real is None:
-        yield
-        return
-
-    def timed(*args, **kwargs):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = real(*args, **kwargs)
-        _sync(device)
-        record["fit_s"] = time.perf_counter() - t0
-        return out
-
-    detect_train._fit = timed
-    try:
-        yield
-    finally:
-        detect_train._fit = real
-
-
 def window_snippets(lengths, window: int, overlap: float) -> tuple[int, int]:
     """(windows, snippets inside them) of videos of these lengths."""
     wins = [w for t in lengths for w in make_windows(int(t), window, overlap)]
@@ -241,11 +193,6 @@ def window_snippets(lengths, window: int, overlap: float) -> tuple[int, int]:
 
 def stage1_checkpoint(root: Path, path: Path, seed: int) -> Path:
     """A RefactorNet stage-1 checkpoint trained for one epoch on the generated training videos."""
-    from refactor.model import RefactorConfig
-    from refactor.samples import SampleConfig
-    from refactor.train import TrainConfig as RefactorTrain
-    from refactor.train import build_pairs, save_checkpoint, train_refactor
-
     samples = SampleConfig()
     pairs = build_pairs(root / "validation", root / "annotations.json", "validation", samples)
     train = RefactorTrain(epochs=1, seed=seed)
@@ -255,16 +202,17 @@ def stage1_checkpoint(root: Path, path: Path, seed: int) -> Path:
 
 def measure_training(root: Path, device: str, front: str, train: TrainConfig, lengths, refactor_ckpt: Path | None):
     record: dict = {"device": device, "front": front}
-    with time_fit(device, record):
-        _sync(device)
-        t0 = time.perf_counter()
-        model, meta = train_detector(root / "validation", root / "annotations.json", DetectorConfig(), train,
-                                     refactor_checkpoint=refactor_ckpt if front == "refactor" else None,
-                                     front=front, progress=False)
-        _sync(device)
-        record["total_s"] = time.perf_counter() - t0
+    epochs: list[EpochReport] = []
+    _sync(device)
+    t0 = time.perf_counter()
+    model, meta = train_detector(root / "validation", root / "annotations.json", DetectorConfig(), train,
+                                 refactor_checkpoint=refactor_ckpt if front == "refactor" else None,
+                                 front=front, progress=False, on_epoch=epochs.append)
+    _sync(device)
+    record["total_s"] = time.perf_counter() - t0
+    record["fit_s"] = sum(e.seconds for e in epochs)
     windows, snippets = window_snippets(lengths, train.window, train.overlap)
-    fit_s = record["fit_s"] if record["fit_s"] is not None else record["total_s"]
+    fit_s = record["fit_s"] if epochs else record["total_s"]
     record.update(videos=len(lengths), video_snippets=int(sum(lengths)), windows=windows * train.epochs,
                   window_snippets=snippets * train.epochs, steps=math.ceil(windows / train.batch_size) * train.epochs,
                   epochs=train.epochs, num_classes=model.config.num_classes,
@@ -330,7 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-videos", type=int, default=None, help="training videos generated (default 8, --quick 2)")
     p.add_argument("--infer-videos", type=int, default=None, help="test videos generated (default 16, --quick 2)")
     p.add_argument("--fronts", type=_csv, default=None, help="default none,refactor,deep (--quick: none)")
-    p.add_argument("--infer-fronts", type=_csv, default=["none"], help="fronts whose trained model is also run (default none)")
+    p.add_argument("--infer-fronts", type=_csv, default=["none"],
+                   help="fronts whose trained model is also run (default none)")
     p.add_argument("--modes", type=_csv, default=["thumos", "anet"], help="inference modes (default thumos,anet)")
     p.add_argument("--devices", type=_csv, default=None, help="default cpu, plus cuda when available")
     p.add_argument("--epochs", type=int, default=1, help="training epochs measured (default 1)")
@@ -367,7 +316,8 @@ def main(argv=None) -> int:
     for d in devices:
         print(f"device {d}: {device_name(d)}")
     print(f"dataset described: {args.videos} videos of {args.lengths[0]:,}-{args.lengths[1]:,} snippets "
-          f"(uniform; drawn: {int(described.sum()):,} snippets, {desc_windows:,} training windows of {train_cfg.window}), "
+          f"(uniform; drawn: {int(described.sum()):,} snippets, {desc_windows:,} training windows of "
+          f"{train_cfg.window}), "
           f"2048-d (rgb + flow 1024-d), {FPS:g} fps, window {WINDOW}, stride {STRIDE}, {len(CLASSES)} classes")
 
     results: dict = {"setup": {"torch": torch.__version__, "devices": {d: device_name(d) for d in devices},
@@ -438,7 +388,8 @@ def main(argv=None) -> int:
     s = results["setup"]
     print()
     print(f"Training: {train_n} generated videos ({sum(train_lengths):,} snippets), {train_cfg.epochs} epoch(s), "
-          f"batch {train_cfg.batch_size} windows of {train_cfg.window} (overlap {train_cfg.overlap}), default DetectorConfig. "
+          f"batch {train_cfg.batch_size} windows of {train_cfg.window} (overlap {train_cfg.overlap}), "
+          "default DetectorConfig. "
           f"snippets/s = windows x {train_cfg.window} / fit s (fit = epoch loop; total = whole train_detector call)")
     head = (f"{'device':<6} | {'front':<8} | {'windows':>7} | {'steps':>5} | {'fit s':>7} | {'total s':>7} | "
             f"{'train snippets/s':>16} | {f'{args.full_epochs} ep x {args.videos} videos (extrapolated)':>33}")
@@ -453,7 +404,8 @@ def main(argv=None) -> int:
         print()
         print(f"Inference: {infer_n} generated test videos ({sum(test_lengths):,} snippets), batch {args.infer_batch} "
               f"videos, run_detector timed whole after a 1-video warm-up; anet without a video-scores file")
-        head = (f"{'device':<6} | {'front':<8} | {'mode':<6} | {'s':>6} | {'infer videos/s':>14} | {'snippets/s':>10} | "
+        head = (f"{'device':<6} | {'front':<8} | {'mode':<6} | {'s':>6} | {'infer videos/s':>14} | "
+                f"{'snippets/s':>10} | "
                 f"{f'{args.videos} videos (extrapolated)':>28}")
         print(head)
         print("-" * len(head))

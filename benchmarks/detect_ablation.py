@@ -44,7 +44,8 @@ against the same between action snippets and pure background snippets (no contex
 included): a φC that maps everything to one direction scores ~1 on both. Measured for the raw features,
 each stage-1 model and each stage-2 model (``model.front`` of the trained detector), with φA alongside.
 
-    python benchmarks/detect_ablation.py [--quick] [--seeds 3] [--variants baseline,deep,refactor,stage1,no_kl,action_only]
+    python benchmarks/detect_ablation.py [--quick] [--seeds 3]
+        [--variants baseline,deep,refactor,stage1,no_kl,action_only]
         [--train-videos 48] [--test-videos 32] [--epochs 20] [--refactor-epochs 30] [--action-norm 0.3]
         [--noise 0.2] [--threads 1] [--json OUT.json]
 
@@ -62,13 +63,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.synthetic import World, coverage, mean_cosine, write_database, write_two_stream  # noqa: E402
 from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
 from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
@@ -107,26 +108,14 @@ class DataConfig:
     min_gap: float = 2.0                          # background between events, s
 
 
-def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    v = rng.standard_normal((n, dim))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-class World:
-    """The vectors every video of one seed shares."""
+class Videos:
+    """The videos of one seed: its world of vectors (:class:`benchmarks.synthetic.World`, with look-alikes)."""
 
     def __init__(self, cfg: DataConfig, seed: int):
-        rng = np.random.default_rng([seed, 7])
         self.cfg = cfg
         self.classes = [f"class{k:02d}" for k in range(cfg.classes)]
-        self.context = _unit(rng, cfg.classes, cfg.dim)
-        self.action = cfg.action_norm * _unit(rng, cfg.classes, cfg.dim)
-        self.backgrounds = _unit(rng, cfg.backgrounds, cfg.dim)
-        rest = _unit(rng, cfg.classes, cfg.dim)
-        rest = rest - (rest * self.context).sum(1, keepdims=True) * self.context          # ⟂ s_k
-        rest /= np.linalg.norm(rest, axis=1, keepdims=True)
-        c = cfg.lookalike_cos
-        self.lookalike = c * self.context + np.sqrt(1 - c * c) * rest
+        self.world = World.draw(np.random.default_rng([seed, 7]), cfg.classes, cfg.dim, cfg.backgrounds,
+                                cfg.action_norm, cfg.lookalike_cos)
 
     def video(self, rng: np.random.Generator, k: int) -> dict:
         """One video of class k: features (T, C), per-snippet action / context coverage and kind, instances (s)."""
@@ -149,7 +138,7 @@ class World:
         lo = np.arange(t, dtype=np.float64)                          # snippet i covers [lo, lo + 1)
 
         def cover(s: float, e: float) -> np.ndarray:
-            return np.clip(np.minimum(lo + 1, e) - np.maximum(lo, s), 0, 1)
+            return coverage(lo, 1.0, (s, e))
 
         ctx = np.zeros(t)
         act = np.zeros(t)
@@ -163,18 +152,19 @@ class World:
                 instances.append((round(float(s), 3), round(float(s + dur), 3)))
             cursor += before + dur + after + float(gaps[j + 1])
         ctx = np.clip(ctx, 0, 1)
+        world = self.world
         bg = np.zeros((t, cfg.dim))
         lookalike = np.zeros(t, dtype=bool)
         i = 0
         while i < t:                                                  # background stretches of 3-8 snippets
             n = int(rng.integers(3, 9))
             if rng.random() < cfg.lookalike_p:
-                bg[i:i + n] = self.lookalike[k]
+                bg[i:i + n] = world.lookalike[k]
                 lookalike[i:i + n] = True
             else:
-                bg[i:i + n] = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+                bg[i:i + n] = world.backgrounds[int(rng.integers(len(world.backgrounds)))]
             i += n
-        feats = (1 - ctx)[:, None] * bg + ctx[:, None] * self.context[k] + act[:, None] * self.action[k]
+        feats = (1 - ctx)[:, None] * bg + ctx[:, None] * world.context[k] + act[:, None] * world.action[k]
         feats += cfg.noise * rng.standard_normal(feats.shape)
         kind = np.full(t, MIXED)
         kind[(act >= 1) & (ctx >= 1)] = ACTION
@@ -184,36 +174,24 @@ class World:
                 "lookalike": lookalike}
 
 
-def write_video(path: Path, feats: np.ndarray) -> None:
-    """A two-stream feature file in the layout of CONVENTIONS.md (window == stride: T = num_frames / stride)."""
-    t, half = len(feats), feats.shape[1] // 2
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("rgb", data=feats[:, :half])
-        h5.create_dataset("flow", data=feats[:, half:])
-        h5.attrs.update({"fps": FPS, "window": WINDOW, "stride": STRIDE, "num_frames": STRIDE * t,
-                         "duration": STRIDE * t / FPS, "source": f"synthetic/{path.stem}",
-                         "weights": json.dumps({s: {"id": "synthetic", "sha256": "0" * 64} for s in ("rgb", "flow")}),
-                         "flow_method": "synthetic", "format_version": 1})
-
-
-def make_dataset(world: World, root: Path, n_train: int, n_test: int, seed: int) -> dict:
+def make_dataset(videos: Videos, root: Path, n_train: int, n_test: int, seed: int) -> dict:
     """Write root/*.h5 (train and test videos) and root/annotations.json; return the test videos' truth."""
     root.mkdir(parents=True, exist_ok=True)
     db, test_truth, stats = {}, {}, {"validation": [0, 0], "test": [0, 0]}
     for subset, n, stream in (("validation", n_train, 1), ("test", n_test, 2)):
         rng = np.random.default_rng([seed, stream])
         for j in range(n):
-            k = j % len(world.classes)                                 # classes cycle: every class in both subsets
-            vid = f"{subset}_{j:03d}_{world.classes[k]}"
-            v = world.video(rng, k)
-            write_video(root / f"{vid}.h5", v["features"])
+            k = j % len(videos.classes)                                # classes cycle: every class in both subsets
+            vid = f"{subset}_{j:03d}_{videos.classes[k]}"
+            v = videos.video(rng, k)
+            write_two_stream(root / f"{vid}.h5", v["features"], FPS, WINDOW, STRIDE)
             db[vid] = {"subset": subset, "duration": float(len(v["features"])),
-                       "annotations": [{"segment": list(seg), "label": world.classes[k]} for seg in v["instances"]]}
+                       "annotations": [{"segment": list(seg), "label": videos.classes[k]} for seg in v["instances"]]}
             stats[subset][0] += len(v["features"])
             stats[subset][1] += len(v["instances"])
             if subset == "test":
                 test_truth[vid] = v
-    (root / "annotations.json").write_text(json.dumps({"database": db}))
+    write_database(root / "annotations.json", db)
     return {"test_truth": test_truth, "snippets": {s: v[0] for s, v in stats.items()},
             "instances": {s: v[1] for s, v in stats.items()}}
 
@@ -222,19 +200,9 @@ def make_dataset(world: World, root: Path, n_train: int, n_test: int, seed: int)
 # measurements
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _mean_cos(spaces: list[np.ndarray], kinds: list[np.ndarray], other: int) -> float:
     """Mean cos(action snippet, ``other`` snippet of the same video), pooled over all such pairs."""
-    total, count = 0.0, 0
-    for x, kind in zip(spaces, kinds):
-        x = _normalize(x.astype(np.float64))
-        sims = x[kind == ACTION] @ x[kind == other].T
-        total += float(sims.sum())
-        count += sims.size
-    return total / max(count, 1)
+    return mean_cosine(spaces, kinds, ACTION, other)
 
 
 @torch.no_grad()
@@ -272,8 +240,7 @@ def run_seed(seed: int, args, data_cfg: DataConfig, det_cfg: DetectorConfig, det
     root = tmp / f"seed{seed}"
     raw_dir, ann = root / "raw", root / "raw" / "annotations.json"
     t0 = time.perf_counter()
-    world = World(data_cfg, seed)
-    data = make_dataset(world, raw_dir, args.train_videos, args.test_videos, seed)
+    data = make_dataset(Videos(data_cfg, seed), raw_dir, args.train_videos, args.test_videos, seed)
     truth = data["test_truth"]
     out = {"seed": seed, "snippets": data["snippets"], "instances": data["instances"],
            "raw_cos": raw_cosines(truth), "variants": {}, "stage1": {}, "data_s": time.perf_counter() - t0}
@@ -362,7 +329,8 @@ def print_report(results: dict) -> None:
           f"{d['margin'][0]:g}-{d['margin'][1]:g} s, {d['scene_only'][0]}-{d['scene_only'][1]} context-only "
           f"stretches/video, look-alikes {d['lookalike_p']:.0%}")
     sn = per_seed[0]
-    print(f"{s['train_videos']} train videos ({sn['snippets']['validation']:,} snippets, {sn['instances']['validation']} "
+    print(f"{s['train_videos']} train videos ({sn['snippets']['validation']:,} snippets, "
+          f"{sn['instances']['validation']} "
           f"instances; seed {per_seed[0]['seed']}) / {s['test_videos']} test videos "
           f"({sn['snippets']['test']:,} snippets, {sn['instances']['test']} instances); detector {s['epochs']} epochs, "
           f"window {s['window']}, base {s['detector']['base_dim']}, heads {s['detector']['head_hidden']}, "
@@ -409,7 +377,8 @@ def print_report(results: dict) -> None:
 def _git_state() -> dict | None:
     """The repository's HEAD and whether detect/, refactor/, evaluate/ or common/ had uncommitted changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "detect", "refactor", "evaluate", "common"],
                                cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):

@@ -27,10 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from extract.i3d import I3D  # noqa: E402
-from extract.pipeline import (ExtractConfig, FlowStream, RGBStream, _autocast_dtype,  # noqa: E402
-                              extract_video, extract_videos, snippet_batches)
+from extract.pipeline import (ExtractConfig, RGBStream, build_streams, extract_video,  # noqa: E402
+                              extract_videos, snippet_batches)
+from extract.pretrained import load_i3d  # noqa: E402
+from extract.samples import fetch_samples  # noqa: E402
 from extract.snippets import SnippetPlan  # noqa: E402
 from extract.video import open_video, sample_indices  # noqa: E402
+from weights import find_weights  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -55,8 +58,10 @@ def bench_decode(video: Path, preprocess: bool) -> tuple[float, int]:
 
 
 def bench_i3d(stream: RGBStream, batch: int, iters: int) -> float:
-    """Sampled frames per second of I3D alone on random uint8 snippets already in memory."""
-    frames = torch.randint(0, 256, (batch, 16, 3, 224, 224), dtype=torch.uint8)
+    """Sampled frames per second of I3D alone on random uint8 snippets already in memory (at the
+    stream's input size: its weights' crop)."""
+    size = stream.input_crop
+    frames = torch.randint(0, 256, (batch, 16, 3, size, size), dtype=torch.uint8)
     if stream.device.type == "cuda":
         frames = frames.pin_memory()
     stream(frames, 16)  # warm-up (cudnn autotune, allocator)
@@ -88,18 +93,13 @@ def main(argv: list[str] | None = None) -> int:
 
     videos = [] if args.i3d_only else args.videos
     if not videos and not args.i3d_only:
-        from extract.samples import fetch_samples
         videos = fetch_samples(("bikes.mp4", "bigbuckbunny.mp4"))
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     flow_model = None
     if "flow" in args.streams:
-        from weights import find_weights, load_i3d as _load
-        flow_model = _load("flow", fetch_missing=False) if find_weights("flow") else I3D(in_channels=2).eval()
-    if args.random_weights:
-        model = I3D().eval()
-    else:
-        from weights import load_i3d
-        model = load_i3d("rgb")
+        flow_model = load_i3d("flow", fetch_missing=False) if find_weights("flow") else I3D(in_channels=2).eval()
+    model = I3D().eval() if args.random_weights else load_i3d("rgb")
+    models = {"rgb": model, **({"flow": flow_model} if flow_model is not None else {})}
 
     rows = []
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -117,18 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             if device.type == "cpu" and precision not in ("auto", "fp32"):
                 continue
-            autocast = _autocast_dtype(precision, device)
-            stream = RGBStream(model, device, autocast, crop=224)
-            streams = [stream]
-            if "flow" in args.streams:
-                streams.append(FlowStream(flow_model, device, autocast, crop=224))
+            # each stream crops at its weights' spec (224 for the registered I3Ds)
+            config = ExtractConfig(streams=tuple(models), device=device_name, precision=precision,
+                                   batch_size=batch, stride=args.stride)
+            streams = build_streams(config, models=models)
+            stream = streams[0]
             label = precision if precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
             iters = 20 if device.type == "cuda" else 2
             rows.append({"stage": f"I3D alone (batch {batch})", "video": "-", "device": device_name,
                          "precision": label, "frames_per_s": bench_i3d(stream, batch, iters)})
             if args.i3d_only:
                 continue
-            config = ExtractConfig(device=device_name, precision=precision, batch_size=batch, stride=args.stride)
             with tempfile.TemporaryDirectory() as out:
                 for video in videos:
                     extract_video(video, out, streams, config, progress=False)  # warm-up
@@ -138,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                     sync(device)
                     seconds = time.perf_counter() - start
                     with open_video(video) as reader:
-                        n = len(sample_indices(reader.info.starts, reader.info.duration, reader.info.fps, reader.info.fps))
-                        duration = reader.info.duration
-                    rows.append({"stage": f"{args.streams} e2e (stride {args.stride})", "video": f"{video.name}", "device": device_name,
-                                 "precision": label, "frames_per_s": n / seconds,
+                        info = reader.info
+                    n = len(sample_indices(info.starts, info.duration, info.fps, info.fps))
+                    duration = info.duration
+                    rows.append({"stage": f"{args.streams} e2e (stride {args.stride})", "video": f"{video.name}",
+                                 "device": device_name, "precision": label, "frames_per_s": n / seconds,
                                  "realtime_x": duration / seconds})
             if args.copies:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                             info = reader.info
                         for c in range(args.copies):
                             (folder / f"{video.stem}_{c}{video.suffix}").write_bytes(video.read_bytes())
-                        total_frames += args.copies * len(sample_indices(info.starts, info.duration, info.fps, info.fps))
+                        count = len(sample_indices(info.starts, info.duration, info.fps, info.fps))
+                        total_frames += args.copies * count
                         total_seconds += args.copies * info.duration
                     for workers in args.workers:
                         cfg = ExtractConfig(device=device_name, precision=precision, batch_size=batch,
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                         sync(device)
                         seconds = time.perf_counter() - start
                         assert report.ok, report.failed
-                        rows.append({"stage": f"{args.streams} folder, {workers} workers", "video": f"{len(videos)}x{args.copies} clips",
+                        rows.append({"stage": f"{args.streams} folder, {workers} workers",
+                                     "video": f"{len(videos)}x{args.copies} clips",
                                      "device": device_name, "precision": label,
                                      "frames_per_s": total_frames / seconds, "realtime_x": total_seconds / seconds})
         model.to("cpu")
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'stage':<26} {'video':<20} {'device':<7} {'prec':<5} {'frames/s':>10} {'x realtime':>10}")
     for r in rows:
         rt = f"{r['realtime_x']:.2f}" if "realtime_x" in r else ""
-        print(f"{r['stage']:<26} {r['video']:<20} {r['device']:<7} {r['precision']:<5} {r['frames_per_s']:>10.1f} {rt:>10}")
+        print(f"{r['stage']:<26} {r['video']:<20} {r['device']:<7} {r['precision']:<5} "
+              f"{r['frames_per_s']:>10.1f} {rt:>10}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

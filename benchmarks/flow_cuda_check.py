@@ -24,8 +24,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from extract import flow as flow_mod  # noqa: E402
 from extract.flow import tvl1  # noqa: E402
+from extract.flow_triton import SYNC_EVERY, TRITON_VERSION  # noqa: E402
 
 SHIFTS = [(1, 0), (0, 1), (1, 1), (2, -1), (-1, 2), (3, 1), (0, 0), (-2, -2)]
 
@@ -52,12 +52,13 @@ def epe(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float().cpu() - b.float().cpu()).norm(dim=1).mean(dim=(1, 2))
 
 
-def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
+def timed(fn, repeats: int, *args, **kwargs) -> tuple[float, torch.Tensor]:
+    """(best seconds of ``repeats`` calls of ``fn(*args, **kwargs)``, its last output)."""
     best, out = float("inf"), None
     for _ in range(repeats):
         torch.cuda.synchronize()
         t = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return best, out
@@ -83,7 +84,7 @@ def main() -> None:
 
     dev = torch.device("cuda")
     log(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-        f"triton {getattr(flow_mod.triton, '__version__', None)}, cpu threads {torch.get_num_threads()}")
+        f"triton {TRITON_VERSION}, cpu threads {torch.get_num_threads()}")
 
     # -- (a) correctness ---------------------------------------------------------------------
     fused_ok = True
@@ -140,12 +141,12 @@ def main() -> None:
             old_rate = float("nan")
             if b == 32:  # baseline on the same machine
                 tvl1(a, c, fused=False)
-                sec, _ = timed(lambda: tvl1(a, c, fused=False), 1)
+                sec, _ = timed(tvl1, 1, a, c, fused=False)
                 old_rate = b / sec
             fused_rate, ms = float("nan"), float("nan")
             if fused_ok:
                 tvl1(a, c, fused=True)  # warm-up
-                sec, _ = timed(lambda: tvl1(a, c, fused=True), args.repeats)
+                sec, _ = timed(tvl1, args.repeats, a, c, fused=True)
                 fused_rate, ms = b / sec, sec * 1e3
             log(f"{size:>8} {b:>5} {old_rate:>12.1f} {fused_rate:>14.1f} {ms:>15.1f}")
 
@@ -154,12 +155,10 @@ def main() -> None:
         w, h = 224, 224
         a, c, _ = synthetic_pairs(64, h, w, seed=2)
         a, c = a.to(dev), c.to(dev)
-        for k in (4, 16, 32):
-            flow_mod._SYNC_EVERY = k
-            tvl1(a, c, fused=True)
-            sec, _ = timed(lambda: tvl1(a, c, fused=True), 2)
+        for k in sorted({4, SYNC_EVERY, 32}):
+            tvl1(a, c, fused=True, sync_every=k)
+            sec, _ = timed(tvl1, 2, a, c, fused=True, sync_every=k)
             log(f"224x224 batch 64, sync every {k}: {64 / sec:.1f} pairs/s")
-        flow_mod._SYNC_EVERY = 16
     log(f"total {time.perf_counter() - t_start:.1f} s")
 
 

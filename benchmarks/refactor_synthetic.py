@@ -34,13 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.synthetic import World, mean_cosine, write_database, write_two_stream  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import RefactorConfig, SampleConfig, TrainConfig, build_pairs, train_refactor  # noqa: E402
 
@@ -49,78 +49,57 @@ SETTINGS = [(0.5, 5), (0.8, 5), (None, 1), (0.5, None), (0.3, None)]
 ACTION, CONTEXT, BACKGROUND = 2, 1, 0
 
 
-def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    v = rng.normal(size=(n, dim))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-class World:
-    """The vectors every video shares."""
+class Videos:
+    """The videos of one run, drawn from a world of shared vectors (:class:`benchmarks.synthetic.World`)."""
 
     def __init__(self, classes: int, dim: int, backgrounds: int, action_norm: float, noise: float, seed: int):
-        rng = np.random.default_rng(seed)
         self.classes = [f"class{k:02d}" for k in range(classes)]
-        self.context = unit(rng, classes, dim)
-        self.action = action_norm * unit(rng, classes, dim)
-        self.backgrounds = unit(rng, backgrounds, dim)
-        rest = unit(rng, classes, dim)
-        rest = _normalize(rest - (rest * self.context).sum(1, keepdims=True) * self.context)   # ⟂ s_k
-        self.lookalike = 0.6 * self.context + 0.8 * rest
+        self.world = World.draw(np.random.default_rng(seed), classes, dim, backgrounds, action_norm, lookalike_cos=0.6)
         self.noise, self.dim = noise, dim
 
     def video(self, rng: np.random.Generator, k: int, length: int) -> tuple[np.ndarray, np.ndarray, list]:
         """(features (T, C), kind (T,) in {BACKGROUND, CONTEXT, ACTION}, instances [(start, end) s])."""
+        world = self.world
         kind = np.zeros(length, np.int64)
         feats = np.zeros((length, self.dim))
         t = 0
         while t < length:                                   # background stretches of 3-8 snippets
             n = int(rng.integers(3, 9))
-            pick = int(rng.integers(len(self.backgrounds)))
-            feats[t:t + n] = self.lookalike[k] if rng.random() < 0.15 else self.backgrounds[pick]
+            pick = int(rng.integers(len(world.backgrounds)))
+            feats[t:t + n] = world.lookalike[k] if rng.random() < 0.15 else world.backgrounds[pick]
             t += n
         instances = []
         for start in (int(rng.integers(4, length // 2 - 12)), int(rng.integers(length // 2 + 4, length - 12))):
             n = int(rng.integers(3, 7))                      # action of 3-6 snippets with 3-4 context each side
             before, after = int(rng.integers(3, 5)), int(rng.integers(3, 5))
-            feats[start - before:start + n + after] = self.context[k]
+            feats[start - before:start + n + after] = world.context[k]
             kind[start - before:start + n + after] = CONTEXT
-            feats[start:start + n] += self.action[k]
+            feats[start:start + n] += world.action[k]
             kind[start:start + n] = ACTION
             instances.append((float(start), float(start + n)))
         if rng.random() < 0.5:                              # a scene-only stretch away from the actions
             s = int(rng.integers(length // 2 - 8, length // 2 - 3))
             if np.all(kind[s - 1:s + 5] == BACKGROUND):
-                feats[s:s + 4] = self.context[k]
+                feats[s:s + 4] = world.context[k]
                 kind[s:s + 4] = CONTEXT
         feats += self.noise * rng.normal(size=feats.shape)
         return feats.astype(np.float32), kind, instances
 
 
-def write_video(path: Path, feats: np.ndarray) -> None:
-    t = len(feats)
-    half = feats.shape[1] // 2
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("rgb", data=feats[:, :half])
-        h5.create_dataset("flow", data=feats[:, half:])
-        h5.attrs.update({"fps": FPS, "window": WINDOW, "stride": STRIDE, "num_frames": STRIDE * t,
-                         "duration": STRIDE * t / FPS, "source": f"synthetic/{path.stem}", "weights": "{}",
-                         "flow_method": "synthetic", "format_version": 1})
-
-
-def make_split(world: World, root: Path, per_class: int, length: int, seed: int, subset: str) -> dict:
+def make_split(videos: Videos, root: Path, per_class: int, length: int, seed: int, subset: str) -> dict:
     """Write feature files + annotations; return {video_id: (kind, label)}."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     db, truth = {}, {}
-    for k, name in enumerate(world.classes):
+    for k, name in enumerate(videos.classes):
         for j in range(per_class):
             vid = f"{subset}_{name}_{j:03d}"
-            feats, kind, instances = world.video(rng, k, length)
-            write_video(root / f"{vid}.h5", feats)
+            feats, kind, instances = videos.video(rng, k, length)
+            write_two_stream(root / f"{vid}.h5", feats, FPS, WINDOW, STRIDE)
             db[vid] = {"subset": subset, "duration": float(length),
                        "annotations": [{"segment": list(seg), "label": name} for seg in instances]}
             truth[vid] = (kind, k)
-    (root / "annotations.json").write_text(json.dumps({"database": db}))
+    write_database(root / "annotations.json", db)
     return truth
 
 
@@ -131,23 +110,10 @@ def components(model, feats: np.ndarray) -> dict[str, np.ndarray]:
             "f_prime": out.features[0].T.numpy()}
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def cosine_gap(views: list[dict], kinds: list[np.ndarray], other: int = CONTEXT) -> dict[str, float]:
     """Mean cos(action snippet, ``other`` snippet of the same video), pooled over all such pairs
     (other = CONTEXT: the cosine gap; other = BACKGROUND: the control, high only if a space collapsed)."""
-    res = {}
-    for space in ("raw", "phiA", "phiC"):
-        total, count = 0.0, 0
-        for v, kind in zip(views, kinds):
-            x = _normalize(v[space].astype(np.float64))
-            sims = x[kind == ACTION] @ x[kind == other].T
-            total += sims.sum()
-            count += sims.size
-        res[space] = total / count
-    return res
+    return {space: mean_cosine([v[space] for v in views], kinds, ACTION, other) for space in ("raw", "phiA", "phiC")}
 
 
 def logistic_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
@@ -214,7 +180,7 @@ def main(argv=None) -> int:
     train_per_class, test_per_class, length = (4, 4, 48) if args.quick else (12, 10, 64)
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
-    world = World(args.classes, args.dim, backgrounds=12, action_norm=0.3, noise=args.noise, seed=args.seed)
+    videos = Videos(args.classes, args.dim, backgrounds=12, action_norm=0.3, noise=args.noise, seed=args.seed)
     results = {"setup": {"classes": args.classes, "dim": args.dim, "noise": args.noise, "epochs": epochs,
                          "hidden_dim": args.hidden_dim, "train_videos": train_per_class * args.classes,
                          "test_videos": test_per_class * args.classes, "snippets_per_video": length,
@@ -222,15 +188,16 @@ def main(argv=None) -> int:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="refactor_bench_") as tmp:
         tmp = Path(tmp)
-        train_truth = make_split(world, tmp / "train", train_per_class, length, args.seed + 1, "validation")
-        test_truth = make_split(world, tmp / "test", test_per_class, length, args.seed + 2, "test")
+        train_truth = make_split(videos, tmp / "train", train_per_class, length, args.seed + 1, "validation")
+        test_truth = make_split(videos, tmp / "test", test_per_class, length, args.seed + 2, "test")
         # interleave classes so both probe halves hold every class
         test_ids = sorted(test_truth, key=lambda v: (int(v.rsplit("_", 1)[1]), v))
         test_feats = [read_features(tmp / "test" / f"{v}.h5").features for v in test_ids]
         kinds = [test_truth[v][0] for v in test_ids]
         raw_views = [{"raw": f} for f in test_feats]
         raw3 = [{**v, "phiA": v["raw"], "phiC": v["raw"]} for v in raw_views]
-        results["raw"] = {"cos": cosine_gap(raw3, kinds)["raw"], "cos_background": cosine_gap(raw3, kinds, BACKGROUND)["raw"]}
+        results["raw"] = {"cos": cosine_gap(raw3, kinds)["raw"],
+                          "cos_background": cosine_gap(raw3, kinds, BACKGROUND)["raw"]}
 
         for threshold, top_k in SETTINGS:
             samples = SampleConfig(threshold, top_k)
@@ -260,13 +227,15 @@ def main(argv=None) -> int:
           "acc = action-vs-context linear probe, test accuracy".format(results["raw"]["cos"],
                                                                         results["raw"]["cos_background"]))
     head = (f"{'thr':>5} {'top_k':>5} {'pairs':>6} {'prec':>5} {'loss0':>6} {'lossN':>6} | {'cos raw':>7} "
-            f"{'cos φA':>7} {'cos φC':>7} {'bg φA':>6} {'bg φC':>6} | {'acc raw':>7} {'acc φA':>7} {'acc φC':>7} {'acc f′':>7} | {'s':>5}")
+            f"{'cos φA':>7} {'cos φC':>7} {'bg φA':>6} {'bg φC':>6} | {'acc raw':>7} {'acc φA':>7} {'acc φC':>7} "
+            f"{'acc f′':>7} | {'s':>5}")
     print(head)
     print("-" * len(head))
     for r in results["settings"]:
         print(f"{str(r['threshold']):>5} {str(r['top_k']):>5} {r['pairs']:>6d} {r['pair_precision']:>5.2f} "
               f"{r['loss_first']:>6.3f} {r['loss_last']:>6.3f} | {r['cos']['raw']:>7.3f} {r['cos']['phiA']:>7.3f} "
-              f"{r['cos']['phiC']:>7.3f} {r['cos_background']['phiA']:>6.3f} {r['cos_background']['phiC']:>6.3f} | {r['probe']['raw']:>7.3f} {r['probe']['phiA']:>7.3f} "
+              f"{r['cos']['phiC']:>7.3f} {r['cos_background']['phiA']:>6.3f} {r['cos_background']['phiC']:>6.3f} | "
+              f"{r['probe']['raw']:>7.3f} {r['probe']['phiA']:>7.3f} "
               f"{r['probe']['phiC']:>7.3f} {r['probe']['f_prime']:>7.3f} | {r['train_s']:>5.1f}")
     print(f"total {results['wall_s']:.1f} s")
     if args.json:

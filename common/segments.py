@@ -7,14 +7,24 @@ arithmetic it is made of: ``segment_iou(a[:, None], b[None])`` gives all pairs.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["segment_intersection", "segment_iou"]
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = TypeVar("Array", "np.ndarray", "torch.Tensor")
+
+
+def _is_tensor(x) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (a tensor exists only once it is loaded),
+    so NumPy-only users (``python -m evaluate``) do not pay torch's start-up time."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def segment_intersection(a: Array, b: Array) -> Array:
@@ -26,7 +36,8 @@ def segment_intersection(a: Array, b: Array) -> Array:
     Returns:
         array[...]: ``max(0, min(a_end, b_end) - max(a_start, b_start))``.
     """
-    if isinstance(a, torch.Tensor):
+    if _is_tensor(a):
+        torch = sys.modules["torch"]
         return (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
     return np.clip(np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
 
@@ -45,7 +56,8 @@ def segment_iou(a: Array, b: Array) -> Array:
     """
     inter = segment_intersection(a, b)
     union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    if isinstance(union, torch.Tensor):
+    if _is_tensor(union):
+        torch = sys.modules["torch"]
         nonempty = union > 0
         return torch.where(nonempty, inter / torch.where(nonempty, union, torch.ones_like(union)),
                            torch.zeros_like(union))

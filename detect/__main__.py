@@ -1,27 +1,45 @@
-"""python -m detect train|run|video: the BSN-style detector (boundary proposals, RoI heads, Soft-NMS)."""
+"""python -m detect train|run|video|cam|fit: the BSN-style detector (boundary proposals, RoI heads, Soft-NMS),
+Grad-CAM figures of its RefactorNet front, and the whole mission from raw videos in one cached run."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-
-import numpy as np
 from dataclasses import asdict
 from pathlib import Path
 
-from detect.data import DetectDataError
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from common.annotations import AnnotationError, read_database
+from common.checkpoint import checkpoint_kind
+from detect.checkpoint import load_detector, save_detector
+from detect.config import DetectorError, InferenceConfig, TrainConfig
+from detect.data import DetectDataError, read_window, scan_videos
+from detect.fit import FitConfig, FitError, ablation_table, describe, fit
 from detect.fusion import VideoScoresError
-from detect.infer import InferenceConfig
+from detect.infer import boundary_probabilities, run_detector
 from detect.model import DetectorConfig
-from detect.train import DetectorError, TrainConfig, save_detector, train_detector
-from evaluate.data import EvaluationInputError
+from detect.plots import plot_boundaries, plot_history
+from detect.render import RenderConfig, render_video
+from detect.train import train_detector
+from detect.video import detect_videos
 from extract.features import FeatureFileError
+from extract.collect import collect_videos
+from extract.video import VideoError
+from refactor import RefactorError, RefactorNet, load_refactor
+from refactor.cam import add_cam_arguments, cam_options, checkpoint_samples, draw_cams
+from refactor.samples import SampleConfig
+from weights import WeightsError
 
 
 def _inference_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)     # run/video: None = the checkpoint's setting
     p.add_argument("--mode", choices=["thumos", "anet"], default=d("thumos"),
-                   help="thumos: per-class Soft-NMS; anet: class-agnostic proposals fused with video-level class scores")
+                   help="thumos: per-class Soft-NMS; anet: class-agnostic proposals fused with video-level class "
+                        "scores")
     p.add_argument("--sigma", type=float, default=d(0.5), help="Gaussian Soft-NMS sigma (default 0.5)")
     p.add_argument("--top-k", type=int, default=None, help="detections per video (default 200 thumos, 100 anet)")
     p.add_argument("--top-classes", type=int, default=d(2), help="anet: video-level classes per video (default 2)")
@@ -36,13 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     front = p.add_mutually_exclusive_group()
-    front.add_argument("--refactor", metavar="CKPT", help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2)")
+    front.add_argument("--refactor", metavar="CKPT",
+                       help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2)")
     front.add_argument("--baseline", action="store_true", help="raw features, no front (the default)")
     front.add_argument("--deep-baseline", action="store_true",
-                       help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front (Table 2); "
-                            "--refactor-config CKPT copies a stage-1 checkpoint's sizes")
-    p.add_argument("--refactor-config", metavar="CKPT", help="with --deep-baseline: take RefactorNet's sizes from this checkpoint")
-    p.add_argument("--subset", default="validation", help="training subset (THUMOS14: validation; ActivityNet: training)")
+                       help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "
+                            "(Table 2); --refactor-config CKPT copies a stage-1 checkpoint's sizes")
+    p.add_argument("--refactor-config", metavar="CKPT",
+                   help="with --deep-baseline: take RefactorNet's sizes from this checkpoint")
+    p.add_argument("--subset", default="validation",
+                   help="training subset (THUMOS14: validation; ActivityNet: training)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16, help="windows per step")
@@ -50,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=int, default=128, help="longest proposal, snippets")
     p.add_argument("--max-proposals", type=int, default=1000, help="proposals per video scored by the heads")
     p.add_argument("--temporal-scale", type=int, default=None,
-                   help="rescale every video to this many positions (ActivityNet practice: 100, with --max-duration 100)")
-    p.add_argument("--actionness-weight", type=float, default=1.0, help="BSN's actionness loss weight (0: the paper's L_P)")
+                   help="rescale every video to this many positions (ActivityNet practice: 100, with "
+                        "--max-duration 100)")
+    p.add_argument("--actionness-weight", type=float, default=1.0,
+                   help="BSN's actionness loss weight (0: the paper's L_P)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--plot", metavar="DIR", help="write the loss curves (loss.png)")
@@ -59,26 +82,116 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
     _inference_args(p, defaults=True)
 
-    for name, what in (("run", "detections for a folder of feature files"), ("video", "raw video to detections in one step")):
+    for name, what in (("run", "detections for a folder of feature files"),
+                       ("video", "raw video to detections in one step")):
         p = sub.add_parser(name, help=what)
         if name == "run":
             p.add_argument("--features", required=True, help="folder of feature files")
-            p.add_argument("--subset", default=None, help="only the videos of this subset of the training annotations")
+            p.add_argument("--subset", default=None,
+                           help="only the videos of this subset of the training annotations")
             p.add_argument("--plot", metavar="DIR", help="write boundary-probability figures of some videos")
-            p.add_argument("--plot-videos", default=None, help="comma-separated video ids to plot (default: the first 3)")
+            p.add_argument("--plot-videos", default=None,
+                           help="comma-separated video ids to plot (default: the first 3)")
             p.add_argument("--annotations", default=None, help="ground truth JSON to draw in the figures")
         else:
             p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders")
             p.add_argument("--features-out", default=None, help="keep the extracted feature files here")
             p.add_argument("--weights-dir", default=None, help="converted I3D weights folder (default: the cache)")
+            p.add_argument("--render", metavar="DIR", default=None,
+                           help="also write each video with its detections drawn on it (DIR/<video>.mp4)")
+            p.add_argument("--annotations", default=None,
+                           help="ground truth JSON: drawn on the rendered timelines")
+            p.add_argument("--summary-top", type=int, default=5, help="detections listed per video (default 5)")
         p.add_argument("--checkpoint", required=True, help="detector checkpoint (python -m detect train)")
         p.add_argument("--out", required=True, help="predictions JSON to write (ActivityNet results layout)")
-        p.add_argument("--video-scores", default=None, help="anet: video-level classification scores (CUHK-style JSON)")
-        p.add_argument("--device", default="cpu" if name == "run" else "auto", help="cpu, cuda, cuda:N (video: auto)")
+        p.add_argument("--video-scores", default=None,
+                       help="anet: video-level classification scores (CUHK-style JSON)")
+        p.add_argument("--device", default="cpu" if name == "run" else "auto",
+                       help="cpu, cuda, cuda:N (video: auto)")
         p.add_argument("--batch-size", type=int, default=None, help="videos per forward pass (default 8)")
         p.add_argument("--no-regress", action="store_true", help="keep proposal boundaries (no regression)")
         _inference_args(p, defaults=False)
+
+    p = sub.add_parser("cam", help="Grad-CAM figures of a detector's RefactorNet front (as python -m refactor cam)")
+    add_cam_arguments(p, "detector checkpoint with a RefactorNet front (detect train --refactor), or a stage-1 "
+                         "RefactorNet checkpoint (refactor train)")
+    _fit_parser(sub)
     return parser
+
+
+def _fit_parser(sub) -> None:
+    d = FitConfig()
+    p = sub.add_parser("fit", help="raw videos + ground truth to features, RefactorNet, detector, results, figures "
+                                   "(cached stages)")
+    p.add_argument("--videos", required=True, help="folder of the videos (searched recursively; id = file name)")
+    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
+    p.add_argument("--work", required=True, help="work folder: features/, refactor.pt, detector.pt, predictions.json, "
+                                                 "result.json, figures/, stages/")
+    p.add_argument("--streams", default=",".join(d.streams), help=f"rgb or rgb,flow (default {','.join(d.streams)})")
+    p.add_argument("--fps", type=float, default=d.fps, help="resample videos to this rate (default: their own)")
+    p.add_argument("--stride", type=int, default=d.stride, help=f"frames between snippets (default {d.stride})")
+    p.add_argument("--short-side", type=int, default=d.short_side, help="resize (default: the weights' spec, 256)")
+    p.add_argument("--crop", type=int, default=d.crop, help="centre crop (default: the weights' spec, 224)")
+    p.add_argument("--no-cam", action="store_true", help="no Mixed_5c maps and no CAM figures")
+    p.add_argument("--train-subset", default=d.train_subset,
+                   help="default: THUMOS14 validation, ActivityNet training (any case)")
+    p.add_argument("--test-subset", default=d.test_subset,
+                   help="default: THUMOS14 test, ActivityNet validation (any case)")
+    p.add_argument("--refactor-epochs", type=int, default=d.refactor_epochs, help=f"default {d.refactor_epochs}")
+    p.add_argument("--epochs", type=int, default=d.detector_epochs,
+                   help=f"detector epochs (default {d.detector_epochs})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--tiou", default=d.tiou, help=f"evaluation thresholds (default {d.tiou})")
+    p.add_argument("--ablation", action="store_true",
+                   help="also the paper's comparisons: baseline, deep baseline, no KL, action only, stage 1 only")
+    p.add_argument("--figure-videos", type=int, default=d.figure_videos, help=f"default {d.figure_videos}")
+    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--weights-dir", default=None, help="converted I3D weights folder (default: the cache)")
+
+
+def fit_config(args) -> FitConfig:
+    """The :class:`FitConfig` of ``detect fit``'s arguments."""
+    return FitConfig(streams=tuple(s.strip() for s in args.streams.split(",") if s.strip()), fps=args.fps,
+                     stride=args.stride, short_side=args.short_side, crop=args.crop, spatial=not args.no_cam,
+                     train_subset=args.train_subset, test_subset=args.test_subset,
+                     refactor_epochs=args.refactor_epochs, detector_epochs=args.epochs, seed=args.seed,
+                     tiou=args.tiou, ablation=args.ablation, figure_videos=args.figure_videos, device=args.device)
+
+
+def _fit(args) -> int:
+    report = fit(args.videos, args.annotations, args.work, fit_config(args), weights_root=args.weights_dir)
+    print(describe(report, Path(args.work)))
+    if report.ablation is not None:
+        print(ablation_table(report.ablation))
+    return 0
+
+
+def summary(results: dict, top: int = 5) -> str:
+    """Per video, its ``top`` detections by score: label, start-end (seconds), score."""
+    lines = []
+    for vid, dets in results.items():
+        best = sorted(dets, key=lambda d: -d.score)[:top]
+        lines.append(f"{vid}: {len(dets)} detections" + (", best:" if best else ""))
+        lines += [f"  {d.label:<24} {d.segment[0]:8.2f} - {d.segment[1]:8.2f} s   {d.score:.3f}" for d in best]
+    return "\n".join(lines)
+
+
+def _render(args, results: dict) -> dict[Path, str]:
+    """``detect video --render``: every detected video drawn; failures are returned, not raised."""
+    database = read_database(args.annotations) if args.annotations else {}
+    paths, _ = collect_videos(args.videos)
+    failed = {}
+    for path in paths:
+        if path.stem not in results:
+            continue
+        dest = Path(args.render) / f"{path.stem}.mp4"
+        gt = database.get(path.stem, {}).get("annotations") if database else None
+        try:
+            render_video(path, dest, [d.to_json() for d in results[path.stem]], gt, RenderConfig())
+            print(f"detect: rendered {dest}")
+        except (VideoError, OSError) as exc:
+            failed[path] = f"rendering failed: {exc}"
+    return failed
 
 
 def _inference(args, base: dict) -> InferenceConfig:
@@ -92,12 +205,6 @@ def _inference(args, base: dict) -> InferenceConfig:
 
 def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
     """Boundary probabilities, ground truth and detections of the chosen videos, one PNG each."""
-    from detect.data import read_window, scan_videos
-    from detect.infer import boundary_probabilities
-    from detect.plots import plot_boundaries
-    from detect.train import load_detector
-    from evaluate.data import read_json
-
     model, ckpt = load_detector(args.checkpoint, args.device)
     wanted = args.plot_videos.split(",") if args.plot_videos else list(results)[:3]
     missing = [v for v in wanted if v not in results]
@@ -105,26 +212,47 @@ def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
         raise DetectorError(f"--plot-videos: no detections were made for {missing[0]!r}")
     videos, _, _, _ = scan_videos(args.features, tuple(ckpt["feature_layout"]["streams"]), video_ids=set(wanted),
                                   temporal_scale=model.config.temporal_scale)
-    database = {}
-    if args.annotations:
-        data = read_json(args.annotations, "ground truth")
-        database = data.get("database", data)
+    database = read_database(args.annotations) if args.annotations else {}
+    streams = tuple(ckpt["feature_layout"]["streams"])
     for v in videos:
-        probs = boundary_probabilities(model, read_window(v, tuple(ckpt["feature_layout"]["streams"]), 0, v.num_snippets),
-                                       args.device)
-        gt = [(a["segment"][0], a["segment"][1], a.get("label", "")) for a in database.get(v.video_id, {}).get("annotations", [])]
+        probs = boundary_probabilities(model, read_window(v, streams, 0, v.num_snippets), args.device)
+        annotations = database.get(v.video_id, {}).get("annotations", [])
+        gt = [(a["segment"][0], a["segment"][1], a.get("label", "")) for a in annotations]
         dets = [(d.segment[0], d.segment[1], d.label, d.score) for d in results[v.video_id]]
-        plot_boundaries(v.axis.to_time(np.arange(v.num_snippets)), probs, Path(args.plot) / f"boundaries_{v.video_id}.png",
-                        gt, dets, title=f"{v.video_id} ({inference.mode} mode)")
+        plot_boundaries(v.axis.to_time(np.arange(v.num_snippets)), probs,
+                        Path(args.plot) / f"boundaries_{v.video_id}.png", gt, dets,
+                        title=f"{v.video_id} ({inference.mode} mode)")
+
+
+def _cam_model(path: str) -> tuple[RefactorNet, tuple[str, ...], SampleConfig | None]:
+    """(RefactorNet, the streams it reads, its coupling rule) from a detector checkpoint's front, or from a
+    stage-1 RefactorNet checkpoint. A detector's coupling rule is its stage-1 checkpoint's, when that file
+    is still there (else the default)."""
+    if checkpoint_kind(path, DetectorError) == "detector":
+        detector, ckpt = load_detector(path)
+        if not isinstance(detector.front, RefactorNet):
+            raise DetectorError(f"{path} is a detector without a RefactorNet front (front {detector.config.front!r}); "
+                                "CAM figures need one (detect train --refactor)")
+        stage1 = (ckpt.get("refactor_checkpoint") or {}).get("path")
+        samples = checkpoint_samples(load_refactor(stage1)[1]) if stage1 and Path(stage1).is_file() else None
+        return detector.front.eval(), tuple(ckpt["feature_layout"]["streams"]), samples
+    model, ckpt = load_refactor(path)
+    return model, tuple(ckpt["feature_layout"]["streams"]), checkpoint_samples(ckpt)
+
+
+def _cam(args) -> int:
+    """``detect cam``: the figures of :func:`refactor.cam.draw_cams`, one line per figure."""
+    model, streams, samples = _cam_model(args.checkpoint)
+    drawn = draw_cams(model, streams, **cam_options(args), samples=samples)
+    for video_id, shown, path, found in drawn:
+        note = "" if found else " (source video not found: maps on grey)"
+        print(f"detect: {video_id}: snippets {', '.join(map(str, shown))} -> {path}{note}")
+    return 0
 
 
 def _train(args) -> int:
     """``detect train``; under torchrun (WORLD_SIZE > 1) every process trains on its share of each
     batch (gloo on CPU, NCCL on CUDA, one GPU per process) and rank 0 writes the checkpoint."""
-    import os
-
-    import torch.distributed as dist
-
     front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
     if args.refactor_config and not args.deep_baseline:
         raise DetectorError("--refactor-config goes with --deep-baseline")
@@ -133,7 +261,6 @@ def _train(args) -> int:
         cuda = device.startswith("cuda")
         if cuda:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            import torch
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
@@ -159,11 +286,11 @@ def _train(args) -> int:
         save_detector(args.out, model, meta, asdict(inference))
         state.unlink(missing_ok=True)
         if args.plot:
-            from detect.plots import plot_history
             plot_history(meta["history"], Path(args.plot) / "loss.png")
         last = meta["history"][-1] if meta["history"] else {}
         print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front"
-              f"{f', {world} processes' if world > 1 else ''}); final loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+              f"{f', {world} processes' if world > 1 else ''}); final loss {last.get('loss', float('nan')):.4f} "
+              f"-> {args.out}")
         return 0
     finally:
         if world > 1:
@@ -175,11 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
-        from detect.train import load_detector
+        if args.command == "cam":
+            return _cam(args)
+        if args.command == "fit":
+            return _fit(args)
         _, ckpt = load_detector(args.checkpoint)
         inference = _inference(args, ckpt.get("inference", {}))
         if args.command == "run":
-            from detect.infer import run_detector
             failed: dict = {}
             results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
                                    device=args.device, video_scores=args.video_scores, failures=failed)
@@ -190,9 +319,6 @@ def main(argv: list[str] | None = None) -> int:
                 print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
                 return 1
             return 0
-        from detect.video import detect_videos
-        from weights import WeightsError
-
         def on_error(video, reason):
             print(f"detect: {video}: {reason}", file=sys.stderr)
 
@@ -202,13 +328,17 @@ def main(argv: list[str] | None = None) -> int:
                                             on_error=on_error)
         except WeightsError as exc:
             raise DetectorError(str(exc)) from exc
+        print(summary(results, args.summary_top))
         print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> "
               f"{args.out if results else '(nothing written)'}")
+        if args.render and results:
+            failed |= _render(args, results)
         if failed:
             print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
             return 1
         return 0
-    except (DetectorError, DetectDataError, VideoScoresError, FeatureFileError, EvaluationInputError, ValueError) as exc:
+    except (DetectorError, DetectDataError, VideoScoresError, FeatureFileError, AnnotationError, RefactorError,
+            VideoError, FitError, WeightsError, ValueError) as exc:
         print(f"detect {args.command}: {exc}", file=sys.stderr)
         return 1
 

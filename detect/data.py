@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from detect.roi import roi_pool_1d
-from evaluate.data import EvaluationInputError, load_ground_truth
+from common.annotations import AnnotationError, load_ground_truth
 from extract.features import FeatureFileError, read_features
 from extract.snippets import SnippetPlan
 
@@ -46,10 +46,10 @@ class TimeAxis:
     dt: float
 
     @classmethod
-    def of(cls, fps: float, window: int, stride: int) -> "TimeAxis":
+    def of(cls, fps: float, window: int, stride: int) -> TimeAxis:
         return cls(t0=window / (2.0 * fps), dt=stride / float(fps))
 
-    def rescaled(self, num_snippets: int, scale: int) -> "TimeAxis":
+    def rescaled(self, num_snippets: int, scale: int) -> TimeAxis:
         """The axis of a T-snippet sequence rescaled to ``scale`` positions (see the module docstring)."""
         step = num_snippets / scale
         return TimeAxis(t0=self.t0 + self.dt * (step / 2 - 0.5), dt=self.dt * step)
@@ -134,14 +134,15 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
     if video_ids is not None:
         files = [f for f in files if f.stem in video_ids]
         if not files:
-            raise DetectDataError(f"none of the feature files in {feature_dir} is among the {len(video_ids)} videos asked for")
+            raise DetectDataError(f"none of the feature files in {feature_dir} is among the {len(video_ids)} "
+                                  "videos asked for")
     gt = None
     if annotations is not None:
         if subset is None:
             raise ValueError("annotations need a subset")
         try:
             gt = load_ground_truth(annotations, subset)
-        except EvaluationInputError as exc:
+        except AnnotationError as exc:
             raise DetectDataError(str(exc)) from exc
         if classes is None:
             classes = list(gt.classes)

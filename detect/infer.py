@@ -20,77 +20,43 @@ result (the model zeroes every layer past a sequence's length).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path
+from common.predictions import write_predictions as write_prediction_file
+from detect.checkpoint import load_detector
+from detect.config import DetectorError, InferenceConfig
 from detect.data import DetectDataError, VideoRecord, read_window, scan_videos
 from detect.fusion import fuse_video_scores, load_video_scores
 from detect.labels import decode_regression
 from detect.model import Detector
 from detect.nms import batched_soft_nms, soft_nms
 from detect.proposals import generate_proposals
-from detect.train import DetectorError, load_detector
 
-__all__ = ["InferenceConfig", "detect_batch", "run_detector", "write_predictions", "Detection", "boundary_probabilities"]
+__all__ = ["InferenceConfig", "detect_batch", "run_detector", "write_predictions", "Detection",
+           "boundary_probabilities", "PREDICTIONS_VERSION"]
 
-MODES = ("thumos", "anet")
-
-
-@dataclass
-class InferenceConfig:
-    """Post-processing.
-
-    Attributes:
-        mode: "thumos" (per-class detections) or "anet" (class-agnostic proposals fused with
-            video-level classification scores).
-        sigma: Gaussian Soft-NMS parameter.
-        top_k: detections kept per video (None: 200 for thumos, 100 for anet).
-        top_classes: anet mode, video-level classes per video.
-        regress: refine proposal boundaries with the regression head.
-        min_score: drop detections scoring at or below this before Soft-NMS.
-        batch_size: videos per forward pass.
-    """
-
-    mode: str = "thumos"
-    sigma: float = 0.5
-    top_k: int | None = None
-    top_classes: int = 2
-    regress: bool = True
-    min_score: float = 0.0
-    batch_size: int = 8
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.sigma <= 0 or self.top_classes < 1 or self.batch_size < 1 or (self.top_k is not None and self.top_k < 1):
-            raise ValueError(f"bad inference configuration: {self}")
-
-    @property
-    def keep(self) -> int:
-        return self.top_k if self.top_k is not None else (200 if self.mode == "thumos" else 100)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InferenceConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+PREDICTIONS_VERSION = "refactornet-detect 0.1"      # the ``version`` of the prediction files written here
 
 
 @dataclass
 class Detection:
+    """One detection: class name, confidence and ``(start, end)`` in seconds."""
+
     label: str
     score: float
     segment: tuple[float, float]
 
     def to_json(self) -> dict:
-        return {"label": self.label, "score": float(self.score), "segment": [float(self.segment[0]), float(self.segment[1])]}
+        """The entry of a prediction file: ``{"label", "score", "segment": [start, end]}`` (seconds)."""
+        return {"label": self.label, "score": float(self.score),
+                "segment": [float(self.segment[0]), float(self.segment[1])]}
 
 
 @torch.no_grad()
@@ -179,14 +145,10 @@ def boundary_probabilities(model: Detector, features: np.ndarray, device: str | 
 
 
 def write_predictions(path: str | os.PathLike, results: dict[str, list[Detection]], meta: dict | None = None) -> Path:
-    """Write ``{"version", "results", "external_data"}`` atomically."""
-    path = Path(path)
-    data = {"version": "refactornet-detect 0.1",
-            "results": {vid: [d.to_json() for d in dets] for vid, dets in results.items()},
-            "external_data": meta or {}}
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    return path
+    """Write detections as a prediction file (:func:`common.predictions.write_predictions`, atomic), with
+    ``meta`` as its ``external_data``."""
+    return write_prediction_file(path, {vid: [d.to_json() for d in dets] for vid, dets in results.items()},
+                                 version=PREDICTIONS_VERSION, external_data=meta)
 
 
 def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, out: str | os.PathLike | None = None,

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.segments import segment_intersection, segment_iou
+
 __all__ = ["boundary_targets", "balanced_bce", "ProposalAssignment", "assign_proposals", "segment_overlaps",
            "encode_regression", "decode_regression", "REGRESSION_SCALE", "FOREGROUND", "INCOMPLETE",
            "BACKGROUND", "IGNORED"]
@@ -37,7 +39,9 @@ REGRESSION_SCALE = (0.1, 0.2)
 
 def _coverage(anchors_lo: np.ndarray, anchors_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """(A,) anchor intervals x (R,) regions -> (A, R) intersection / anchor length."""
-    inter = np.clip(np.minimum(anchors_hi[:, None], hi[None]) - np.maximum(anchors_lo[:, None], lo[None]), 0, None)
+    anchors = np.stack([anchors_lo, anchors_hi], axis=1)[:, None]        # (A, 1, 2)
+    regions = np.stack([lo, hi], axis=1)[None]                          # (1, R, 2)
+    inter = segment_intersection(anchors, regions)
     return inter / np.maximum(anchors_hi - anchors_lo, 1e-12)[:, None]
 
 
@@ -101,9 +105,8 @@ def segment_overlaps(proposals: np.ndarray, segments: np.ndarray) -> tuple[np.nd
     """
     p = np.asarray(proposals, dtype=np.float64).reshape(-1, 2)
     g = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(p[:, 1:], g[None, :, 1]) - np.maximum(p[:, :1], g[None, :, 0]), 0, None)
-    union = (p[:, 1:] - p[:, :1]) + (g[None, :, 1] - g[None, :, 0]) - inter
-    tiou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    inter = segment_intersection(p[:, None], g[None])                       # (P, G)
+    tiou = segment_iou(p[:, None], g[None])
     plen = p[:, 1:] - p[:, :1]
     inside = (p[:, :1] >= g[None, :, 0]) & (p[:, 1:] <= g[None, :, 1])
     coverage = np.where(plen > 0, inter / np.where(plen > 0, plen, 1), inside.astype(np.float64))

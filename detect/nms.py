@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from common.segments import segment_iou
+
 __all__ = ["segment_iou_matrix", "soft_nms", "batched_soft_nms"]
 
 
@@ -34,15 +36,7 @@ def segment_iou_matrix(a: Tensor, b: Tensor) -> Tensor:
     dtype = torch.promote_types(a.dtype, b.dtype)
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
-    a, b = a.to(dtype), b.to(dtype)
-    return _iou(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
-
-
-def _iou(s1: Tensor, e1: Tensor, s2: Tensor, e2: Tensor) -> Tensor:
-    inter = (torch.minimum(e1, e2) - torch.maximum(s1, s2)).clamp_min(0)
-    union = (e1 - s1) + (e2 - s2) - inter
-    nonempty = union > 0
-    return torch.where(nonempty, inter / torch.where(nonempty, union, torch.ones_like(union)), torch.zeros_like(union))
+    return segment_iou(a.to(dtype)[:, None], b.to(dtype)[None])
 
 
 def _check(segments: Tensor, scores: Tensor, sigma: float, min_score: float, **limits: int | None) -> None:
@@ -98,7 +92,6 @@ def soft_nms(segments: Tensor, scores: Tensor, sigma: float = 0.5, top_k: int | 
     n = scores.shape[0]
     limit = n if top_k is None else min(n, top_k)
     seg = segments.to(torch.promote_types(segments.dtype, scores.dtype))
-    starts, ends = seg[:, 0], seg[:, 1]
     work = scores.clone()
     removed = torch.zeros(n, dtype=torch.bool, device=scores.device)
     neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
@@ -113,7 +106,7 @@ def soft_nms(segments: Tensor, scores: Tensor, sigma: float = 0.5, top_k: int | 
         keep[k], kept[k] = m, best
         k += 1
         removed[m] = True
-        iou = _iou(starts[m], ends[m], starts, ends).to(work.dtype)
+        iou = segment_iou(seg[m], seg).to(work.dtype)
         # removed segments stay at -inf (an underflowing factor would turn -inf * 0 into NaN)
         work = torch.where(removed, neg_inf, work * torch.exp(-(iou * iou) / sigma))
     return keep[:k], kept[:k]
@@ -158,12 +151,11 @@ def batched_soft_nms(segments: Tensor, scores: Tensor, groups: Tensor, sigma: fl
     seg = segments.to(torch.promote_types(segments.dtype, scores.dtype))
     index = torch.full((len(uniq), width), -1, dtype=torch.long, device=dev)
     work = torch.full((len(uniq), width), float("-inf"), dtype=scores.dtype, device=dev)
-    starts = torch.zeros((len(uniq), width), dtype=seg.dtype, device=dev)
-    ends = torch.zeros_like(starts)
+    padded = torch.zeros((len(uniq), width, 2), dtype=seg.dtype, device=dev)
     r = row[order]
     index[r, col] = order
     work[r, col] = scores[order]
-    starts[r, col], ends[r, col] = seg[order, 0], seg[order, 1]
+    padded[r, col] = seg[order]
     removed = index < 0
     rows = torch.arange(len(uniq), device=dev)
     neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=dev)
@@ -178,7 +170,7 @@ def batched_soft_nms(segments: Tensor, scores: Tensor, groups: Tensor, sigma: fl
         keeps.append(torch.where(going, index[rows, m], -1))
         kepts.append(best)
         removed[rows[going], m[going]] = True
-        iou = _iou(starts[rows, m][:, None], ends[rows, m][:, None], starts, ends).to(work.dtype)
+        iou = segment_iou(padded[rows, m][:, None], padded).to(work.dtype)
         work = torch.where(removed | ~going[:, None], neg_inf, work * torch.exp(-(iou * iou) / sigma))
     if not keeps:
         return torch.empty(0, dtype=torch.long, device=dev), torch.empty(0, dtype=scores.dtype, device=dev)

@@ -1,5 +1,6 @@
 """Figures of the detector: training losses, and one video's boundary probabilities with its
-ground truth and detections. Drawn like :mod:`evaluate.plots` (own Agg figure, written atomically)."""
+ground truth and detections. Drawn with :mod:`common.plotting` like every figure of the project (own
+Agg figure, written atomically)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from evaluate.plots import GT_COLOR, PRED_COLOR, _figure, save_figure
+from common.plotting import GT_COLOR, PRED_COLOR, new_figure, save_figure
 
 __all__ = ["plot_history", "plot_boundaries"]
 
@@ -19,7 +20,7 @@ _PARTS = ("start", "end", "actionness", "cls", "com", "reg")
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike) -> Figure:
     """Loss per epoch: the total and L_P, L_D, L_R (left), and their parts (right), log scale."""
-    fig = _figure(10, 3.8)
+    fig = new_figure(10, 3.8)
     epochs = [h["epoch"] for h in history]
     for ax, names, title in zip(fig.subplots(1, 2), (_TOTALS, _PARTS), ("loss and its terms", "parts")):
         for name in names:
@@ -36,7 +37,8 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike) -> Figure:
 
 def plot_boundaries(times: np.ndarray, probabilities: np.ndarray, path: str | os.PathLike,
                     ground_truth: Sequence[tuple[float, float, str]] = (),
-                    detections: Sequence[tuple[float, float, str, float]] = (), title: str = "", top: int = 10) -> Figure:
+                    detections: Sequence[tuple[float, float, str, float]] = (), title: str = "",
+                    top: int = 10) -> Figure:
     """Actionness, start and end probabilities of one video against time, with its ground truth
     (green spans) and its ``top`` best detections (blue bars, height = score).
 
@@ -46,7 +48,7 @@ def plot_boundaries(times: np.ndarray, probabilities: np.ndarray, path: str | os
         ground_truth: (start, end, label) in seconds.
         detections: (start, end, label, score) in seconds.
     """
-    fig = _figure(11, 4.2)
+    fig = new_figure(11, 4.2)
     ax, axd = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     for (s, e, _) in ground_truth:
         ax.axvspan(s, e, color=GT_COLOR, alpha=0.15, lw=0)

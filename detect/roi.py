@@ -59,7 +59,8 @@ def roi_pool_1d(features: Tensor, rois: Tensor, bins: tuple[int, int, int] = (2,
         Tensor[P, C, sum(bins)].
     """
     if features.dim() != 3 or rois.dim() != 2 or rois.shape[1] != 3:
-        raise ValueError(f"expected features (B, C, T) and rois (P, 3), got {tuple(features.shape)} and {tuple(rois.shape)}")
+        raise ValueError(f"expected features (B, C, T) and rois (P, 3), got {tuple(features.shape)} "
+                         f"and {tuple(rois.shape)}")
     bsz, channels, t = features.shape
     rois = rois.to(features.dtype)
     batch = rois[:, 0].long()

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-from detect.infer import Detection, InferenceConfig, run_detector
-from detect.train import DetectorError, load_detector
+from detect.checkpoint import load_detector
+from detect.config import DetectorError, InferenceConfig
+from detect.infer import Detection, run_detector
+from extract.pipeline import ExtractConfig, extract_videos, resolve_device
 
 __all__ = ["detect_videos"]
 
 
-def detect_videos(videos: Sequence[str | os.PathLike], checkpoint: str | os.PathLike, out: str | os.PathLike | None = None,
-                  features_dir: str | os.PathLike | None = None, config: InferenceConfig | None = None,
-                  device: str = "auto", extract_streams: list | None = None, weights_root: str | os.PathLike | None = None,
-                  video_scores: str | os.PathLike | dict | None = None, progress: bool | None = None,
-                  on_error: Callable[[Path, str], None] | None = None) -> tuple[dict[str, list[Detection]], dict[Path, str]]:
+def detect_videos(videos: Sequence[str | os.PathLike], checkpoint: str | os.PathLike,
+                  out: str | os.PathLike | None = None, features_dir: str | os.PathLike | None = None,
+                  config: InferenceConfig | None = None, device: str = "auto", extract_streams: list | None = None,
+                  weights_root: str | os.PathLike | None = None, video_scores: str | os.PathLike | dict | None = None,
+                  progress: bool | None = None, on_error: Callable[[Path, str], None] | None = None,
+                  ) -> tuple[dict[str, list[Detection]], dict[Path, str]]:
     """Extract features of ``videos`` (files or folders) and detect actions in them.
 
     Args:
@@ -31,8 +34,6 @@ def detect_videos(videos: Sequence[str | os.PathLike], checkpoint: str | os.Path
     Returns:
         (detections per video id, failed videos with their reason).
     """
-    from extract.pipeline import ExtractConfig, extract_videos, resolve_device
-
     _, ckpt = load_detector(checkpoint)
     layout = ckpt["feature_layout"]
     if any(s not in ("rgb", "flow") for s in layout["streams"]):

@@ -49,7 +49,7 @@ from common.annotations import write_annotations
 from common.fileio import atomic_path
 
 __all__ = ["WorldConfig", "Episode", "VideoPlan", "plan_video", "render_frames", "make_world", "ACTOR_COLOR",
-           "CLASS_NAMES", "SCENE_NAMES", "actor_mask", "scene_textures"]
+           "CLASS_NAMES", "SCENE_NAMES", "actor_area", "actor_mask", "scene_textures"]
 
 CLASS_NAMES = ("Spin", "Loop", "Swing", "Whirl", "Orbit", "Twirl", "Circle", "Wave")
 SCENE_NAMES = ("pool", "field", "court", "track", "beach", "ice", "gym", "forest")
@@ -142,9 +142,9 @@ def _motions(cfg: WorldConfig, rng: np.random.Generator) -> list[Motion]:
     out = []
     for c in range(cfg.num_classes):
         k = 1 + c % 2
-        size = min(cfg.width, cfg.height)
-        ax = size * rng.uniform(0.12, 0.2)
-        ay = size * rng.uniform(0.08, 0.14) * (1 if c % 4 < 2 else 0.6)
+        size = min(cfg.width, cfg.height)            # curves fit the actor's area (the central square)
+        ax = size * rng.uniform(0.1, 0.16)
+        ay = size * rng.uniform(0.07, 0.12) * (1 if c % 4 < 2 else 0.6)
         phase = math.pi / 2 if k == 1 else 0.0
         sign = -1.0 if (c // 2) % 2 else 1.0
         # slowest speed along the curve is min over t of |(ax w cos, ay k w cos(k .))| = w * floor
@@ -254,12 +254,24 @@ def plan_video(cfg: WorldConfig, index: int) -> VideoPlan:
     return VideoPlan(f"world_{prefix}_{number:03d}", subset, total, episodes, positions)
 
 
+def actor_area(cfg: WorldConfig) -> tuple[float, float, float, float]:
+    """(x_lo, y_lo, x_hi, y_hi): where the actor's top-left corner may be. The actor stays inside the
+    frame's central square, less a margin of 1/16 of its side on each side, so that I3D's centre crop
+    (224 of 256, 112 of 128: 7/8 of the short side) always sees it whole."""
+    side = min(cfg.width, cfg.height)
+    margin = side / 16 + 1
+    x0, y0 = (cfg.width - side) / 2 + margin, (cfg.height - side) / 2 + margin
+    return x0, y0, x0 + side - 2 * margin - ACTOR_W, y0 + side - 2 * margin - ACTOR_H
+
+
 def _actor_path(cfg: WorldConfig, episodes: list[Episode], motions: list[Motion], total: int,
                 rng: np.random.Generator) -> np.ndarray:
-    """(F, 2) top-left corners: a slow walk (turning at the margins) and, inside actions, the class's
-    curve started from where the actor stands, placed so that it stays inside the frame."""
+    """(F, 2) top-left corners: a slow walk (turning at the margins of :func:`actor_area`) and, inside
+    actions, the class's curve started from where the actor stands, placed so that it stays inside the
+    area."""
+    x_min, y_min, x_max, y_max = actor_area(cfg)
     pos = np.zeros((total, 2))
-    p = np.array([rng.uniform(20, cfg.width - 20 - ACTOR_W), rng.uniform(20, cfg.height - 20 - ACTOR_H)])
+    p = np.array([rng.uniform(x_min + 4, x_max - 4), rng.uniform(y_min + 4, y_max - 4)])
     heading = rng.uniform(0, 2 * math.pi)
     actions = {ep.action[0]: (ep.action[1], CLASS_NAMES.index(ep.label)) for ep in episodes if ep.action}
     k = 0
@@ -269,8 +281,7 @@ def _actor_path(cfg: WorldConfig, episodes: list[Episode], motions: list[Motion]
             motion = motions[c]
             x_lo, x_hi, y_lo, y_hi = motion.extent()
             # move the start so the whole curve fits, then trace it: frame k is the first fast step
-            p = np.array([np.clip(p[0], 2 - x_lo, cfg.width - ACTOR_W - 2 - x_hi),
-                          np.clip(p[1], 2 - y_lo, cfg.height - ACTOR_H - 2 - y_hi)])
+            p = np.array([np.clip(p[0], x_min - x_lo, x_max - x_hi), np.clip(p[1], y_min - y_lo, y_max - y_hi)])
             steps = np.arange(1, end - k + 1, dtype=np.float64)
             pos[k:end] = p + motion.offset(steps)
             p = pos[end - 1].copy()
@@ -279,10 +290,10 @@ def _actor_path(cfg: WorldConfig, episodes: list[Episode], motions: list[Motion]
         heading += rng.normal(0, 0.15)
         step = cfg.idle_speed * np.array([math.cos(heading), math.sin(heading)])
         nxt = p + step
-        if not (4 <= nxt[0] <= cfg.width - ACTOR_W - 4 and 4 <= nxt[1] <= cfg.height - ACTOR_H - 4):
+        if not (x_min <= nxt[0] <= x_max and y_min <= nxt[1] <= y_max):
             heading += math.pi                              # turn back at the margins
             nxt = p - step
-        p = np.clip(nxt, 0, [cfg.width - ACTOR_W, cfg.height - ACTOR_H])
+        p = np.clip(nxt, [x_min, y_min], [x_max, y_max])
         pos[k] = p
         k += 1
     return pos

@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
+from evaluate.detection import evaluate_detection
+from evaluate.plots import plot_map_vs_tiou, plot_per_class_ap, plot_recall_vs_an, plot_timeline
+from evaluate.proposals import average_recall_vs_an, recall_at
+from evaluate.quality import proposal_quality
+from evaluate.report import detection_table, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, predictions_flag: str, default_tiou: str) -> None:
         p.add_argument("--ground-truth", required=True, help="annotations JSON (ActivityNet layout)")
         p.add_argument(predictions_flag, required=True, dest="predictions", help="results JSON (ActivityNet layout)")
-        p.add_argument("--subset", required=True, help="ground-truth subset, e.g. test (THUMOS14) or validation (ActivityNet)")
+        p.add_argument("--subset", required=True,
+                       help="ground-truth subset, e.g. test (THUMOS14) or validation (ActivityNet)")
         p.add_argument("--tiou", default=default_tiou, help=f"start:stop:step or a comma list (default {default_tiou})")
         p.add_argument("--out", help="write the result JSON here")
 
@@ -58,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _detection(args, gt, thresholds) -> int:
-    from evaluate.detection import evaluate_detection
-    from evaluate.report import detection_table, write_json
-
     pred = load_predictions(args.predictions, gt, unknown_labels="ignore" if args.ignore_unknown_labels else "error")
     if pred.unknown_videos:
         print(f"evaluate detection: note: predictions for {len(pred.unknown_videos)} video(s) without ground truth "
@@ -73,8 +76,6 @@ def _detection(args, gt, thresholds) -> int:
     if args.out:
         write_json(result.to_json(), args.out)
     if args.plot:
-        from evaluate.plots import plot_map_vs_tiou, plot_per_class_ap, plot_timeline
-
         folder = Path(args.plot)
         plot_map_vs_tiou(result, folder / "map_vs_tiou.png")
         plot_per_class_ap(result, folder / "per_class_ap.png")
@@ -86,9 +87,6 @@ def _detection(args, gt, thresholds) -> int:
 
 
 def _proposals(args, gt, thresholds) -> int:
-    from evaluate.proposals import average_recall_vs_an, recall_at
-    from evaluate.report import write_json
-
     pred = load_predictions(args.predictions, gt, proposals=True)
     result = average_recall_vs_an(gt, pred, thresholds, max_avg_nr_proposals=args.max_avg_proposals)
     ans = [float(a) for a in args.an.split(",") if a.strip()]
@@ -99,15 +97,11 @@ def _proposals(args, gt, thresholds) -> int:
     if args.out:
         write_json(result.to_json(), args.out)
     if args.plot:
-        from evaluate.plots import plot_recall_vs_an
         plot_recall_vs_an(result, Path(args.plot) / "recall_vs_an.png")
     return 0
 
 
 def _quality(args, gt, thresholds) -> int:
-    from evaluate.quality import proposal_quality
-    from evaluate.report import write_json
-
     if len(thresholds) != 1:
         raise EvaluationInputError("quality takes one tIoU threshold (default 0.7)")
     pred = load_predictions(args.predictions, gt, unknown_labels="ignore")

@@ -12,6 +12,9 @@ scores 0); average mAP the mean over thresholds.
 Vectorized: matching is sequential only within one (class, video) pair, so all pairs advance
 together, one prediction each per step, for all thresholds at once; a step costs a few NumPy
 calls, and the number of steps is the largest number of predictions of one class in one video.
+
+``segment_iou`` (tIoU, 0 where the union is empty instead of the official NaN) is
+:func:`common.segments.segment_iou`, importable from here as before.
 """
 
 from __future__ import annotations
@@ -20,25 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluate.data import GroundTruth, Predictions
+from common.annotations import GroundTruth
+from common.predictions import Predictions
+from common.segments import segment_iou
 
 __all__ = ["segment_iou", "interpolated_ap", "match_detections", "DetectionResult", "evaluate_detection"]
-
-
-def segment_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Temporal IoU of segments, elementwise with broadcasting (``a[:, None], b[None]`` for all pairs).
-
-    Args:
-        a (ndarray[..., 2]), b (ndarray[..., 2]): (start, end) in seconds, broadcastable.
-
-    Returns:
-        ndarray[...]: intersection / union in continuous time; 0 where the union is empty (two
-        zero-length segments), where the official evaluator would produce NaN.
-    """
-    inter = np.clip(np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:

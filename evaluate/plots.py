@@ -1,9 +1,10 @@
 """Figures of evaluation results, written as PNG.
 
-Every function draws on its own :class:`matplotlib.figure.Figure` rendered by the Agg canvas (no
-pyplot, no global backend or state, safe without a display and in threads), writes it atomically
-(a temporary name in the target folder, then ``os.replace``: a PNG that exists is whole), and
-returns the figure so callers and tests can inspect what was drawn.
+Every function draws on its own figure from :func:`common.plotting.new_figure` (Agg canvas: no
+pyplot, no global backend or state, safe without a display and in threads), writes it with
+:func:`common.plotting.save_figure` (atomically: a PNG that exists is whole), and returns the figure
+so callers and tests can inspect what was drawn. Colours are the project's (``GT_COLOR``,
+``PRED_COLOR``); ``save_figure`` and the colours stay importable from here.
 
 Percentages are shown for people (mAP, AP, recall); results stay fractions in files.
 """
@@ -11,51 +12,25 @@ Percentages are shown for people (mAP, AP, recall); results stay fractions in fi
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from evaluate.data import GroundTruth, Predictions
+from common.annotations import GroundTruth
+from common.plotting import GT_COLOR, PRED_COLOR, new_figure, save_figure
+from common.predictions import Predictions
 from evaluate.detection import DetectionResult
 from evaluate.proposals import ProposalResult
 
-__all__ = ["save_figure", "plot_map_vs_tiou", "plot_per_class_ap", "plot_timeline", "plot_recall_vs_an"]
-
-DPI = 120
-GT_COLOR = "#2b7a3d"
-PRED_COLOR = "#2c5d9e"
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (a new temporary file in the same folder, created
-    with the usual permissions, then renamed over ``path``); on failure ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["save_figure", "plot_map_vs_tiou", "plot_per_class_ap", "plot_timeline", "plot_recall_vs_an",
+           "GT_COLOR", "PRED_COLOR"]
 
 
 def plot_map_vs_tiou(result: DetectionResult, path: str | os.PathLike) -> Figure:
     """mAP (%) against the tIoU threshold, one marker per threshold, average mAP in the title."""
-    fig = _figure(5.5, 3.8)
+    fig = new_figure(5.5, 3.8)
     ax = fig.add_subplot()
     ax.plot(result.thresholds, 100 * result.mAP, marker="o", color=PRED_COLOR, label="mAP")
     ax.axhline(100 * result.average_mAP, color="0.5", linestyle="--", linewidth=1,
@@ -82,7 +57,7 @@ def plot_per_class_ap(result: DetectionResult, path: str | os.PathLike, tiou_ind
     else:
         ap = result.ap[tiou_index]
         what = f"tIoU {result.thresholds[tiou_index]:g}"
-    fig = _figure(max(6.0, 0.35 * len(result.classes) + 2), 4.5)
+    fig = new_figure(max(6.0, 0.35 * len(result.classes) + 2), 4.5)
     ax = fig.add_subplot()
     x = np.arange(len(result.classes))
     ax.bar(x, 100 * ap, color=PRED_COLOR, width=0.7)
@@ -124,7 +99,7 @@ def plot_timeline(gt: GroundTruth, pred: Predictions, video_id: str, path: str |
     lanes = list(dict.fromkeys([gt.classes[c] for c in gt.labels[g]] + [names[c] for c in pred.labels[p]]))
     lane = {name: i for i, name in enumerate(lanes)}
 
-    fig = _figure(9.0, 1.2 + 0.6 * max(1, len(lanes)))
+    fig = new_figure(9.0, 1.2 + 0.6 * max(1, len(lanes)))
     ax = fig.add_subplot()
     # y grows downwards (lanes listed top to bottom): in lane y, ground truth above, predictions
     # below, their scores under them.
@@ -159,7 +134,7 @@ def plot_timeline(gt: GroundTruth, pred: Predictions, video_id: str, path: str |
 def plot_recall_vs_an(result: ProposalResult, path: str | os.PathLike, log_x: bool = False) -> Figure:
     """Average recall (%) against the average number of proposals per video, with the recall at
     each tIoU threshold as thin lines and the normalized AUC in the title."""
-    fig = _figure(7.0, 4.2)
+    fig = new_figure(7.0, 4.2)
     ax = fig.add_subplot()
     x = result.proposals_per_video
     colors = colormaps["viridis"](np.linspace(0.0, 0.9, len(result.thresholds)))

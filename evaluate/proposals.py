@@ -37,8 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluate.data import EvaluationInputError, GroundTruth, Predictions
-from evaluate.detection import segment_iou
+from common.annotations import GroundTruth
+from common.predictions import Predictions
+from common.segments import segment_iou
+from evaluate.data import EvaluationInputError
 
 __all__ = ["ProposalResult", "average_recall_vs_an", "recall_at", "STANDARD_AN"]
 

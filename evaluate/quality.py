@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluate.data import GroundTruth, Predictions
-from evaluate.detection import segment_iou
+from common.annotations import GroundTruth
+from common.predictions import Predictions
+from common.segments import segment_iou
 
 __all__ = ["QualityResult", "best_overlap", "top_k_per_video", "proposal_quality"]
 

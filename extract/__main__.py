@@ -6,18 +6,22 @@ import argparse
 import sys
 
 from extract.pipeline import ExtractConfig, extract_videos
+from weights.hub import WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m extract", description=__doc__)
-    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR", help="video files and/or folders (searched recursively)")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_OR_DIR",
+                   help="video files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder for <video_id>.h5")
     p.add_argument("--streams", default="rgb", help="comma-separated streams: rgb, flow (default rgb)")
     p.add_argument("--flow", default="tvl1", choices=["tvl1", "opencv-tvl1"],
-                   help="flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) or opencv-tvl1 (OpenCV's CPU reference)")
+                   help="flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) "
+                        "or opencv-tvl1 (OpenCV's CPU reference)")
     p.add_argument("--fps", type=float, default=None, help="resample to this rate (default: each video's own)")
     p.add_argument("--window", type=int, default=16, help="frames per snippet (default 16)")
-    p.add_argument("--stride", type=int, default=16, help="frames between snippet starts (default 16; 4 is common on THUMOS14)")
+    p.add_argument("--stride", type=int, default=16,
+                   help="frames between snippet starts (default 16; 4 is common on THUMOS14)")
     p.add_argument("--batch-size", type=int, default=8, help="snippets per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -42,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"extract: {exc}", file=sys.stderr)
         return 2
-    from weights import WeightsError
 
     def on_error(video, reason):
         print(f"extract: {video}: {reason}", file=sys.stderr)

@@ -16,20 +16,22 @@ import numpy as np
 import torch
 
 from common.fileio import cache_dir
+from extract.config import ExtractConfig
 from extract.features import read_features
-from extract.pipeline import ExtractConfig, extract_videos
+from extract.pipeline import extract_videos
+from extract.pretrained import load_i3d, model_spec
 from extract.samples import SAMPLES, SampleError, fetch_samples
+from weights.hub import WeightsError
 
 
 def top_classes(features: np.ndarray, model, k: int = 5) -> list[tuple[str, float]]:
-    """Top-k (class, probability) of the mean snippet logits of (T, 1024) features."""
-    from weights import kinetics400_classes
-
+    """Top-k (class, probability) of the mean snippet logits of (T, 1024) features; the class
+    names are those of the model's weights (their spec)."""
     with torch.no_grad():
         logits = model.logits(torch.from_numpy(features)).mean(dim=0)
     prob = logits.softmax(dim=0)
     values, idx = prob.topk(k)
-    names = kinetics400_classes()
+    names = model_spec(model, "rgb").classes()
     return [(names[i], float(p)) for p, i in zip(values, idx)]
 
 
@@ -43,11 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else cache_dir() / "demo" / "features"
 
-    from weights import WeightsError, load_i3d
-
     try:
         model = load_i3d("rgb")
-        print(f"weights: {model.weights.id} sha256 {model.weights.sha256} (verified: {model.weights.verified})")
+        w = model.weights
+        print(f"weights: {w.id} sha256 {w.sha256} (verified: {w.verified})")
         videos = fetch_samples(tuple(args.videos))
     except (WeightsError, SampleError, OSError) as exc:
         print(f"extract.demo: {exc}", file=sys.stderr)

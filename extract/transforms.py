@@ -1,4 +1,8 @@
-"""Frame preparation for I3D: resize the short side, centre-crop, scale to [-1, 1]."""
+"""Frame preparation for I3D: resize the short side, centre-crop, scale pixel values.
+
+The sizes and the value range are parameters: what a checkpoint needs is in its spec
+(:class:`weights.InputTransform`), which the streams (:mod:`extract.streams`) read.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resized_size", "crop_offsets", "resize_crop", "center_crop", "to_unit_range"]
+__all__ = ["resized_size", "crop_offsets", "resize_crop", "center_crop", "to_value_range", "to_unit_range",
+           "scale_flow"]
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -58,6 +63,28 @@ def resize_crop(frames: np.ndarray | Tensor, short_side: int = 256, crop: int | 
     return x.round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
+def to_value_range(x: Tensor, value_range: tuple[float, float], dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 pixels ``p`` -> ``low + p * (high - low) / 255``, in [low, high] (a new tensor).
+
+    Computed as ``p / (255 / (high - low)) + low``, so that (-1, 1) gives exactly
+    ``p / 127.5 - 1``.
+    """
+    low, high = value_range
+    return x.to(dtype).div_(255.0 / (high - low)).add_(low)
+
+
 def to_unit_range(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 pixels -> ``2 * p / 255 - 1`` in [-1, 1] (DeepMind's RGB input scaling)."""
-    return x.to(dtype).div_(127.5).sub_(1.0)
+    """uint8 pixels -> ``2 * p / 255 - 1`` in [-1, 1] (:func:`to_value_range` with (-1, 1))."""
+    return to_value_range(x, (-1.0, 1.0), dtype)
+
+
+def scale_flow(flow: Tensor, bound: float, value_range: tuple[float, float]) -> Tensor:
+    """Flow in pixels -> truncated to [-bound, bound], mapped linearly onto [low, high] (in place).
+
+    Computed as ``f / (2 bound / (high - low)) + (low + high) / 2``, so that (-1, 1) gives exactly
+    ``f / bound``.
+    """
+    low, high = value_range
+    flow = flow.clamp_(-bound, bound).div_(2.0 * bound / (high - low))
+    centre = (low + high) / 2.0
+    return flow.add_(centre) if centre else flow

@@ -100,7 +100,7 @@ class VideoReader:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,12 +5,18 @@ recombine them, ``f' = φA(f) ⊕ φC(f)``.
 >>> model = RefactorNet(RefactorConfig(in_dim=2048))
 >>> out = model(x)                        # x: (N, 2048, T) -> out.features (N, 2048, T)
 >>> from refactor import load_refactor     # a trained stage-1 checkpoint, for stage 2
+
+Modules: ``model`` (φA, φC, the losses), ``samples`` (action and coupling samples of one video),
+``pairs`` (the pairs of a training set), ``train`` (stage 1 and its checkpoint), ``apply``
+(refactored feature files), ``cam`` (Grad-CAM figures), ``errors``.
 """
 
+from refactor.apply import apply_refactor
+from refactor.errors import RefactorError
 from refactor.model import RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence, pair_losses
+from refactor.pairs import PairSet, build_pairs
 from refactor.samples import SampleConfig, SampleError, VideoSamples, collect_samples
-from refactor.train import (PairSet, RefactorError, TrainConfig, apply_refactor, build_pairs, load_refactor,
-                            save_checkpoint, train_refactor)
+from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_refactor
 
 __all__ = ["RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
            "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",

@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluate.data import EvaluationInputError
+from common.annotations import AnnotationError
+from common.checkpoint import checkpoint_kind
 from extract.features import FeatureFileError
 from extract.video import VideoError
+from refactor.apply import apply_refactor
+from refactor.cam import add_cam_arguments, cam_options, checkpoint_samples, draw_cams
+from refactor.errors import RefactorError
 from refactor.model import RefactorConfig
+from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
-from refactor.train import (RefactorError, TrainConfig, apply_refactor, build_pairs, save_checkpoint,
-                            train_refactor)
+from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_refactor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--subset", default="validation", help="training subset (THUMOS14: validation)")
-    p.add_argument("--threshold", type=float, default=0.5, help="coupling: minimum cosine similarity (-1 to disable)")
-    p.add_argument("--top-k", type=int, default=5, help="coupling: most similar non-action snippets per action sample (0 to disable)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="coupling: minimum cosine similarity (-1 to disable)")
+    p.add_argument("--top-k", type=int, default=5,
+                   help="coupling: most similar non-action snippets per action sample (0 to disable)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=256)
@@ -43,65 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("cam", help="Grad-CAM figures: where the action and co-occurrence components come from")
-    p.add_argument("--features", required=True, help="feature files extracted with --spatial (rgb_spatial maps)")
-    p.add_argument("--checkpoint", required=True, help="RefactorNet checkpoint (refactor train) or detector checkpoint with a RefactorNet front")
-    p.add_argument("--out", required=True, help="folder for cam_<video>.png")
-    p.add_argument("--videos", default=None, help="comma-separated video ids (default: every file with rgb_spatial, at most 8)")
-    p.add_argument("--snippets", default=None, help="comma-separated snippet indices (default: the --count with the largest action energy)")
-    p.add_argument("--count", type=int, default=4, help="snippets per video (default 4)")
-    p.add_argument("--source", default=None, help="the video file to draw frames from (one video; default: the feature file's source)")
+    add_cam_arguments(p, "RefactorNet checkpoint (refactor train; a detector's front: python -m detect cam)")
     return parser
 
 
 def _cam(args) -> int:
-    from pathlib import Path
-
-    import h5py
-    import numpy as np
-
-    from refactor.cam import plot_cams, video_cams
-
-    model, streams = _cam_model(args.checkpoint)
-    folder = Path(args.features)
-    if args.videos:
-        files = [folder / f"{v}.h5" for v in args.videos.split(",")]
-    else:
-        files = []
-        for f in sorted(folder.glob("*.h5")):
-            with h5py.File(f, "r") as h5:
-                if "rgb_spatial" in h5:
-                    files.append(f)
-        files = files[:8]
-        if not files:
-            raise RefactorError(f"no feature file in {folder} has rgb_spatial maps (extract with --spatial)")
-    if args.source and len(files) != 1:
-        raise RefactorError("--source goes with exactly one video (--videos ID)")
-    snippets = np.array([int(i) for i in args.snippets.split(",")]) if args.snippets else None
-    for f in files:
-        result = video_cams(model, f, snippets, args.count, args.source, streams)
-        dest = Path(args.out) / f"cam_{f.stem}.png"
-        plot_cams(result, dest)
-        note = "" if result.frames is not None else " (source video not found: maps on grey)"
-        print(f"refactor: {f.stem}: snippets {', '.join(map(str, result.snippets))} -> {dest}{note}")
+    if checkpoint_kind(args.checkpoint, RefactorError) == "detector":
+        raise RefactorError(f"{args.checkpoint} is a detector checkpoint: CAMs of a detector's front are drawn by "
+                            "`python -m detect cam` with the same arguments")
+    model, ckpt = load_refactor(args.checkpoint)
+    streams = tuple(ckpt["feature_layout"]["streams"])
+    drawn = draw_cams(model, streams, **cam_options(args), samples=checkpoint_samples(ckpt))
+    for video_id, shown, dest, found in drawn:
+        note = "" if found else " (source video not found: maps on grey)"
+        print(f"refactor: {video_id}: snippets {', '.join(map(str, shown))} -> {dest}{note}")
     return 0
-
-
-def _cam_model(path):
-    """(RefactorNet, streams) from a stage-1 checkpoint or from a detector checkpoint's front."""
-    from common.checkpoint import load_checkpoint
-    from refactor.model import RefactorNet
-    from refactor.train import load_refactor
-
-    ckpt = load_checkpoint(path, RefactorError, "checkpoint")
-    if ckpt.get("kind") == "detector":
-        from detect.train import load_detector
-
-        det, ckpt = load_detector(path)
-        if not isinstance(det.front, RefactorNet):
-            raise RefactorError(f"{path} is a detector without a RefactorNet front (front {det.config.front!r})")
-        return det.front.eval(), tuple(ckpt["feature_layout"]["streams"])
-    model, ckpt = load_refactor(path)
-    return model, tuple(ckpt["feature_layout"]["streams"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,16 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                                 subset=args.subset, device=args.device)
             model, history = train_refactor(pairs, config, train)
             save_checkpoint(args.out, model, pairs, samples, train, history)
+            last = history[-1]
             print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
-                  f"{history[-1]['loss']:.4f} (L_A {history[-1]['action']:.4f}, L_C {history[-1]['cooccurrence']:.4f}, "
-                  f"KL {history[-1]['kl']:.2f}) -> {args.out}")
+                  f"{last['loss']:.4f} (L_A {last['action']:.4f}, L_C {last['cooccurrence']:.4f}, "
+                  f"KL {last['kl']:.2f}) -> {args.out}")
         elif args.command == "apply":
             written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite)
             print(f"refactor: {len(written)} refactored feature files -> {args.out}")
         else:
             return _cam(args)
         return 0
-    except (RefactorError, FeatureFileError, EvaluationInputError, ValueError, VideoError) as exc:
+    except (RefactorError, FeatureFileError, AnnotationError, ValueError, VideoError) as exc:
         print(f"refactor {args.command}: {exc}", file=sys.stderr)
         return 1
 

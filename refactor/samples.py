@@ -98,7 +98,10 @@ def collect_samples(video_id: str, features: np.ndarray, times: np.ndarray, segm
     non_action = np.flatnonzero(~inside.any(axis=0))
     for idx in snippets:
         non_action = np.setdiff1d(non_action, idx)
-    pooled = np.stack([features[idx].mean(axis=0) for idx in snippets]) if snippets else np.zeros((0, features.shape[1]), np.float32)
+    if snippets:
+        pooled = np.stack([features[idx].mean(axis=0) for idx in snippets])
+    else:
+        pooled = np.zeros((0, features.shape[1]), np.float32)
     out = VideoSamples(video_id, pooled, np.asarray(labels, dtype=np.int64), snippets)
     if len(snippets) == 0 or non_action.size == 0:
         return out

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from extract.pretrained import load_i3d
+from tests.models import random_i3d_model
+from weights import fetch
+
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout; REFACTORNET_SHARED_DATA points elsewhere (e.g. a copy on a GPU machine)
 SHARED_DATA = Path(os.environ.get("REFACTORNET_SHARED_DATA") or REPO.parent / "shared" / "data")
@@ -26,8 +30,6 @@ def weights_root(tmp_path_factory) -> Path:
 
     Set REFACTORNET_TEST_WEIGHTS to a folder to reuse weights across runs.
     """
-    from weights import fetch
-
     root = Path(os.environ.get("REFACTORNET_TEST_WEIGHTS") or tmp_path_factory.mktemp("weights"))
     fetch("rgb", root)
     return root
@@ -35,14 +37,10 @@ def weights_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def rgb_model(weights_root):
-    from weights import load_i3d
-
     return load_i3d("rgb", root=weights_root, fetch_missing=False)
 
 
 @pytest.fixture
 def random_i3d():
     """Builder of seeded random I3Ds: ``random_i3d(in_channels=3, num_classes=400, seed=0)``."""
-    from tests.models import random_i3d_model
-
     return random_i3d_model

@@ -1,4 +1,5 @@
-"""Run by tests/test_detect.py in 2 processes (gloo): the gradient average of detect.train."""
+"""Run by tests/test_detect.py in 2 processes (gloo): the gradient average and replica check of
+detect.distributed."""
 
 from __future__ import annotations
 
@@ -8,25 +9,25 @@ import sys
 import torch
 import torch.distributed as dist
 
+from detect.distributed import average_gradients, check_replicas
+
 
 def main(out: str) -> None:
-    from detect.train import _average_gradients, _check_replicas
-
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     for i, p in enumerate(model.parameters()):
         p.grad = None if (i == 3 and rank == 0) else torch.full_like(p, float(10 * i + rank + 1))
-    _average_gradients(model, world)
+    average_gradients(model, world)
     torch.save([p.grad for p in model.parameters()], os.path.join(out, f"grads{rank}.pt"))
     torch.manual_seed(0)
     for p in model.parameters():
         p.data.normal_()
-    _check_replicas(model, torch.device("cpu"))            # same weights: passes
+    check_replicas(model, torch.device("cpu"))            # same weights: passes
     with torch.no_grad():
         next(model.parameters())[0, 0] += rank
     try:
-        _check_replicas(model, torch.device("cpu"))
+        check_replicas(model, torch.device("cpu"))
         diverged = "not detected"
     except RuntimeError as exc:
         diverged = str(exc)

@@ -2,41 +2,42 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from common.annotations import write_annotations
+from extract import features
 from extract.snippets import SnippetPlan
 
 FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i is centred at i + 0.5 s, one snippet per second
 
 
 def write_features(path: Path, streams: dict[str, np.ndarray], fps: float = FPS, window: int = WINDOW,
-                   stride: int = STRIDE) -> Path:
-    """A feature file in the layout of CONVENTIONS.md (``streams``: name -> (T, D) array)."""
+                   stride: int = STRIDE, num_frames: int | None = None,
+                   spatial: dict[str, np.ndarray] | None = None) -> Path:
+    """A feature file in the layout of CONVENTIONS.md (``streams``: name -> (T, D) array; ``spatial``:
+    name -> (T, D, h, w) maps, for every stream), written by :func:`extract.features.write_features`.
+    ``num_frames`` defaults to whole windows (``stride * (T - 1) + window``, or ``stride * T`` when
+    windows do not overlap)."""
     t = len(next(iter(streams.values())))
-    num_frames = stride * (t - 1) + window if window > stride else stride * t
+    if num_frames is None:
+        num_frames = stride * (t - 1) + window if window > stride else stride * t
     assert SnippetPlan(num_frames, window, stride).num_snippets == t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
-        for name, arr in streams.items():
-            h5.create_dataset(name, data=np.asarray(arr, dtype=np.float32))
-        h5.attrs.update({"fps": fps, "window": window, "stride": stride, "num_frames": num_frames,
-                         "duration": num_frames / fps, "source": f"/videos/{path.stem}.mp4",
-                         "weights": json.dumps({s: {"id": "test", "sha256": "0" * 64} for s in streams}),
-                         "flow_method": "none", "format_version": 1})
-    return path
+    attrs = {"fps": fps, "window": window, "stride": stride, "num_frames": num_frames, "duration": num_frames / fps,
+             "source": f"/videos/{path.stem}.mp4", "flow_method": "none",
+             "weights": {s: {"id": "test", "sha256": "0" * 64} for s in streams}}
+    return features.write_features(path, streams, attrs, spatial)
 
 
 def split_streams(feats: np.ndarray, streams: tuple[str, ...]) -> dict[str, np.ndarray]:
     return dict(zip(streams, np.split(feats, len(streams), axis=1)))
 
 
-def detection_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos: int = 6, num_snippets: tuple[int, int] = (60, 120),
-                      dim_per_stream: int = 8, streams: tuple[str, ...] = ("rgb", "flow"), noise: float = 0.2,
-                      seed: int = 0, subset: str = "validation") -> tuple[Path, Path, dict]:
+def detection_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos: int = 6,
+                      num_snippets: tuple[int, int] = (60, 120), dim_per_stream: int = 8,
+                      streams: tuple[str, ...] = ("rgb", "flow"), noise: float = 0.2, seed: int = 0,
+                      subset: str = "validation") -> tuple[Path, Path, dict]:
     """Synthetic videos for the detector: 1-3 instances per video at arbitrary (non-grid) times, 3-15 s
     long, at least 3 s apart; a snippet's feature is its background vector plus, for each instance, the
     fraction of the snippet's second the instance covers times its class vector, plus noise.
@@ -67,9 +68,7 @@ def detection_dataset(root: Path, classes=("Jump", "Run", "Swim"), videos: int =
         write_features(root / "features" / f"{vid}.h5", split_streams(feats, streams))
         db[vid] = {"subset": subset, "duration": duration,
                    "annotations": [{"segment": [round(s, 3), round(e, 3)], "label": classes[k]} for s, e, k in anns]}
-    ann = root / "annotations.json"
-    ann.write_text(json.dumps({"database": db}))
-    return root / "features", ann, db
+    return root / "features", write_annotations(root / "annotations.json", db), db
 
 
 def features_for_annotations(root: Path, database: dict, video_ids: list[str], fps: float = 30.0, window: int = 16,
@@ -90,9 +89,6 @@ def features_for_annotations(root: Path, database: dict, video_ids: list[str], f
             s, e = a["segment"]
             cover = np.clip(np.minimum(lo + window / fps, e) - np.maximum(lo, s), 0, None) / (window / fps)
             feats += cover[:, None] * vectors[a["label"]]
-        path = root / f"{vid}.h5"
-        write_features(path, split_streams(feats.astype(np.float32), ("rgb", "flow")), fps=fps, window=window, stride=stride)
-        with h5py.File(path, "a") as h5:                  # the true frame count (write_features assumes whole windows)
-            h5.attrs["num_frames"] = num_frames
-            h5.attrs["duration"] = num_frames / fps
+        write_features(root / f"{vid}.h5", split_streams(feats.astype(np.float32), ("rgb", "flow")), fps=fps,
+                       window=window, stride=stride, num_frames=num_frames)          # the true frame count
     return root

@@ -230,7 +230,8 @@ def test_logits_kernel_is_linear_weight_transposed(num_classes):
     layer = torch.nn.Linear(1024, num_classes)
     layer.load_state_dict({"weight": W, "bias": ours["logits.bias"]})
     x = torch.randn(2, 1024, dtype=torch.float64)
-    expected = x @ torch.from_numpy(K[0, 0, 0]).double() + torch.from_numpy(flat["params/Logits/Conv3d_0c_1x1/Conv_0/bias"]).double()
+    bias = torch.from_numpy(flat["params/Logits/Conv3d_0c_1x1/Conv_0/bias"]).double()
+    expected = x @ torch.from_numpy(K[0, 0, 0]).double() + bias
     torch.testing.assert_close(layer.double()(x), expected)
 
 

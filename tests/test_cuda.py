@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from extract.pipeline import RGBStream, _autocast_dtype
+from extract.pipeline import RGBStream, autocast_dtype
 from tests.test_i3d import load_gif
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -36,10 +36,11 @@ def test_autocast_feature_difference_against_fp32(rgb_model, snippets):
     cpu = RGBStream(copy.deepcopy(rgb_model).to("cpu"), torch.device("cpu"), None)(snippets, 16)
     report = {"fp32_cuda_vs_cpu_max_abs": (ref.features.cpu() - cpu.features).abs().max().item()}
     for name in ("bf16", "fp16"):
-        out = RGBStream(rgb_model, device, _autocast_dtype(name, device))(snippets, 16)
+        out = RGBStream(rgb_model, device, autocast_dtype(name, device))(snippets, 16)
         diff = (out.features - ref.features).abs()
         cos = torch.nn.functional.cosine_similarity(out.features, ref.features, dim=1)
-        report[name] = {"max_abs": diff.max().item(), "max_rel_to_feature_max": (diff.max() / ref.features.abs().max()).item(),
+        report[name] = {"max_abs": diff.max().item(),
+                        "max_rel_to_feature_max": (diff.max() / ref.features.abs().max()).item(),
                         "min_cosine": cos.min().item(),
                         "top1_same": bool((out.logits.argmax(1) == ref.logits.argmax(1)).all())}
         assert report[name]["min_cosine"] > 0.999

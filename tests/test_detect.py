@@ -18,19 +18,29 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.annotations import load_ground_truth
+from common.predictions import load_predictions
 from detect import (DetectDataError, Detector, DetectorConfig, DetectorError, InferenceConfig, TimeAxis, TrainConfig,
                     assign_proposals, balanced_bce, boundary_candidates, boundary_targets, decode_regression,
                     deep_baseline_hidden, encode_regression, generate_proposals, load_detector, make_windows,
                     roi_pool_1d, run_detector, save_detector, train_detector)
 from detect.__main__ import main as cli_main
+from detect.data import rescale_features, scan_videos
+from detect.infer import boundary_probabilities, detect_batch
 from detect.labels import BACKGROUND, FOREGROUND, IGNORED, INCOMPLETE
-from detect.model import HeadOutput
+from detect.losses import HeadSamples, detector_losses, sample_head_proposals
+from detect.model import Encoded, HeadOutput
+from detect.plots import plot_boundaries, plot_history
 from detect.roi import bin_centres
-from detect.train import HeadSamples, detector_losses, sample_head_proposals
-from evaluate.data import load_ground_truth, load_predictions, parse_thresholds
+from detect.video import detect_videos
+from evaluate.data import parse_thresholds
 from evaluate.detection import evaluate_detection
+from extract.features import read_features
+from refactor import SampleConfig, build_pairs, save_checkpoint, train_refactor
+from refactor import TrainConfig as RefTrain
 from refactor.model import RefactorConfig, RefactorNet
-from tests.featfiles import FPS, STRIDE, WINDOW, detection_dataset, split_streams, write_features
+from tests.featfiles import (FPS, STRIDE, WINDOW, detection_dataset, features_for_annotations, split_streams,
+                             write_features)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=32)
@@ -102,7 +112,8 @@ def test_assign_proposals_hand_cases():
     none = assign_proposals(props, np.zeros((0, 2)), np.zeros(0))
     assert (none.kind == BACKGROUND).all()
     # class sets: a segment annotated twice (labels 1 and 2) gives both; background and ignored none
-    twice = assign_proposals(props, np.array([[10.0, 20.0], [40.0, 60.0], [10.0, 20.0]]), np.array([1, 0, 2]), num_classes=3)
+    twice = assign_proposals(props, np.array([[10.0, 20.0], [40.0, 60.0], [10.0, 20.0]]), np.array([1, 0, 2]),
+                             num_classes=3)
     assert twice.classes.tolist() == [[False, True, True], [False, True, True], [False, True, True], [False] * 3,
                                       [False] * 3, [False] * 3, [True, False, False], [True, False, False]]
     assert a.classes is None
@@ -144,9 +155,11 @@ def test_detector_losses_by_hand():
     mask = torch.tensor([[True, True, True], [True, True, False]])
     for i, name in enumerate(("actionness", "start", "end")):
         assert parts[name].item() == pytest.approx(balanced_bce(logits[:, i], targets[:, i], mask).item())
-    assert parts["proposal"].item() == pytest.approx(parts["start"].item() + parts["end"].item() + parts["actionness"].item())
+    assert parts["proposal"].item() == pytest.approx(parts["start"].item() + parts["end"].item()
+                                                     + parts["actionness"].item())
     # classification: foreground row 0 has class 0 -> target 1; background row 1 -> target 0
-    ce = (-(F.log_softmax(torch.tensor([0.0, 2.0, 0.0]), 0)[1]) - F.log_softmax(torch.tensor([1.0, 0.0, 0.0]), 0)[0]) / 2
+    ce = (-(F.log_softmax(torch.tensor([0.0, 2.0, 0.0]), 0)[1])
+          - F.log_softmax(torch.tensor([1.0, 0.0, 0.0]), 0)[0]) / 2
     assert parts["cls"].item() == pytest.approx(ce.item())
     # completeness hinge: foreground row 0 score of class 0 = 0.5 -> 0.5; incomplete row 2 class 1 = -0.4 -> 0.6
     assert parts["com"].item() == pytest.approx((0.5 + 0.6) / 2)
@@ -154,7 +167,8 @@ def test_detector_losses_by_hand():
     dl = math.log(1.2) / 0.2
     sl1 = lambda x: 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # noqa: E731
     assert parts["reg"].item() == pytest.approx((sl1(2 - 0.5) + sl1(dl + 0.2)) / 2, rel=1e-6)
-    assert parts["detection"].item() == pytest.approx(parts["cls"].item() + 0.5 * parts["com"].item() + 0.5 * parts["reg"].item())
+    assert parts["detection"].item() == pytest.approx(parts["cls"].item() + 0.5 * parts["com"].item()
+                                                      + 0.5 * parts["reg"].item())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,8 +179,10 @@ def test_boundary_candidates_hand():
     prob = np.array([0.1, 0.3, 0.2, 0.9, 0.8, 0.5, 0.6, 0.1])
     # > 0.45: 3, 4, 5, 6; peaks: 1 (0.3 > 0.1, 0.2), 3, 6
     assert boundary_candidates(prob).tolist() == [1, 3, 4, 5, 6]
-    assert boundary_candidates(np.array([0.2, 0.2, 0.1, 0.05, 0.08, 0.01])).tolist() == [0, 1, 4]   # plateau: ratio rule only
-    assert boundary_candidates(np.array([0.7, 0.1, 0.2])).tolist() == [0, 2]                          # edges with one neighbour
+    # plateau: ratio rule only
+    assert boundary_candidates(np.array([0.2, 0.2, 0.1, 0.05, 0.08, 0.01])).tolist() == [0, 1, 4]
+    # edges with one neighbour
+    assert boundary_candidates(np.array([0.7, 0.1, 0.2])).tolist() == [0, 2]
     assert boundary_candidates(np.zeros(0)).tolist() == []
 
 
@@ -219,7 +235,8 @@ def test_roi_pool_hand_values():
     # outside the sequence: the border snippet's value; positions past `lengths` are never read
     feats = torch.tensor([[[0.0, 10.0, 20.0, 1000.0]]])
     out = roi_pool_1d(feats, torch.tensor([[0.0, 1.0, 3.0]]), bins=(2, 2, 2), samples=4, lengths=torch.tensor([3]))
-    assert out.max().item() == 20.0 and out[0, 0, -1].item() == 20.0 and out[0, 0, 0].item() == pytest.approx(2.5)   # bin [0, 0.5]: mean of 10 x (0.0625 ... 0.4375)
+    # bin [0, 0.5]: mean of 10 x (0.0625 ... 0.4375)
+    assert out.max().item() == 20.0 and out[0, 0, -1].item() == 20.0 and out[0, 0, 0].item() == pytest.approx(2.5)
 
 
 @settings(max_examples=40, deadline=None)
@@ -229,7 +246,8 @@ def test_roi_pool_of_linear_features_is_the_bin_centre(seed, batch, bins, contex
     # features linear in the position: each bin's mean equals the feature at its centre (inside the sequence)
     g = torch.Generator().manual_seed(seed)
     t = 50
-    slope, offset = torch.randn(batch, 5, 1, generator=g, dtype=torch.float64), torch.randn(batch, 5, 1, generator=g, dtype=torch.float64)
+    slope = torch.randn(batch, 5, 1, generator=g, dtype=torch.float64)
+    offset = torch.randn(batch, 5, 1, generator=g, dtype=torch.float64)
     feats = slope * torch.arange(t, dtype=torch.float64) + offset
     n = 6
     b = torch.randint(batch, (n,), generator=g).double()
@@ -253,7 +271,8 @@ def test_roi_pool_gradient():
 # ---------------------------------------------------------------------------------------------
 
 def test_deep_baseline_matches_refactornet_size_and_depth():
-    for rc in (RefactorConfig(in_dim=2048), RefactorConfig(in_dim=64, hidden_dim=48), RefactorConfig(in_dim=32, num_layers=3)):
+    for rc in (RefactorConfig(in_dim=2048), RefactorConfig(in_dim=64, hidden_dim=48),
+               RefactorConfig(in_dim=32, num_layers=3)):
         ref = sum(p.numel() for p in RefactorNet(rc).parameters())
         det = Detector(DetectorConfig(in_dim=rc.in_dim, front="deep", refactor=rc))
         deep = sum(p.numel() for p in det.front.parameters())
@@ -349,7 +368,8 @@ def test_overfit_reaches_near_perfect_map(dataset, trained, tmp_path):
     for vid, entry in db.items():
         for a in entry["annotations"]:
             same = [d for d in pred[vid] if d["label"] == a["label"]]
-            best = max(same, key=lambda d: d["score"] * (min(d["segment"][1], a["segment"][1]) > max(d["segment"][0], a["segment"][0])))
+            best = max(same, key=lambda d: d["score"] * (min(d["segment"][1], a["segment"][1])
+                                                         > max(d["segment"][0], a["segment"][0])))
             errors += [abs(best["segment"][0] - a["segment"][0]), abs(best["segment"][1] - a["segment"][1])]
     assert max(errors) < 1.0 and np.mean(errors) < 0.5, errors
 
@@ -362,7 +382,6 @@ class ScriptedDetector(torch.nn.Module):
         self.config, self.logits, self.class_logits, self.regression = config, logits, class_logits, regression
 
     def encode(self, x, lengths):
-        from detect.model import Encoded
         return Encoded(x, None, x, self.logits[:, :, :x.shape[-1]], lengths)
 
     def heads(self, enc, rois):
@@ -374,8 +393,6 @@ class ScriptedDetector(torch.nn.Module):
 def test_time_axis_of_detections_is_exact(delta, tmp_path):
     """Start peak at snippet 3, end peak at snippet 8, fps 30, window 16, stride 4: the detection is
     (t(3), t(8)) with t(i) = (4 i + 8) / 30 s, moved by the regression exactly as decoded."""
-    from detect.infer import detect_batch
-    from detect.data import scan_videos
 
     write_features(tmp_path / "v.h5", {"rgb": np.zeros((12, 2), np.float32)}, fps=30.0, window=16, stride=4)
     videos, _, _, _ = scan_videos(tmp_path)
@@ -446,7 +463,8 @@ def test_training_is_seeded(dataset):
     c, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=64, batch_size=8, seed=4))
     # equal up to float summation order (oneDNN's threaded reductions vary by ~1e-9, which Adam can amplify to ~1e-6)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
-        torch.testing.assert_close(va, vb, rtol=0, atol=1e-4, msg=lambda m: f"{k}: {(va - vb).abs().max().item()}")
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-4,
+                                   msg=lambda m, k=k, va=va, vb=vb: f"{k}: {(va - vb).abs().max().item()}")
     assert max((va - vc).abs().max().item() for va, vc in zip(a.state_dict().values(), c.state_dict().values())) > 1e-3
 
 
@@ -454,7 +472,8 @@ def test_checkpoint_round_trip_and_errors(trained, dataset, tmp_path):
     model, meta, ckpt = trained
     loaded, data = load_detector(ckpt)
     assert data["classes"] == meta["classes"] and data["feature_layout"]["dim"] == 16
-    assert data["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": WINDOW, "stride": STRIDE, "fps": FPS}
+    assert data["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": WINDOW, "stride": STRIDE,
+                                           "fps": FPS}
     assert sorted(data["subsets"]["validation"]) == sorted(dataset[2])
     for (k, va), vb in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -468,14 +487,13 @@ def test_checkpoint_round_trip_and_errors(trained, dataset, tmp_path):
 
 
 def test_refactor_front_stage2(dataset, tmp_path):
-    from refactor.train import TrainConfig as RefTrain, build_pairs, save_checkpoint, train_refactor
-    from refactor.samples import SampleConfig
 
     features, ann, _ = dataset
     pairs = build_pairs(features, ann)
     ref, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=8), RefTrain(epochs=2), progress=False)
     save_checkpoint(tmp_path / "ref.pt", ref, pairs, SampleConfig(), RefTrain(epochs=2), hist)
-    zero, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt", front="refactor")
+    zero, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt",
+                             front="refactor")
     for (k, v), w in zip(ref.state_dict().items(), zero.front.state_dict().values()):
         assert torch.equal(v, w), k                                                      # starts from stage 1
     model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=2, window=64, batch_size=8),
@@ -484,10 +502,33 @@ def test_refactor_front_stage2(dataset, tmp_path):
     assert any(not torch.equal(v, w) for v, w in zip(ref.state_dict().values(), model.front.state_dict().values()))
     assert meta["refactor_checkpoint"]["sha256"] and model.config.refactor == ref.config
     # the deep baseline copies the stage-1 sizes
-    deep, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt", front="deep")
+    deep, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt",
+                             front="deep")
     assert deep.config.refactor == ref.config
     with pytest.raises(DetectorError, match="--refactor"):
         train_detector(features, ann, SMALL, TrainConfig(epochs=0), front="refactor")
+
+
+def test_cam_cli(tmp_path):
+    """`detect cam` draws the Grad-CAM figures of a detector's RefactorNet front (as `refactor cam` does for
+    a stage-1 checkpoint); a detector without that front is refused in one line."""
+    rng = np.random.default_rng(0)
+    spatial = {s: rng.random((5, 1024, 7, 7)).astype(np.float16) for s in ("rgb", "flow")}
+    write_features(tmp_path / "feats" / "a.h5", {s: m.astype(np.float32).mean(axis=(2, 3)) for s, m in spatial.items()},
+                   spatial=spatial)
+    meta = {"classes": ["A", "B"],
+            "feature_layout": {"streams": ["rgb", "flow"], "dim": 2048, "window": WINDOW, "stride": STRIDE, "fps": FPS}}
+    sizes = {"in_dim": 2048, "num_classes": 2, "base_dim": 16, "boundary_hidden": 16, "head_hidden": 16}
+    torch.manual_seed(0)
+    front = Detector(DetectorConfig(**sizes, front="refactor", refactor=RefactorConfig(in_dim=2048, hidden_dim=16)))
+    save_detector(tmp_path / "front.pt", front.eval(), meta)
+    save_detector(tmp_path / "plain.pt", Detector(DetectorConfig(**sizes)).eval(), meta)
+    args = ["--features", str(tmp_path / "feats"), "--out", str(tmp_path / "figs")]
+    proc = run_cli("cam", *args, "--checkpoint", str(tmp_path / "front.pt"), "--snippets", "1,3")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "figs" / "cam_a.png").read_bytes()[:4] == b"\x89PNG" and "a: snippets 1, 3" in proc.stdout
+    proc = run_cli("cam", *args, "--checkpoint", str(tmp_path / "plain.pt"))
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "RefactorNet front" in proc.stderr, proc.stderr
 
 
 def test_bad_inputs(dataset, trained, tmp_path):
@@ -519,11 +560,13 @@ def test_cli_matches_api(dataset, trained, tmp_path):
     # training through the CLI gives the API's model (same defaults, same seed)
     assert cli_main(["train", "--features", str(features), "--annotations", str(ann), "--out", str(tmp_path / "cli.pt"),
                      "--epochs", "1", "--window", "64", "--batch-size", "8", "--max-duration", "32"]) == 0
-    api, _ = train_detector(features, ann, DetectorConfig(max_duration=32), TrainConfig(epochs=1, window=64, batch_size=8))
+    api, _ = train_detector(features, ann, DetectorConfig(max_duration=32),
+                            TrainConfig(epochs=1, window=64, batch_size=8))
     cli, _ = load_detector(tmp_path / "cli.pt")
     assert cli.config == api.config
     for (k, va), vb in zip(api.state_dict().items(), cli.state_dict().values()):
-        torch.testing.assert_close(va, vb, rtol=0, atol=1e-4, msg=lambda m: f"{k}: {(va - vb).abs().max().item()}")
+        torch.testing.assert_close(va, vb, rtol=0, atol=1e-4,
+                                   msg=lambda m, k=k, va=va, vb=vb: f"{k}: {(va - vb).abs().max().item()}")
     # detections through the CLI (a subprocess) equal the API's
     proc = run_cli("run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "cli.json"),
                    "--subset", "validation", "--top-k", "50")
@@ -541,7 +584,6 @@ def test_detect_video_extracts_like_training_and_detects(tmp_path, random_i3d):
     """`detect video` = extract with the checkpoint's feature layout (streams, window, stride, fps) +
     `detect run` on those files."""
     from extract.streams import RGBStream
-    from detect.video import detect_videos
     from tests.videos import make_video
 
     features, ann, _ = detection_dataset(tmp_path / "train", videos=3, num_snippets=(20, 30), dim_per_stream=1024,
@@ -555,7 +597,6 @@ def test_detect_video_extracts_like_training_and_detects(tmp_path, random_i3d):
     results, failed = detect_videos([tmp_path / "clips"], ckpt, tmp_path / "pred.json", features_dir=tmp_path / "feats",
                                     device="cpu", extract_streams=streams, progress=False)
     assert not failed and set(results) == {"a", "b"}
-    from extract.features import read_features
     ff = read_features(tmp_path / "feats" / "a.h5")
     assert (ff.fps, ff.window, ff.stride, ff.streams) == (FPS, WINDOW, STRIDE, ("rgb",))   # the training layout
     assert ff.num_frames == math.ceil(60 / 25 * FPS)
@@ -567,13 +608,11 @@ def test_detect_video_extracts_like_training_and_detects(tmp_path, random_i3d):
 def test_detect_video_refuses_refactored_layouts(dataset, tmp_path):
     features, ann, _ = dataset
     refactored = tmp_path / "refactored"
-    from extract.features import read_features
     for path in sorted(features.glob("*.h5")):
         f = read_features(path).features
         write_features(refactored / path.name, {"action": f[:, :8], "cooccurrence": f[:, 8:]})
     model, meta = train_detector(refactored, ann, SMALL, TrainConfig(epochs=0))
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
-    from detect.video import detect_videos
     with pytest.raises(DetectorError, match="not extracted from video"):
         detect_videos([tmp_path], ckpt)
 
@@ -592,15 +631,16 @@ def test_run_skips_unreadable_files_and_lists_them(dataset, trained, tmp_path):
     assert "broken.h5" in proc.stderr and "rgb_only.h5" in proc.stderr and "'flow'" in proc.stderr
     written = json.loads((tmp_path / "p.json").read_text())["results"]
     assert set(written) == {"video_000", "video_001"}
-    assert written == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, features, video_ids=set(written)).items()}
+    rerun = run_detector(ckpt, features, video_ids=set(written))
+    assert written == {k: [d.to_json() for d in v] for k, v in rerun.items()}
 
 
 def test_rescale_features_hand_values_and_axis():
-    from detect.data import rescale_features
 
     f = np.array([[0.0], [10.0], [20.0], [30.0]], dtype=np.float32)
     # L = 2: parts [-0.5, 1.5] and [1.5, 3.5], 4 points each (at -0.25, 0.25, 0.75, 1.25; clamped below 0)
-    np.testing.assert_allclose(rescale_features(f, 2)[:, 0], [(0 + 2.5 + 7.5 + 12.5) / 4, (17.5 + 22.5 + 27.5 + 30) / 4])
+    np.testing.assert_allclose(rescale_features(f, 2)[:, 0],
+                               [(0 + 2.5 + 7.5 + 12.5) / 4, (17.5 + 22.5 + 27.5 + 30) / 4])
     np.testing.assert_allclose(rescale_features(f[:1], 5)[:, 0], np.zeros(5))                # one snippet: constant
     ramp = np.arange(300, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], dtype=np.float32)
     out = rescale_features(ramp, 100)                                                         # part j centred at 3j + 1
@@ -615,7 +655,8 @@ def test_rescale_features_hand_values_and_axis():
 def test_temporal_scale_end_to_end(dataset, tmp_path):
     """ActivityNet-style rescaling to 64 positions a video: the detector still finds every instance."""
     features, ann, _ = dataset
-    cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=64, temporal_scale=64)
+    cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=64,
+                         temporal_scale=64)
     model, meta = train_detector(features, ann, cfg, TrainConfig(epochs=30, window=64, batch_size=8))
     assert meta["num_windows"] == 6                                                   # one window a video
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
@@ -661,8 +702,6 @@ def test_cli_train_resumes_and_cleans_up(dataset, tmp_path):
 
 
 def test_figures(dataset, trained, tmp_path):
-    from detect.infer import boundary_probabilities
-    from detect.plots import plot_boundaries, plot_history
 
     features, ann, db = dataset
     model, meta, ckpt = trained
@@ -670,7 +709,6 @@ def test_figures(dataset, trained, tmp_path):
     left = fig.axes[0]
     assert [line.get_label() for line in left.lines] == ["loss", "proposal", "detection"]
     np.testing.assert_allclose(left.lines[0].get_ydata(), [h["loss"] for h in meta["history"]])
-    from extract.features import read_features
     ff = read_features(features / "video_000.h5")
     probs = boundary_probabilities(model, ff.features)
     assert probs.shape == (3, len(ff.features)) and probs.min() >= 0 and probs.max() <= 1
@@ -682,7 +720,8 @@ def test_figures(dataset, trained, tmp_path):
     proc = run_cli("run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.json"),
                    "--plot", str(tmp_path / "figs"), "--plot-videos", "video_001,video_002", "--annotations", str(ann))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["boundaries_video_001.png", "boundaries_video_002.png"]
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["boundaries_video_001.png",
+                                                                     "boundaries_video_002.png"]
 
 
 def _torchrun(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -730,13 +769,14 @@ def test_detect_video_cli_with_real_weights(weights_root, tmp_path):
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
     video = make_video(tmp_path / "clip.mp4", 50, width=96, height=80, fps=25)
     proc = run_cli("video", str(video), str(tmp_path / "missing.mp4"), "--checkpoint", str(ckpt), "--out",
-                   str(tmp_path / "pred.json"), "--weights-dir", str(weights_root), "--features-out", str(tmp_path / "f"),
-                   "--device", "cpu", "--top-k", "5")
+                   str(tmp_path / "pred.json"), "--weights-dir", str(weights_root), "--features-out",
+                   str(tmp_path / "f"), "--device", "cpu", "--top-k", "5")
     assert proc.returncode == 1 and "missing.mp4" in proc.stderr, proc.stderr          # one bad input: listed, exit 1
     results = json.loads((tmp_path / "pred.json").read_text())["results"]
     assert list(results) == ["clip"] and 0 < len(results["clip"]) <= 5
     assert all(0 <= d["segment"][0] <= d["segment"][1] <= 50 / 25 + 1e-6 for d in results["clip"])
-    assert results == {k: [d.to_json() for d in v] for k, v in run_detector(ckpt, tmp_path / "f", config=InferenceConfig(top_k=5)).items()}
+    rerun = run_detector(ckpt, tmp_path / "f", config=InferenceConfig(top_k=5))
+    assert results == {k: [d.to_json() for d in v] for k, v in rerun.items()}
 
 
 def test_segments_annotated_twice_train_both_classes():
@@ -769,7 +809,6 @@ def test_real_thumos14_annotations(shared_data, tmp_path):
     """The real THUMOS14 annotation file (a bare video mapping, 30 fps, stride 4 windows, instances
     from 0.2 s to minutes, CliffDiving annotated twice) with synthetic features built from it: the
     detector learns them, including Diving on the doubly annotated segments."""
-    from tests.featfiles import features_for_annotations
 
     database = json.loads((shared_data / "thumos14" / "thumos14.json").read_text())
     shortest = sorted((v["duration"], k) for k, v in database.items() if v["subset"] == "validation")[:6]
@@ -780,7 +819,8 @@ def test_real_thumos14_annotations(shared_data, tmp_path):
     gt.write_text(json.dumps({k: database[k] for k in ids}))
     cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=200)
     model, meta = train_detector(features, gt, cfg, TrainConfig(epochs=20, window=256, batch_size=8))
-    assert meta["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": 16, "stride": 4, "fps": 30.0}
+    assert meta["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": 16, "stride": 4,
+                                           "fps": 30.0}
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
     run_detector(ckpt, features, tmp_path / "pred.json", subset="validation")
     result = evaluate(gt, tmp_path / "pred.json")

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection, interpolated_ap, segment_iou
+from evaluate.proposals import average_recall_vs_an
+from evaluate.quality import proposal_quality
 
 REPO = Path(__file__).resolve().parents[1]
 THUMOS_TIOU = np.array([0.3, 0.4, 0.5, 0.6, 0.7])
@@ -141,7 +143,8 @@ def test_hand_computed_two_videos():
 def test_duplicate_ground_truths_need_one_prediction_each():
     gt = db(v=[((0, 10), "A"), ((0, 10), "A")])
     one = run(gt, {"v": [{"label": "A", "score": 1.0, "segment": [0, 10]}]})
-    two = run(gt, {"v": [{"label": "A", "score": 1.0, "segment": [0, 10]}, {"label": "A", "score": 0.5, "segment": [0, 10]}]})
+    two = run(gt, {"v": [{"label": "A", "score": 1.0, "segment": [0, 10]},
+                         {"label": "A", "score": 0.5, "segment": [0, 10]}]})
     np.testing.assert_allclose(one.ap, 0.5)      # recall 1/2 at precision 1
     np.testing.assert_allclose(two.ap, 1.0)
 
@@ -185,7 +188,8 @@ def test_edge_cases_policies():
     # unknown label: clear error by default, dropped on request
     with pytest.raises(EvaluationInputError, match="not a ground-truth class"):
         run(gt, {"v": [{"label": "C", "score": 1.0, "segment": [0, 1]}]})
-    res = run(gt, {"v": [{"label": "C", "score": 1.0, "segment": [0, 1]}, {"label": "A", "score": 0.5, "segment": [0, 10]}]},
+    res = run(gt, {"v": [{"label": "C", "score": 1.0, "segment": [0, 1]},
+                         {"label": "A", "score": 0.5, "segment": [0, 10]}]},
               unknown_labels="ignore")
     assert res.ap[0, 0] == 1.0
     for bad, msg in [({"label": "A", "score": float("nan"), "segment": [0, 1]}, "not finite"),
@@ -236,7 +240,8 @@ def problems(draw):
 
 
 @settings(max_examples=250, deadline=None)
-@given(problems(), st.lists(st.sampled_from([0.1, 0.25, 0.3, 0.5, 0.7, 0.95, 1.0]), min_size=1, max_size=4, unique=True))
+@given(problems(),
+       st.lists(st.sampled_from([0.1, 0.25, 0.3, 0.5, 0.7, 0.95, 1.0]), min_size=1, max_size=4, unique=True))
 def test_matches_oracle(problem, thresholds):
     gt, results = problem
     res = run(gt, results, thresholds=np.array(thresholds))
@@ -305,7 +310,8 @@ def thumos(shared_data):
 
 
 def thumos_predictions(data: dict, transform) -> dict:
-    return {"results": {vid: [transform(a) for a in e["annotations"]] for vid, e in data.items() if e["subset"] == "test"}}
+    return {"results": {vid: [transform(a) for a in e["annotations"]]
+                        for vid, e in data.items() if e["subset"] == "test"}}
 
 
 def test_thumos14_perfect_shifted_relabelled(thumos):
@@ -356,7 +362,8 @@ def test_thumos14_sized_random_input_matches_oracle_on_a_sample(thumos):
     for vid, e in sample.items():
         s = rng.uniform(0, e["duration"], 60)
         results[vid] = [{"label": classes[int(c)], "score": float(p), "segment": [float(a), float(a + l)]}
-                        for a, l, c, p in zip(s, rng.uniform(1, 20, 60), rng.integers(0, len(classes), 60), rng.random(60))]
+                        for a, l, c, p in zip(s, rng.uniform(1, 20, 60), rng.integers(0, len(classes), 60),
+                                              rng.random(60))]
     res = run(sample, results)
     names, expected = oracle_ap(sample, results, "test", THUMOS_TIOU)
     assert res.classes == names
@@ -370,7 +377,8 @@ def test_thumos14_sized_random_input_matches_oracle_on_a_sample(thumos):
 
 def test_cli_matches_api_and_writes_result(tmp_path):
     gt = db(v1=[((10, 20), "A"), ((30, 40), "A")], v2=[((0, 10), "A"), ((5, 15), "B")])
-    results = {"v1": [{"label": "A", "score": 0.9, "segment": [10, 20]}, {"label": "A", "score": 0.5, "segment": [30, 38]}],
+    results = {"v1": [{"label": "A", "score": 0.9, "segment": [10, 20]},
+                      {"label": "A", "score": 0.5, "segment": [30, 38]}],
                "v2": [{"label": "B", "score": 0.6, "segment": [5, 10]}]}
     (tmp_path / "gt.json").write_text(json.dumps({"database": gt}))
     (tmp_path / "pred.json").write_text(json.dumps({"version": "x", "results": results, "external_data": {}}))
@@ -392,8 +400,6 @@ def test_cli_matches_api_and_writes_result(tmp_path):
 
 def test_cli_proposals_quality_and_plots(tmp_path, thumos):
     """Every subcommand on the real THUMOS14 ground truth, against the Python API; figures written."""
-    from evaluate.proposals import average_recall_vs_an
-    from evaluate.quality import proposal_quality
 
     path, data = thumos
     perfect = thumos_predictions(data, lambda a: {"label": a["label"], "score": 1.0, "segment": a["segment"]})
@@ -410,8 +416,9 @@ def test_cli_proposals_quality_and_plots(tmp_path, thumos):
         "map_vs_tiou.png", "per_class_ap.png", "timeline_video_test_0000004.png"]
 
     out = tmp_path / "proposals.json"
-    prop = subprocess.run(base + ["proposals", *common, "--proposals", str(tmp_path / "pred.json"), "--tiou", "0.5:1.0:0.05",
-                                  "--an", "1,5,10", "--out", str(out), "--plot", str(tmp_path / "figs")],
+    prop = subprocess.run(base + ["proposals", *common, "--proposals", str(tmp_path / "pred.json"),
+                                  "--tiou", "0.5:1.0:0.05", "--an", "1,5,10", "--out", str(out),
+                                  "--plot", str(tmp_path / "figs")],
                           cwd=REPO, capture_output=True, text=True)
     assert prop.returncode == 0, prop.stderr
     gt = load_ground_truth(path, "test")

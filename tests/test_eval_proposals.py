@@ -207,7 +207,8 @@ def test_hand_computed_one_video_capped():
 def test_hand_computed_video_without_proposals_and_unknown_video():
     """Video w has 2 instances and no proposals; unknown video u's 2 proposals count in P."""
     gt_db, results = one_video()
-    gt_db["w"] = {"subset": "test", "annotations": [{"segment": [0, 1], "label": "x"}, {"segment": [2, 3], "label": "x"}]}
+    gt_db["w"] = {"subset": "test",
+                  "annotations": [{"segment": [0, 1], "label": "x"}, {"segment": [2, 3], "label": "x"}]}
     results["u"] = [{"segment": [0, 1], "score": 1.0}, {"segment": [0, 2], "score": 1.0}]
     res = run(gt_db, results, [0.5])
     # P = 6, V = 2: max 3 per video, ratio 1, total_nr = 4 (v only), pcn = j/100 * 6/4,

@@ -88,7 +88,8 @@ def test_top_k_per_video():
 
 
 def test_top_k_ties_keep_file_order():
-    gt = load_ground_truth({"database": {"v": {"subset": "test", "annotations": [{"segment": [0, 1], "label": "a"}]}}}, "test")
+    gt = load_ground_truth({"database": {"v": {"subset": "test", "annotations": [{"segment": [0, 1], "label": "a"}]}}},
+                           "test")
     pred = load_predictions({"results": {"v": [{"segment": [0, 1], "label": "a", "score": 0.5}] * 3}}, gt)
     assert top_k_per_video(pred, 2).tolist() == [0, 1]
 
@@ -156,7 +157,8 @@ def problems(draw):
     for v in range(draw(st.integers(1, 4))):
         anns = [{"segment": draw(segment), "label": draw(label)} for _ in range(draw(st.integers(0, 5)))]
         gt_db[f"v{v}"] = {"subset": "test", "annotations": anns}
-        results[f"v{v}"] = [{"segment": draw(segment), "label": draw(label), "score": draw(st.sampled_from([0.1, 0.5, 0.9]))}
+        results[f"v{v}"] = [{"segment": draw(segment), "label": draw(label),
+                             "score": draw(st.sampled_from([0.1, 0.5, 0.9]))}
                             for _ in range(draw(st.integers(0, 8)))]
     # every predicted label a ground-truth class; three instances with the same segment (ties)
     gt_db["v0"]["annotations"] += [{"segment": [0.0, 3.0], "label": c} for c in "abc"]

@@ -15,9 +15,12 @@ import pytest
 import torch
 
 from extract import ExtractConfig, extract_videos, read_features
-from extract.pipeline import RGBStream
+from extract.pipeline import RGBStream, build_streams
+from extract.streams import FlowStream, input_geometry
 from extract.transforms import resize_crop, to_unit_range
+from tests.models import record_inputs, with_transform
 from tests.videos import make_audio_only, make_video, truncate
+from weights import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(short_side=64, crop=64)   # 64x64 crops keep the tests fast; the arithmetic is the same
@@ -29,16 +32,23 @@ def all_frames(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def expected_features(model, frames: np.ndarray, window: int, stride: int, short_side: int, crop: int) -> np.ndarray:
+def expected_features(model, frames: np.ndarray, window: int, stride: int, short_side: int, crop: int,
+                      value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Snippet features computed directly from CONVENTIONS.md: snippet i = frames [i*stride, i*stride+window),
-    padded with the last frame, as many snippets as needed to cover every frame."""
+    padded with the last frame, as many snippets as needed to cover every frame; pixels scaled to [-1, 1], or
+    linearly onto ``value_range``."""
     n = len(frames)
     count = max(1, -(-(n - window) // stride) + 1)
     prepared = resize_crop(frames, short_side, crop)
     out = []
     for i in range(count):
         idx = np.minimum(np.arange(i * stride, i * stride + window), n - 1)
-        x = to_unit_range(prepared[idx]).permute(1, 0, 2, 3)[None]
+        if value_range is None:
+            x = to_unit_range(prepared[idx])
+        else:
+            low, high = value_range
+            x = prepared[idx].double() * (high - low) / 255 + low
+        x = x.float().permute(1, 0, 2, 3)[None]
         with torch.no_grad():
             out.append(model(x).features[0].numpy())
     return np.stack(out)
@@ -97,7 +107,8 @@ def test_tail_snippet_is_padded(tmp_path, tiny_stream):
 def test_fps_resampling_and_odd_size(tmp_path, tiny_stream):
     model, streams = tiny_stream
     video = make_video(tmp_path / "odd.mp4", 50, width=175, height=97)  # 2 s at 25 fps
-    extract_videos([video], tmp_path, ExtractConfig(fps=10, window=8, stride=4, **SMALL), streams=streams, progress=False)
+    extract_videos([video], tmp_path, ExtractConfig(fps=10, window=8, stride=4, **SMALL), streams=streams,
+                   progress=False)
     ff = read_features(tmp_path / "odd.h5")
     assert ff.fps == 10 and ff.num_frames == 20                     # frames at 0, 0.1, ..., 1.9 s
     frames = all_frames(video)[np.arange(20) * 25 // 10]            # frame shown at k / 10 s
@@ -145,7 +156,8 @@ def test_bad_inputs_are_reported_and_others_finish(tmp_path, tiny_stream):
     truncate(make_video(tmp_path / "full.mp4", 60), src / "truncated.mp4")
     truncate(make_video(tmp_path / "fs.mp4", 60, faststart=True), src / "truncated_fs.mp4")
     out = tmp_path / "out"
-    report = extract_videos([src, tmp_path / "missing.mp4"], out, ExtractConfig(**SMALL), streams=streams, progress=False)
+    report = extract_videos([src, tmp_path / "missing.mp4"], out, ExtractConfig(**SMALL), streams=streams,
+                            progress=False)
     assert report.written == [out / "good.h5"]
     failed = {p.name: reason for p, reason in report.failed.items()}
     assert set(failed) == {"empty.mp4", "garbage.mp4", "audio.mp4", "truncated.mp4", "truncated_fs.mp4", "missing.mp4"}
@@ -165,14 +177,16 @@ def test_duplicate_video_ids_are_refused(tmp_path, tiny_stream):
     report = extract_videos([tmp_path / "x", tmp_path / "y"], tmp_path / "out", ExtractConfig(**SMALL),
                             streams=streams, progress=False)
     assert report.written == [tmp_path / "out" / "same.h5"]
-    assert list(report.failed) == [tmp_path / "y" / "same.mp4"] and "repeats" in report.failed[tmp_path / "y" / "same.mp4"]
+    second = tmp_path / "y" / "same.mp4"
+    assert list(report.failed) == [second] and "repeats" in report.failed[second]
 
 
 def test_backends_agree(tmp_path, tiny_stream):
     _, streams = tiny_stream
     video = make_video(tmp_path / "v.mp4", 30)
     for backend in ("decord", "pyav"):
-        extract_videos([video], tmp_path / backend, ExtractConfig(backend=backend, **SMALL), streams=streams, progress=False)
+        extract_videos([video], tmp_path / backend, ExtractConfig(backend=backend, **SMALL), streams=streams,
+                       progress=False)
     a, b = (read_features(tmp_path / k / "v.h5") for k in ("decord", "pyav"))
     np.testing.assert_array_equal(a.features, b.features)
     assert a.attrs["decoder"] == "decord" and b.attrs["decoder"] == "pyav"
@@ -183,6 +197,62 @@ def test_invalid_config_values():
         with pytest.raises(ValueError):
             ExtractConfig(**bad)
     assert ExtractConfig(streams=("flow", "rgb")).streams == ("rgb", "flow")
+
+
+def test_a_model_without_spec_gets_its_streams_registry_default(random_i3d):
+    cpu = torch.device("cpu")
+    rgb, flow = RGBStream(random_i3d(), cpu, None), FlowStream(random_i3d(2), cpu, None)
+    assert rgb.spec == get_spec("rgb") and flow.spec == get_spec("flow")
+    assert flow.flow_bound == 20.0
+    assert input_geometry([rgb, flow]) == (256, 224)
+    assert input_geometry([rgb], 64, 64) == (64, 64)
+
+
+def test_rgb_input_follows_the_weights_spec(tmp_path, random_i3d):
+    """Weights whose spec asks for short side 64, crop 48 and values in [0, 1]: the default configuration
+    prepares exactly that input (and the file says so); an explicit crop still overrides the spec's."""
+    model = with_transform(random_i3d(), "rgb", short_side=64, crop=48, value_range=(0.0, 1.0))
+    seen = record_inputs(model)
+    video = make_video(tmp_path / "clip.mp4", 20, width=80, height=48)
+    frames = all_frames(video)
+    snippets = [np.minimum(np.arange(s, s + 16), 19) for s in (0, 16)]
+
+    def expected_input(crop: int) -> torch.Tensor:
+        prepared = resize_crop(frames, 64, crop).double() / 255                    # [0, 1], not [-1, 1]
+        return torch.stack([prepared[idx].permute(1, 0, 2, 3) for idx in snippets]).float()
+
+    config = ExtractConfig(device="cpu", batch_size=2)
+    report = extract_videos([video], tmp_path / "spec", config, streams=build_streams(config, models={"rgb": model}),
+                            progress=False)
+    assert report.ok, report.failed
+    x = torch.cat(seen)
+    assert x.shape == (2, 3, 16, 48, 48)
+    torch.testing.assert_close(x, expected_input(48), rtol=0, atol=1e-6)
+    assert x.min() >= 0 and x.max() <= 1
+    ff = read_features(tmp_path / "spec" / "clip.h5")
+    assert ff.attrs["resize"] == "short side 64 bilinear (antialiased), centre crop 48"
+    expected = expected_features(model, frames, 16, 16, 64, 48, value_range=(0.0, 1.0))
+    np.testing.assert_allclose(ff.features, expected, rtol=1e-4, atol=1e-5)
+
+    seen.clear()
+    config = ExtractConfig(device="cpu", crop=32)
+    extract_videos([video], tmp_path / "override", config, streams=build_streams(config, models={"rgb": model}),
+                   progress=False)
+    torch.testing.assert_close(torch.cat(seen), expected_input(32), rtol=0, atol=1e-6)
+    ff = read_features(tmp_path / "override" / "clip.h5")
+    assert ff.attrs["resize"] == "short side 64 bilinear (antialiased), centre crop 32"
+
+
+def test_streams_whose_specs_disagree_need_an_explicit_geometry(random_i3d):
+    models = {"rgb": with_transform(random_i3d(), "rgb", short_side=64, crop=48), "flow": random_i3d(2)}
+    with pytest.raises(ValueError, match="short sides"):
+        build_streams(ExtractConfig(streams=("rgb", "flow"), device="cpu"), models=models)
+    with pytest.raises(ValueError, match="crops"):
+        build_streams(ExtractConfig(streams=("rgb", "flow"), device="cpu", short_side=64), models=models)
+    streams = build_streams(ExtractConfig(streams=("rgb", "flow"), device="cpu", short_side=64, crop=48), models=models)
+    assert [s.crop for s in streams] == [48, 48] and input_geometry(streams, 64, 48) == (64, 48)
+    with pytest.raises(ValueError, match="larger than short_side"):
+        build_streams(ExtractConfig(device="cpu", crop=100), models={"rgb": models["rgb"]})
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -200,7 +270,8 @@ def test_cli_matches_python_api_on_real_weights(tmp_path, weights_root, rgb_mode
     assert proc.returncode == 1, proc.stderr
     assert "bad.mp4" in proc.stderr and "empty" in proc.stderr
     assert "1 written" in proc.stdout and "1 failed" in proc.stdout
-    api = extract_videos([video], tmp_path / "api", ExtractConfig(device="cpu"), weights_root=weights_root, progress=False)
+    api = extract_videos([video], tmp_path / "api", ExtractConfig(device="cpu"), weights_root=weights_root,
+                         progress=False)
     assert api.ok
     cli_ff, api_ff = read_features(tmp_path / "cli" / "clip.h5"), read_features(tmp_path / "api" / "clip.h5")
     np.testing.assert_allclose(cli_ff.features, api_ff.features, rtol=0, atol=1e-6)
@@ -227,7 +298,8 @@ def test_real_sample_video(tmp_path, weights_root, rgb_model):
     from extract.samples import fetch_samples
 
     (video,) = fetch_samples(("bikes.mp4",), tmp_path / "samples")
-    report = extract_videos([video], tmp_path / "out", ExtractConfig(stride=16), weights_root=weights_root, progress=False)
+    report = extract_videos([video], tmp_path / "out", ExtractConfig(stride=16), weights_root=weights_root,
+                            progress=False)
     assert report.ok
     ff = read_features(tmp_path / "out" / "bikes.h5")
     assert ff.features.shape == (16, 1024) and ff.num_frames == 250 and ff.duration == pytest.approx(10.0)
@@ -260,13 +332,15 @@ class CountingReader:
 
 def test_decoding_runs_a_bounded_distance_ahead_of_the_model():
     """On a long video the decoder never gets more than a few batches ahead: memory is bounded."""
-    from extract.pipeline import _Prefetcher, snippet_batches
-    from extract.snippets import SnippetPlan
     import time
+
+    from extract.pipeline import snippet_batches
+    from extract.prefetch import Prefetcher
+    from extract.snippets import SnippetPlan
 
     reader = CountingReader(3000)
     plan = SnippetPlan(3000, window=16, stride=4)
-    batches = _Prefetcher(snippet_batches(reader, plan, np.arange(3000), batch_size=4, short_side=32, crop=32), size=2)
+    batches = Prefetcher(snippet_batches(reader, plan, np.arange(3000), batch_size=4, short_side=32, crop=32), size=2)
     worst = 0
     seen = []
     for first, frames, ids in batches:

@@ -19,7 +19,7 @@ from extract.flow import (centered_gradient, divergence, forward_gradient, media
 try:
     import cv2
 
-    cv2.optflow.DualTVL1OpticalFlow_create
+    cv2.optflow.DualTVL1OpticalFlow_create  # noqa: B018 - the contrib module must be there
 except (ImportError, AttributeError):  # pragma: no cover - depends on the environment
     cv2 = None
 

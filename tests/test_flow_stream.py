@@ -17,6 +17,7 @@ from extract import ExtractConfig, extract_videos, read_features
 from extract.flow import rgb_to_gray, tvl1
 from extract.streams import FlowStream, RGBStream
 from extract.transforms import center_crop, resize_crop
+from tests.models import record_inputs, with_transform
 from tests.videos import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ FAST = dict(nscales=2, warps=2, outer_iterations=2, inner_iterations=5)   # smal
 try:
     import cv2
 
-    cv2.optflow.DualTVL1OpticalFlow_create
+    cv2.optflow.DualTVL1OpticalFlow_create  # noqa: B018 - the contrib module must be there
 except (ImportError, AttributeError):  # pragma: no cover
     cv2 = None
 
@@ -35,15 +36,17 @@ def decode(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def expected_flow_input(frames: np.ndarray, window: int, stride: int, short_side: int, crop: int, **params) -> torch.Tensor:
-    """(T, 2, window, crop, crop) flow input computed directly from the definition."""
+def expected_flow_input(frames: np.ndarray, window: int, stride: int, short_side: int, crop: int, bound: float = 20.0,
+                        **params) -> torch.Tensor:
+    """(T, 2, window, crop, crop) flow input computed directly from the definition (flow truncated to
+    [-bound, bound] pixels, divided by bound)."""
     n = len(frames)
     count = max(1, -(-(n - window) // stride) + 1)
     gray = rgb_to_gray(resize_crop(frames, short_side, None).permute(0, 2, 3, 1))     # whole resized frames
     snippets = []
     for i in range(count):
         idx = np.minimum(np.arange(i * stride, i * stride + window + 1), n - 1)
-        f = tvl1(gray[idx[:-1]], gray[idx[1:]], **params).clamp(-20, 20) / 20
+        f = tvl1(gray[idx[:-1]], gray[idx[1:]], **params).clamp(-bound, bound) / bound
         snippets.append(center_crop(f, crop).permute(1, 0, 2, 3))
     return torch.stack(snippets)
 
@@ -65,6 +68,37 @@ def test_two_stream_file_matches_direct_computation(tmp_path, random_i3d, stride
         expected = flow_model(x).features.numpy()
     assert ff.features.shape[0] == len(expected) == (2 if stride == 16 else 5)
     np.testing.assert_allclose(ff.features[:, 1024:], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bound, value_range", [(4.0, (-1.0, 1.0)), (20.0, (0.0, 1.0))])
+def test_flow_input_follows_the_weights_spec(tmp_path, random_i3d, bound, value_range):
+    """Weights whose spec truncates flow at another bound, or scales it onto another range: the flow I3D
+    sees exactly that input (the square moves 7 px a frame, so a 4 px bound clips it), and the file
+    records the bound."""
+    video = make_video(tmp_path / "clip.mp4", 20, width=80, height=48)
+    model = with_transform(random_i3d(2, seed=1), "flow", flow_bound=bound, value_range=value_range)
+    seen = record_inputs(model)
+    cpu = torch.device("cpu")
+    cfg = ExtractConfig(streams=("flow",), short_side=64, crop=64, batch_size=2)
+    report = extract_videos([video], tmp_path / "out", cfg, streams=[FlowStream(model, cpu, None, crop=64, **FAST)],
+                            progress=False)
+    assert report.ok, report.failed
+    ff = read_features(tmp_path / "out" / "clip.h5")
+    assert ff.streams == ("flow",) and ff.attrs["flow_bound"] == bound
+    unit = expected_flow_input(decode(video), 16, 16, 64, 64, bound=bound, **FAST)        # in [-1, 1]
+    low, high = value_range
+    expected = low + (unit + 1) * (high - low) / 2
+    x = torch.cat(seen)
+    torch.testing.assert_close(x, expected, rtol=0, atol=1e-5)
+    default = expected_flow_input(decode(video), 16, 16, 64, 64, **FAST)                   # bound 20, [-1, 1]
+    assert (x - default).abs().max() > 0.1                                                 # what the spec changed
+    with torch.no_grad():
+        np.testing.assert_allclose(ff.features, model(expected).features.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_flow_stream_needs_a_flow_bound(random_i3d):
+    with pytest.raises(ValueError, match="flow bound"):
+        FlowStream(with_transform(random_i3d(2), "flow", flow_bound=None), torch.device("cpu"), None)
 
 
 def test_flow_of_a_still_video_is_zero(tmp_path, random_i3d):

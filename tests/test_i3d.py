@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extract.i3d import MaxPool3dSame, Unit3D, same_padding
+from extract.i3d import I3D, MaxPool3dSame, Unit3D, map_size, same_padding
 
 REFERENCE = Path(__file__).parent / "data" / "jax_i3d_cricket.npz"
 
@@ -168,3 +168,10 @@ def test_cricket_clip_top1(rgb_model, cricket, shared_data):
     assert prob[top] > 0.95
     # measured: logit 17.6404, p = 0.98856 (DeepMind's lossless .npy gives 25.857; the GIF is palette-quantized)
     assert out.logits[0, top].item() == pytest.approx(17.6404, abs=1e-3)
+
+
+@pytest.mark.parametrize("side", [96, 112, 160, 224])
+def test_map_size_matches_the_model(side):
+    with torch.no_grad():
+        out = I3D().eval()(torch.zeros(1, 3, 16, side, side))
+    assert out.spatial.shape[-2:] == (map_size(side), map_size(side))

@@ -18,7 +18,8 @@ def test_readme_opens_with_two_setup_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == [setup_commands()[1]]
 
 

@@ -471,6 +471,37 @@ def test_checkpoint_format_version_checked(trained, tmp_path):
         load_refactor(tmp_path / "missing.pt")
 
 
+def test_checkpoint_kind(trained, tmp_path):
+    ckpt = torch.load(trained[3], weights_only=True)
+    assert ckpt["kind"] == "refactor" and ckpt["format_version"] == 1
+    ckpt["kind"] = "detector"
+    torch.save(ckpt, tmp_path / "det.pt")
+    with pytest.raises(RefactorError, match="is not a RefactorNet checkpoint \\(its kind is 'detector'"):
+        load_refactor(tmp_path / "det.pt")
+
+
+def test_kindless_checkpoint_of_the_old_layout_loads(trained, dataset, tmp_path):
+    """Checkpoints written before kinds existed: the same entries, no ``kind``, saved by ``torch.save``."""
+    pairs, model, history, _ = trained
+    feature_dir, _ = dataset
+    old = {"format_version": 1, "config": asdict(model.config), "samples": asdict(SampleConfig()),
+           "train": asdict(TrainConfig(epochs=8, seed=1)),
+           "feature_layout": {"streams": list(pairs.streams), "dim": int(pairs.action.shape[1])},
+           "classes": pairs.classes, "num_pairs": int(len(pairs.similarity)), "history": history,
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    torch.save(old, tmp_path / "old.pt")
+    loaded, ckpt = load_refactor(tmp_path / "old.pt", in_dim=16)
+    assert "kind" not in ckpt and ckpt["classes"] == ["Jump", "Run", "Swim"]
+    x = torch.randn(2, 16, 5)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).features, model(x).features)
+    written = apply_refactor(tmp_path / "old.pt", feature_dir, tmp_path / "out", progress=False)
+    assert len(written) == 6
+    np.testing.assert_allclose(read_features(written[0]).features,
+                               model_on(model, read_features(feature_dir / written[0].name).features).features[0].T,
+                               rtol=1e-6, atol=1e-6)
+
+
 def test_apply_writes_model_outputs(trained, dataset, tmp_path):
     _, model, _, ckpt = trained
     feature_dir, _ = dataset
@@ -627,7 +658,8 @@ def test_nan_features(dataset, tmp_path, capsys):
         write_features(bad / p.name, split_streams(feats, ("rgb", "flow")))
     with pytest.raises(RefactorError, match="run_1: features contain NaN or inf"):
         build_pairs(bad, ann)
-    line = cli_error(capsys, "train", "--features", str(bad), "--annotations", str(ann), "--out", str(tmp_path / "x.pt"))
+    line = cli_error(capsys, "train", "--features", str(bad), "--annotations", str(ann), "--out",
+                     str(tmp_path / "x.pt"))
     assert "run_1: features contain NaN" in line
 
 
@@ -653,7 +685,8 @@ def test_apply_other_feature_layout(trained, tmp_path, capsys):
     write_features(wide / "v.h5", {"rgb": np.ones((5, 16)), "flow": np.ones((5, 16))})   # 32-d
     with pytest.raises(RefactorError, match="v.h5: 32-d features, the checkpoint expects 16"):
         apply_refactor(ckpt, wide, tmp_path / "out", progress=False)
-    line = cli_error(capsys, "apply", "--features", str(wide), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"))
+    line = cli_error(capsys, "apply", "--features", str(wide), "--checkpoint", str(ckpt), "--out",
+                     str(tmp_path / "out"))
     assert "32-d features, the checkpoint expects 16" in line
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.h5"))
 

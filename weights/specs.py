@@ -1,31 +1,45 @@
 """Declarative records of the pretrained I3D weights this project knows (timm-style).
 
 A :class:`WeightSpec` says where a checkpoint comes from, how to verify it (sha256), which layout
-it is in, what input it expects and what its classes are. The builder in :mod:`weights.hub`
-turns a spec into a loaded model.
+it is in, what input it expects and what its classes are. The spec is the single source of the
+preprocessing a checkpoint needs (as torchvision's ``Weights.transforms`` or timm's
+``pretrained_cfg``): :mod:`weights.hub` fetches and verifies the checkpoint it names, and
+:func:`extract.pretrained.load_i3d` builds the model and attaches the spec, from which the
+extraction streams read the short side, crop, value range and flow bound.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 __all__ = ["InputTransform", "WeightSpec", "REGISTRY", "DEFAULT_FOR_STREAM", "get_spec",
-           "kinetics400_classes", "STREAM_CHANNELS"]
+           "kinetics400_classes", "read_class_names", "STREAM_CHANNELS"]
 
 STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 
 
 @dataclass(frozen=True)
 class InputTransform:
-    """How frames must be prepared for the weights (DeepMind's Kinetics preprocessing)."""
+    """How frames must be prepared for the weights (DeepMind's Kinetics preprocessing).
+
+    Attributes:
+        fps: frame rate the weights were trained at (informative: extraction keeps each video's own
+            rate unless told otherwise).
+        short_side: resize the short side to this many pixels (bilinear, antialiased) ...
+        crop: ... then centre-crop a square of this many pixels: the I3D input is crop x crop.
+        value_range: (low, high) the input is scaled to: uint8 pixels ``p`` become
+            ``low + p * (high - low) / 255``; flow truncated to [-b, b] pixels becomes
+            ``low + (f + b) * (high - low) / (2 b)``.
+        flow_bound: flow stream: the truncation bound b in pixels (at ``short_side``); None for RGB.
+    """
 
     fps: float = 25.0
-    short_side: int = 256          # resize the short side to this (bilinear) ...
-    crop: int = 224                # ... then centre-crop a square of this size
+    short_side: int = 256
+    crop: int = 224
     value_range: tuple[float, float] = (-1.0, 1.0)
-    flow_bound: float | None = None  # flow stream: truncate to [-b, b] pixels, rescale to [-1, 1]
+    flow_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,8 @@ class WeightSpec:
         archive_sha256: sha256 of the downloaded archive (None for a plain file).
         sha256: sha256 of the checkpoint file itself; None when no trusted copy exists to pin
             (the hash seen is then recorded, not verified).
-        num_classes, class_names: the logits' classes (a text file shipped in this package).
+        num_classes, class_names: the logits' classes (a text file shipped in this package, one
+            name a line in index order; None when unknown, e.g. a user's fine-tuned checkpoint).
         transform: the input the weights expect.
         license: the checkpoint's license.
     """
@@ -54,13 +69,19 @@ class WeightSpec:
     member: str | None = None
     archive_sha256: str | None = None
     num_classes: int = 400
-    class_names: str = "kinetics400_labels.txt"
+    class_names: str | None = "kinetics400_labels.txt"
     transform: InputTransform = field(default_factory=InputTransform)
     license: str = ""
 
     @property
     def in_channels(self) -> int:
         return STREAM_CHANNELS[self.stream]
+
+    def classes(self) -> tuple[str, ...]:
+        """The logits' class names in index order (``num_classes`` of them)."""
+        if self.class_names is None:
+            raise LookupError(f"weights {self.id!r} carry no class names")
+        return read_class_names(self.class_names, self.num_classes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,11 +123,16 @@ def get_spec(name: str) -> WeightSpec:
     return REGISTRY[name]
 
 
-@lru_cache(maxsize=None)
+@cache
+def read_class_names(file: str, count: int) -> tuple[str, ...]:
+    """The class names in ``file`` (shipped in this package, one a line), checked to be ``count``."""
+    text = resources.files("weights").joinpath(file).read_text(encoding="utf-8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != count:
+        raise RuntimeError(f"{file} has {len(names)} names, expected {count}")
+    return names
+
+
 def kinetics400_classes() -> tuple[str, ...]:
     """The 400 Kinetics-400 class names in the logits' index order of DeepMind's I3D."""
-    text = resources.files("weights").joinpath("kinetics400_labels.txt").read_text(encoding="utf-8")
-    names = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if len(names) != 400:
-        raise RuntimeError(f"kinetics400_labels.txt has {len(names)} names, expected 400")
-    return names
+    return get_spec("rgb").classes()

@@ -1,0 +1,490 @@
+"""The whole mission as one cached run: raw videos and ground truth in, a RefactorNet detector,
+detections, a results table and figures out (``python -m detect fit``).
+
+Stages, each writing into the work folder ``WORK``:
+
+1. ``features``: I3D features of every annotated video found in ``--videos`` (``WORK/features``;
+   resumable video by video, as ``python -m extract``);
+2. ``refactor``: RefactorNet stage 1 on the training subset (``WORK/refactor.pt``);
+3. ``detector``: stage 2, the detector trained end to end with RefactorNet in front
+   (``WORK/detector.pt``; per-epoch state in ``WORK/detector.pt.state``, so an interrupted run
+   resumes at its last finished epoch);
+4. ``evaluate``: detections on the test subset (``WORK/predictions.json``) and their evaluation
+   (``WORK/result.json``, the RESULT layout of CONVENTIONS.md), printed as a table;
+5. ``figures``: loss curves, mAP against tIoU, timelines of a few test videos and CAM figures of
+   action and coupling samples (``WORK/figures``);
+6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
+   RefactorNet with L_A & L_C only (no KL), full RefactorNet (stage 3's model), action component
+   only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
+   table with average mAP, mAP per tIoU and Table 3's two columns (``WORK/ablation.json``).
+
+Caching: every stage has a key, the sha256 of its settings and of the keys of the stages it reads
+(the first stage: of the videos' names, sizes and modification times, the annotation file's
+content and the weights' identity). A stage whose outputs exist and whose record
+(``WORK/stages/<stage>.json``, written after its outputs) holds the same key is skipped; otherwise
+it runs again, and so does every stage after it that reads it. Outputs are written atomically, so
+killing the run at any point leaves finished work intact and nothing partial under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.annotations import default_subsets, load_ground_truth, read_database, same_subset
+from common.fileio import atomic_path
+from common.predictions import load_predictions
+from detect.checkpoint import load_detector, save_detector
+from detect.config import TrainConfig
+from detect.infer import run_detector
+from detect.model import DetectorConfig
+from detect.plots import plot_history
+from detect.train import train_detector
+from evaluate.data import parse_thresholds
+from evaluate.detection import DetectionResult, evaluate_detection
+from evaluate.plots import plot_map_vs_tiou, plot_timeline
+from evaluate.quality import proposal_quality
+from evaluate.report import detection_table, write_json
+from extract.pipeline import ExtractConfig, extract_videos
+from extract.video import VIDEO_EXTENSIONS
+from refactor.apply import apply_refactor
+from refactor.cam import draw_cams
+from refactor.model import RefactorConfig
+from refactor.pairs import build_pairs
+from refactor.samples import SampleConfig
+from refactor.train import TrainConfig as RefactorTrainConfig
+from refactor.train import save_checkpoint, train_refactor
+
+__all__ = ["ABLATION_VARIANTS", "FitConfig", "FitError", "FitReport", "ablation_table", "describe", "find_videos",
+           "fit", "stage_key"]
+
+STAGE_VERSION = 1
+ABLATION_VARIANTS = ("baseline", "deep", "no_kl", "refactor", "action_only", "stage1")
+VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
+                 "no_kl": "RefactorNet, L_A & L_C only", "refactor": "RefactorNet (full)",
+                 "action_only": "Action component only", "stage1": "Stage 1 only (frozen f')"}
+
+
+class FitError(ValueError):
+    """Unusable input for ``detect fit``; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that decides a fit's results (one default per field).
+
+    Attributes:
+        streams, fps, window, stride, short_side, crop, spatial: feature extraction (see
+            :class:`extract.pipeline.ExtractConfig`; ``short_side`` / ``crop`` None: the weights'
+            spec); ``spatial`` stores the Mixed_5c maps the CAM figures need.
+        train_subset, test_subset: None: the dataset's convention (:func:`default_subsets`).
+        refactor_epochs, detector_epochs, seed: training.
+        window_snippets: the detector's training window (snippets).
+        tiou: thresholds of the evaluation.
+        ablation: also train and evaluate the paper's comparisons.
+        figure_videos: test videos drawn as timelines and CAM figures.
+        device: "auto", "cpu", "cuda", "cuda:N" (extraction and training).
+    """
+
+    streams: tuple[str, ...] = ("rgb",)
+    fps: float | None = None
+    window: int = 16
+    stride: int = 16
+    short_side: int | None = None
+    crop: int | None = None
+    spatial: bool = True
+    train_subset: str | None = None
+    test_subset: str | None = None
+    refactor_epochs: int = 30
+    detector_epochs: int = 20
+    window_snippets: int = 256
+    seed: int = 0
+    tiou: str = "0.3:0.7:0.1"
+    ablation: bool = False
+    figure_videos: int = 3
+    device: str = "auto"
+
+
+@dataclass
+class FitReport:
+    """What a fit did: per stage whether it ran and its seconds, the results, and problems."""
+
+    ran: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    result: dict | None = None
+    ablation: dict | None = None
+    failed_videos: dict[str, str] = field(default_factory=dict)
+    missing_videos: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+
+def stage_key(name: str, payload: dict) -> str:
+    """sha256 of a stage's name and settings (JSON with sorted keys)."""
+    text = json.dumps({"stage": name, "version": STAGE_VERSION, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Stages:
+    """Records of finished stages in ``WORK/stages``."""
+
+    def __init__(self, work: Path, report: FitReport, log: Callable[[str], None]):
+        self.dir, self.report, self.log = work / "stages", report, log
+
+    def record(self, name: str) -> dict | None:
+        path = self.dir / f"{name}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None                     # a record is written atomically: this one is foreign, redo
+
+    def run(self, name: str, key: str, outputs: list[Path], build: Callable[[], dict | None]) -> dict:
+        """Run ``build`` unless the stage's outputs exist and its record holds ``key``; returns the
+        record's ``info`` (what ``build`` returned)."""
+        rec = self.record(name)
+        if rec is not None and rec.get("key") == key and all(p.exists() for p in outputs):
+            self.report.ran[name] = False
+            self.report.seconds[name] = rec.get("seconds", 0.0)
+            return rec.get("info") or {}
+        self.log(f"fit: {name} ...")
+        start = time.perf_counter()
+        info = build() or {}
+        seconds = time.perf_counter() - start
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.dir / f"{name}.json") as tmp:
+            tmp.write_text(json.dumps({"key": key, "seconds": seconds, "info": info}, indent=1, default=str))
+        self.report.ran[name] = True
+        self.report.seconds[name] = seconds
+        self.log(f"fit: {name} done in {seconds:.1f} s")
+        return info
+
+
+def find_videos(folder: str | os.PathLike, video_ids: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The video file of each id under ``folder`` (recursively, by extension; the id is the file name
+    without extension), and the ids without a file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FitError(f"--videos {folder} is not a folder")
+    found: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS:
+            found.setdefault(p.stem, p)
+    wanted = set(video_ids)
+    return {v: found[v] for v in video_ids if v in found}, sorted(wanted - set(found))
+
+
+def _fingerprint(paths: dict[str, Path]) -> list:
+    out = []
+    for vid, p in sorted(paths.items()):
+        st = p.stat()
+        out.append([vid, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _subsets(cfg: FitConfig, annotations: Path) -> tuple[str, str]:
+    train, test = default_subsets(annotations)
+    return cfg.train_subset or train, cfg.test_subset or test
+
+
+def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | os.PathLike,
+        cfg: FitConfig = FitConfig(), *, log: Callable[[str], None] | None = None,
+        progress: bool | None = None, extract_streams: list | None = None,
+        weights_root: str | os.PathLike | None = None) -> FitReport:
+    """Run (or resume, or skip) every stage; see the module docstring.
+
+    Args:
+        extract_streams: ready stream objects for extraction (tests; default: the weights' models).
+        weights_root: converted I3D weights folder (default: the cache).
+
+    Raises:
+        FitError: the videos, annotations or settings cannot be used (one line).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    work = Path(work)
+    annotations = Path(annotations)
+    if work.exists() and not work.is_dir():
+        raise FitError(f"--work {work} exists and is not a folder")
+    work.mkdir(parents=True, exist_ok=True)
+    report = FitReport()
+    stages = _Stages(work, report, log)
+    database = read_database(annotations)
+    train_subset, test_subset = _subsets(cfg, annotations)
+    subset_of = {v: e["subset"] for v, e in database.items()}
+    used = [v for v, s in subset_of.items() if same_subset(s, train_subset) or same_subset(s, test_subset)]
+    if not any(same_subset(s, train_subset) for s in subset_of.values()):
+        raise FitError(f"no video of the training subset {train_subset!r} in {annotations}")
+    paths, missing = find_videos(videos, used)
+    report.missing_videos = missing
+    if missing:
+        log(f"fit: warning: {len(missing)} annotated video(s) have no file in {videos} and are left out "
+            f"(e.g. {missing[0]})")
+    if not paths:
+        raise FitError(f"none of the {len(used)} annotated videos of subsets {train_subset}/{test_subset} "
+                       f"is in {videos}")
+    feats = work / "features"
+    ecfg = ExtractConfig(streams=cfg.streams, fps=cfg.fps, window=cfg.window, stride=cfg.stride,
+                         short_side=cfg.short_side, crop=cfg.crop, spatial=cfg.spatial, device=cfg.device)
+
+    # 1. features --------------------------------------------------------------------------------------------
+    feat_key = stage_key("features", {"extract": asdict(ecfg) | {"device": None},
+                                      "videos": _fingerprint(paths), "weights": _weights_identity(extract_streams)})
+
+    def extract() -> dict:
+        rec = stages.record("features")
+        if rec is not None and rec.get("key") != feat_key and feats.exists():
+            shutil.rmtree(feats)                 # made with other settings or videos: start over
+        failures: dict[str, str] = {}
+        result = extract_videos(sorted(paths.values()), feats, ecfg, streams=extract_streams,
+                                weights_root=weights_root, progress=progress,
+                                on_error=lambda p, why: failures.__setitem__(Path(p).stem, why))
+        if failures:
+            report.failed_videos.update(failures)
+            raise FitError(f"{len(failures)} video(s) failed to extract (the others are kept; rerun to retry): "
+                           + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())[:5]))
+        return {"videos": len(paths), "written": len(result.written)}
+
+    stages.run("features", feat_key, [feats], extract)
+
+    # 2.-4. the main model: RefactorNet stage 1, stage 2, detections and evaluation ------------------------
+    main = _Variant(work, feats, annotations, train_subset, test_subset, cfg, stages)
+    ref_key = main.stage1("refactor", feat_key)
+    det_key = main.detector("detector", ref_key, front="refactor")
+    report.result = main.evaluate("evaluate", det_key, work / "predictions.json", work / "result.json", log)
+    log(detection_table(_result_obj(report.result), per_class=True))
+
+    # 5. figures -------------------------------------------------------------------------------------------
+    fig_dir = work / "figures"
+    fig_key = stage_key("figures", {"detector": det_key, "evaluate": report.result["key"],
+                                    "videos": cfg.figure_videos})
+
+    def figures() -> dict:
+        return {"files": [str(p) for p in main.figures(fig_dir)]}
+
+    info = stages.run("figures", fig_key, [fig_dir], figures)
+    report.figures = [Path(p) for p in info.get("files", [])]
+
+    # 6. ablation ------------------------------------------------------------------------------------------
+    if cfg.ablation:
+        report.ablation = _ablation(work, feats, annotations, train_subset, test_subset, cfg, stages, feat_key,
+                                    ref_key, det_key, report.result, log)
+    return report
+
+
+def _weights_identity(streams: list | None) -> list:
+    """What identifies the extraction models: their weight records (or "custom")."""
+    if streams is None:
+        return ["registry defaults"]
+    return [getattr(getattr(s, "weights", None), "sha256", None) or "custom" for s in streams]
+
+
+def _result_obj(result: dict):
+    """A DetectionResult from RESULT.json contents (for the printed table)."""
+    classes = list(result["per_class_AP"])
+    ap = np.array([result["per_class_AP"][c] for c in classes]).T.reshape(len(result["tiou"]), len(classes))
+    return DetectionResult(thresholds=np.asarray(result["tiou"]), ap=ap, classes=classes)
+
+
+@dataclass
+class _Variant:
+    """One model's stages (stage 1, detector, evaluation) inside a folder of the work folder."""
+
+    root: Path
+    feats: Path
+    annotations: Path
+    train_subset: str
+    test_subset: str
+    cfg: FitConfig
+    stages: _Stages
+    prefix: str = ""
+
+    def _name(self, stage: str) -> str:
+        return f"{self.prefix}{stage}"
+
+    def stage1(self, stage: str, upstream: str, use_kl: bool = True, action_only: bool = False) -> str:
+        """Train RefactorNet stage 1 (the paper's model, or an ablation's switch) into ROOT/refactor.pt."""
+        out = self.root / "refactor.pt"
+        samples = SampleConfig()
+        train = RefactorTrainConfig(epochs=self.cfg.refactor_epochs, seed=self.cfg.seed, subset=self.train_subset,
+                                    device=_train_device(self.cfg.device))
+        switches = {"use_kl": use_kl, "action_only": action_only}
+        key = stage_key(self._name(stage), {"features": upstream, "samples": asdict(samples),
+                                            "train": asdict(train) | {"device": None}, "switches": switches})
+
+        def build() -> dict:
+            pairs = build_pairs(self.feats, self.annotations, self.train_subset, samples)
+            model_cfg = RefactorConfig(in_dim=pairs.action.shape[1], use_kl=use_kl, action_only=action_only)
+            model, history = train_refactor(pairs, model_cfg, train, progress=None)
+            save_checkpoint(out, model, pairs, samples, train, history)
+            return {"pairs": int(len(pairs.similarity)), "final_loss": history[-1]["loss"] if history else None}
+
+        self.stages.run(self._name(stage), key, [out], build)
+        return key
+
+    def detector(self, stage: str, upstream: str, front: str, features: Path | None = None) -> str:
+        """Train a detector (front "refactor", "deep" or "none") into ROOT/detector.pt, resumably."""
+        out = self.root / "detector.pt"
+        state = self.root / "detector.pt.state"
+        train = TrainConfig(epochs=self.cfg.detector_epochs, seed=self.cfg.seed, subset=self.train_subset,
+                            window=self.cfg.window_snippets, device=_train_device(self.cfg.device))
+        key = stage_key(self._name(stage), {"upstream": upstream, "front": front, "config": DetectorConfig().to_dict(),
+                                            "train": asdict(train) | {"device": None},
+                                            "features": str(features or "")})
+
+        def build() -> dict:
+            if _state_key(state) != key:            # no state, or one of other settings: start over
+                state.unlink(missing_ok=True)
+                _write_state_key(state, key)
+            ref = self.root / "refactor.pt" if front in ("refactor", "deep") else None
+            model, meta = train_detector(features or self.feats, self.annotations, DetectorConfig(), train,
+                                         refactor_checkpoint=ref, front=front, progress=None, state_path=state)
+            save_detector(out, model, meta)
+            return {"epochs": len(meta["history"]), "final_loss": meta["history"][-1].get("loss")
+                    if meta["history"] else None}
+
+        self.stages.run(self._name(stage), key, [out], build)
+        return key
+
+    def evaluate(self, stage: str, upstream: str, pred_path: Path, result_path: Path,
+                 log: Callable[[str], None] | None = None, features: Path | None = None) -> dict:
+        """Detections on the test subset and their evaluation; returns RESULT.json's contents + key."""
+        key = stage_key(self._name(stage), {"detector": upstream, "test": self.test_subset, "tiou": self.cfg.tiou})
+
+        def build() -> dict:
+            run_detector(self.root / "detector.pt", features or self.feats, out=pred_path, subset=self.test_subset,
+                         device=_train_device(self.cfg.device), progress=None)
+            gt = load_ground_truth(self.annotations, self.test_subset)
+            pred = load_predictions(pred_path, gt, unknown_labels="ignore")
+            result = evaluate_detection(gt, pred, parse_thresholds(self.cfg.tiou))
+            quality = proposal_quality(gt, pred)
+            write_json(result.to_json() | {"quality": {"accuracy": quality.accuracy, "mean_tiou": quality.mean_tiou,
+                                                       "count": quality.count}}, result_path)
+            return {}
+
+        self.stages.run(self._name(stage), key, [pred_path, result_path], build)
+        return json.loads(result_path.read_text()) | {"key": key}
+
+    def figures(self, folder: Path) -> list[Path]:
+        """Loss curves, mAP against tIoU, timelines and CAM figures of a few test videos."""
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        model, ckpt = load_detector(self.root / "detector.pt")
+        written.append(folder / "loss_detector.png")
+        plot_history(ckpt["history"], written[-1])
+        gt = load_ground_truth(self.annotations, self.test_subset)
+        pred = load_predictions(self.root / "predictions.json", gt, unknown_labels="ignore")
+        result = evaluate_detection(gt, pred, parse_thresholds(self.cfg.tiou))
+        written.append(folder / "map_vs_tiou.png")
+        plot_map_vs_tiou(result, written[-1])
+        annotated = [gt.videos[i] for i in dict.fromkeys(gt.video.tolist())][:self.cfg.figure_videos]
+        for vid in annotated:
+            written.append(folder / f"timeline_{_safe(vid)}.png")
+            plot_timeline(gt, pred, vid, written[-1])
+        if self.cfg.spatial and "rgb" in self.cfg.streams:
+            drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
+                              videos=annotated, annotations=self.annotations, subset=self.test_subset,
+                              samples=SampleConfig(), reference="grey")
+            written += [path for _vid, _snippets, path, _found in drawn]
+        return written
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of an id (no separators, no leading dots)."""
+    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).lstrip(".")
+    return keep or "_"
+
+
+def _state_key(state: Path) -> str | None:
+    marker = state.with_name(state.name + ".key")
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def _write_state_key(state: Path, key: str) -> None:
+    marker = state.with_name(state.name + ".key")
+    with atomic_path(marker) as tmp:
+        tmp.write_text(key)
+
+
+def _train_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, test_subset: str, cfg: FitConfig,
+              stages: _Stages, feat_key: str, ref_key: str, det_key: str, main_result: dict,
+              log: Callable[[str], None]) -> dict:
+    """The paper's comparisons (Tables 2, 4, 5 and Table 3's columns) on the same features."""
+    rows = {}
+    for variant in ABLATION_VARIANTS:
+        if variant == "refactor":
+            rows[variant] = main_result
+            continue
+        root = work / "ablation" / variant
+        root.mkdir(parents=True, exist_ok=True)
+        v = _Variant(root, feats, annotations, train_subset, test_subset, cfg, stages, prefix=f"ablation-{variant}-")
+        if variant == "baseline":
+            key = v.detector("detector", feat_key, front="none")
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
+        elif variant == "deep":
+            shutil.copyfile(work / "refactor.pt", root / "refactor.pt")          # its size and depth to match
+            key = v.detector("detector", ref_key, front="deep")
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
+        elif variant in ("no_kl", "action_only"):
+            k1 = v.stage1("refactor", feat_key, use_kl=variant != "no_kl", action_only=variant == "action_only")
+            key = v.detector("detector", k1, front="refactor")
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
+        else:                                     # stage1: f' of the frozen stage-1 model, a plain detector
+            frozen = root / "features"
+            k_apply = stage_key(f"ablation-{variant}-apply", {"refactor": ref_key})
+            stages.run(f"ablation-{variant}-apply", k_apply, [frozen],
+                       lambda out=frozen: {"files": len(apply_refactor(work / "refactor.pt", feats, out,
+                                                                       overwrite=True))})
+            key = v.detector("detector", k_apply, front="none", features=frozen)
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json",
+                                       features=frozen)
+    table = {"tiou": main_result["tiou"],
+             "variants": {name: {"name": VARIANT_NAMES[name], "average_mAP": r["average_mAP"], "mAP": r["mAP"],
+                                 "quality": r.get("quality")} for name, r in rows.items()}}
+    write_json(table, work / "ablation.json")
+    log(ablation_table(table))
+    return table
+
+
+def ablation_table(table: dict) -> str:
+    """The ablation as a table for people (percent)."""
+    head = "".join(f"{t:>7.2f}" for t in table["tiou"])
+    lines = [f"{'variant':<38}{head}{'avg':>7}{'acc@0.7':>9}{'tIoU@0.7':>10}"]
+    for row in table["variants"].values():
+        q = row.get("quality") or {}
+        acc = q.get("accuracy")
+        miou = q.get("mean_tiou")
+        lines.append(f"{row['name']:<38}" + "".join(f"{100 * m:>7.2f}" for m in row["mAP"])
+                     + f"{100 * row['average_mAP']:>7.2f}"
+                     + (f"{100 * acc:>9.1f}" if acc is not None and acc == acc else f"{'-':>9}")
+                     + (f"{miou:>10.3f}" if miou is not None and miou == miou else f"{'-':>10}"))
+    return "\n".join(lines)
+
+
+def describe(report: FitReport, work: Path) -> str:
+    """A summary for people: which stages ran, their times, where the outputs are."""
+    lines = ["stage          ran   seconds"]
+    for name in report.ran:
+        lines.append(f"{name:<14} {'yes' if report.ran[name] else 'no ':<5} {report.seconds[name]:>7.1f}")
+    if report.result is not None:
+        lines.append(f"average mAP {100 * report.result['average_mAP']:.2f} "
+                     f"(tIoU {report.result['tiou'][0]:g}:{report.result['tiou'][-1]:g}) -> {work / 'result.json'}")
+    lines.append(f"figures: {work / 'figures'}")
+    return "\n".join(lines)
+
