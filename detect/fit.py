@@ -92,6 +92,8 @@ class FitConfig:
         tiou: thresholds of the evaluation.
         ablation: also train and evaluate the paper's comparisons.
         figure_videos: test videos drawn as timelines and CAM figures.
+        cam_reference: "grey": CAM figures also show the maps against I3D's response to a uniform grey
+            clip (its padding puts a bias in the right-hand column; see ``refactor.cam``); None: raw maps.
         device: "auto", "cpu", "cuda", "cuda:N" (extraction and training).
     """
 
@@ -111,6 +113,7 @@ class FitConfig:
     tiou: str = "0.3:0.7:0.1"
     ablation: bool = False
     figure_videos: int = 3
+    cam_reference: str | None = "grey"
     device: str = "auto"
 
 
@@ -265,7 +268,7 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     # 5. figures -------------------------------------------------------------------------------------------
     fig_dir = work / "figures"
     fig_key = stage_key("figures", {"detector": det_key, "evaluate": report.result["key"],
-                                    "videos": cfg.figure_videos})
+                                    "videos": cfg.figure_videos, "reference": cfg.cam_reference})
 
     def figures() -> dict:
         return {"files": [str(p) for p in main.figures(fig_dir)]}
@@ -392,7 +395,7 @@ class _Variant:
         if self.cfg.spatial and "rgb" in self.cfg.streams:
             drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
                               videos=annotated, annotations=self.annotations, subset=self.test_subset,
-                              samples=SampleConfig(), reference="grey")
+                              samples=SampleConfig(), reference=self.cfg.cam_reference)
             written += [path for _vid, _snippets, path, _found in drawn]
         return written
 

@@ -34,6 +34,7 @@ from detect.labels import boundary_targets
 from detect.losses import detector_losses, sample_head_proposals
 from detect.model import Detector, DetectorConfig
 from detect.proposals import generate_proposals
+from extract.features import read_features
 from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_refactor
 
 __all__ = ["TrainConfig", "EpochReport", "train_detector", "DetectorError"]
@@ -269,9 +270,11 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     model.eval()
 
     fps = sorted({v.fps for v in videos})
+    attrs = read_features(videos[0].path, rows=slice(0, 0)).attrs      # frame geometry, where recorded
     meta = {"classes": classes,
             "feature_layout": {"streams": list(streams), "dim": dim, "window": videos[0].window,
-                               "stride": videos[0].stride, "fps": fps[0] if len(fps) == 1 else None},
+                               "stride": videos[0].stride, "fps": fps[0] if len(fps) == 1 else None,
+                               "short_side": attrs.get("short_side"), "crop": attrs.get("crop")},
             "train": asdict(train), "history": history,
             "subsets": subset_videos(annotations),
             "refactor_checkpoint": None if refactor_checkpoint is None else

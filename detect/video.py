@@ -41,7 +41,8 @@ def detect_videos(videos: Sequence[str | os.PathLike], checkpoint: str | os.Path
                             "extracted from video (train on I3D features, with --refactor for RefactorNet)")
     dev = resolve_device(device)
     extract_cfg = ExtractConfig(streams=tuple(layout["streams"]), fps=layout.get("fps"), window=int(layout["window"]),
-                                stride=int(layout["stride"]), device=str(dev))
+                                stride=int(layout["stride"]), short_side=layout.get("short_side"),
+                                crop=layout.get("crop"), device=str(dev))
     with tempfile.TemporaryDirectory(prefix="detect-video-") as tmp:
         feats = Path(features_dir) if features_dir is not None else Path(tmp)
         report = extract_videos(videos, feats, extract_cfg, streams=extract_streams, weights_root=weights_root,

@@ -115,6 +115,7 @@ def _attributes(job: VideoJob, streams: list, config: ExtractConfig, short_side:
         "flow_method": next((s.flow_method for s in streams if s.flow_method), "none"),
         "source_fps": info.fps, "source_frames": info.num_frames, "decoder": info.backend,
         "resize": f"short side {short_side} bilinear (antialiased), centre crop {crop}",
+        "short_side": short_side, "crop": crop,
     }
     flow = next((s for s in streams if s.name == "flow"), None)
     if flow is not None:

@@ -1,0 +1,168 @@
+"""``detect fit``: the whole run on a tiny rendered world (a random I3D, so no weights are needed), its
+caching (a rerun does nothing; a changed setting reruns exactly the stages that depend on it), resumption
+after kill -9 during detector training, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.annotations import read_database
+from detect.checkpoint import load_detector
+from detect.fit import FitConfig, FitError, fit
+from detect.world import WorldConfig, make_world
+from extract.config import ExtractConfig
+from extract.streams import build_streams
+from tests.models import random_i3d_model
+
+REPO = Path(__file__).resolve().parents[1]
+WORLD = WorldConfig(seed=5, num_classes=2, train_videos=4, test_videos=2, duration=(10.0, 12.0), action=(1.5, 3.0),
+                    context=(1.0, 2.0), neutral=(1.0, 2.0), context_only=0.2, width=96, height=80)
+CFG = FitConfig(stride=8, short_side=72, crop=64, refactor_epochs=2, detector_epochs=2, window_snippets=32,
+                figure_videos=1, cam_reference=None, device="cpu")
+STAGES = ["features", "refactor", "detector", "evaluate", "figures"]
+
+
+def streams(cfg: FitConfig = CFG) -> list:
+    ecfg = ExtractConfig(streams=cfg.streams, stride=cfg.stride, short_side=cfg.short_side, crop=cfg.crop, device="cpu")
+    return build_streams(ecfg, models={"rgb": random_i3d_model()})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fitworld")
+    make_world(root, WORLD, progress=False)
+    return root
+
+
+def run(world: Path, work: Path, cfg: FitConfig = CFG):
+    return fit(world / "videos", world / "annotations.json", work, cfg, log=lambda m: None, progress=False,
+               extract_streams=streams(cfg))
+
+
+def mtimes(work: Path) -> dict[str, int]:
+    return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def fitted(world, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    return work, run(world, work)
+
+
+def test_fit_writes_every_output(world, fitted):
+    work, report = fitted
+    assert report.ran == dict.fromkeys(STAGES, True)
+    result = json.loads((work / "result.json").read_text())
+    assert set(result) >= {"tiou", "mAP", "average_mAP", "per_class_AP"}
+    assert result["tiou"] == pytest.approx([0.3, 0.4, 0.5, 0.6, 0.7]) and 0 <= result["average_mAP"] <= 1
+    db = read_database(world / "annotations.json")
+    train = {v for v, e in db.items() if e["subset"] == "validation"}
+    test = {v for v, e in db.items() if e["subset"] == "test"}
+    assert {p.stem for p in (work / "features").glob("*.h5")} == train | test
+    predictions = json.loads((work / "predictions.json").read_text())["results"]
+    assert set(predictions) == test                                        # detections on the test subset only
+    _, ckpt = load_detector(work / "detector.pt")
+    assert ckpt["config"]["front"] == "refactor" and len(ckpt["history"]) == CFG.detector_epochs
+    assert ckpt["feature_layout"]["crop"] == 64 and ckpt["feature_layout"]["short_side"] == 72
+    assert set(ckpt["subsets"]["validation"]) == train
+    names = {p.name for p in (work / "figures").iterdir()}
+    assert {"loss_detector.png", "map_vs_tiou.png"} <= names and any(n.startswith("timeline_") for n in names)
+    assert any(n.startswith("cam_") for n in names)
+    assert not [p for p in work.rglob("*") if ".partial-" in p.name]      # nothing half-written
+
+
+def test_rerun_does_nothing(world, fitted):
+    work, _ = fitted
+    before = mtimes(work)
+    start = time.perf_counter()
+    report = run(world, work)
+    assert report.ran == dict.fromkeys(STAGES, False)
+    assert mtimes(work) == before
+    assert time.perf_counter() - start < 20
+
+
+def test_a_changed_setting_reruns_only_what_depends_on_it(world, fitted, tmp_path):
+    work, _ = fitted
+    before = mtimes(work)
+    report = run(world, work, replace(CFG, detector_epochs=3))
+    assert report.ran == {"features": False, "refactor": False, "detector": True, "evaluate": True, "figures": True}
+    after = mtimes(work)
+    assert all(after[k] == v for k, v in before.items() if k.startswith("features/") or k == "refactor.pt")
+    assert after["detector.pt"] != before["detector.pt"]
+    report = run(world, work, replace(CFG, detector_epochs=3, tiou="0.5"))
+    assert report.ran == {"features": False, "refactor": False, "detector": False, "evaluate": True, "figures": True}
+    assert json.loads((work / "result.json").read_text())["tiou"] == [0.5]
+    report = run(world, work, replace(CFG, detector_epochs=3, tiou="0.5", refactor_epochs=3))
+    assert report.ran == {"features": False, "refactor": True, "detector": True, "evaluate": True, "figures": True}
+
+
+def test_new_sampling_redoes_the_features(world, tmp_path):
+    work = tmp_path / "w"
+    run(world, work)
+    report = run(world, work, replace(CFG, stride=16))
+    assert report.ran == dict.fromkeys(STAGES, True)
+
+
+KILLED_RUN = """
+import sys
+from dataclasses import replace
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from tests.test_fit import CFG, run
+run(Path({world!r}), Path({work!r}), replace(CFG, detector_epochs={epochs}))
+"""
+
+
+def test_kill_during_detector_training_then_rerun_resumes(world, tmp_path):
+    work = tmp_path / "w"
+    epochs = 40
+    code = KILLED_RUN.format(repo=str(REPO), world=str(world), work=str(work), epochs=epochs)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = work / "detector.pt.state"
+    deadline = time.time() + 240
+    while time.time() < deadline and not state.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert state.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no training state in time"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (work / "detector.pt").exists()                            # killed before the detector was done
+    killed = torch.load(state, weights_only=True)["history"]
+    done = len(killed)
+    assert 1 <= done < epochs
+    report = run(world, work, replace(CFG, detector_epochs=epochs))
+    assert report.ran["features"] is False and report.ran["refactor"] is False and report.ran["detector"] is True
+    _, ckpt = load_detector(work / "detector.pt")
+    assert len(ckpt["history"]) == epochs
+    assert ckpt["history"][:done] == killed          # the resumed run continued the killed one's epochs
+
+
+def test_bad_input_is_one_clear_error(world, tmp_path):
+    with pytest.raises(FitError, match="is not a folder"):
+        fit(tmp_path / "nothing", world / "annotations.json", tmp_path / "w", CFG)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FitError, match="none of the"):
+        fit(tmp_path / "empty", world / "annotations.json", tmp_path / "w", CFG)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FitError, match="exists and is not a folder"):
+        fit(world / "videos", world / "annotations.json", tmp_path / "file", CFG)
+
+
+def test_cli_reports_a_bad_work_folder(world, tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--videos", str(world / "videos"), "--annotations",
+                           str(world / "annotations.json"), "--work", str(tmp_path / "file")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"detect fit: --work {tmp_path / 'file'} exists and is not a folder"]
