@@ -28,7 +28,7 @@ from weights import WeightsError
 
 __all__ = ["DEMO_FIT", "DEMO_WORLD", "cam_share", "main"]
 
-DEMO_WORLD = WorldConfig(num_classes=3, train_videos=18, test_videos=6, fps=10.0, width=160, height=120)
+DEMO_WORLD = WorldConfig(num_classes=3, train_videos=18, test_videos=12, fps=10.0, width=160, height=120)
 DEMO_FIT = FitConfig(stride=8, short_side=128, crop=112, ablation=True)
 
 

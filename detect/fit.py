@@ -368,7 +368,7 @@ class _Variant:
             gt = load_ground_truth(self.annotations, self.test_subset)
             pred = load_predictions(pred_path, gt, unknown_labels="ignore")
             result = evaluate_detection(gt, pred, parse_thresholds(self.cfg.tiou))
-            quality = proposal_quality(gt, pred)
+            quality = proposal_quality(gt, pred, one_label=True)     # each segment classified once
             write_json(result.to_json() | {"quality": {"accuracy": quality.accuracy, "mean_tiou": quality.mean_tiou,
                                                        "count": quality.count}}, result_path)
             return {}

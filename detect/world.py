@@ -88,12 +88,12 @@ class WorldConfig:
     width: int = 160
     height: int = 120
     duration: tuple[float, float] = (24.0, 36.0)
-    action: tuple[float, float] = (2.0, 5.0)
-    context: tuple[float, float] = (2.0, 5.0)
-    context_only: float = 0.3
+    action: tuple[float, float] = (1.5, 4.0)
+    context: tuple[float, float] = (3.0, 8.0)
+    context_only: float = 0.4
     neutral: tuple[float, float] = (1.5, 4.0)
     idle_speed: float = 0.5
-    min_action_speed: float = 5.0
+    min_action_speed: float = 3.0
     crf: int = 18
 
     def __post_init__(self) -> None:

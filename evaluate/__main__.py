@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quality", help="RefactorNet Table 3: accuracy and tIoU of high-quality detections")
     common(p, "--predictions", "0.7")
     p.add_argument("--top-k", type=int, default=None, help="use each video's top-k predictions by score")
+    p.add_argument("--one-label", action="store_true",
+                   help="examine each predicted segment once, with its best label (detectors that list every "
+                        "segment once per class)")
     return parser
 
 
@@ -105,7 +108,8 @@ def _quality(args, gt, thresholds) -> int:
     if len(thresholds) != 1:
         raise EvaluationInputError("quality takes one tIoU threshold (default 0.7)")
     pred = load_predictions(args.predictions, gt, unknown_labels="ignore")
-    result = proposal_quality(gt, pred, iou_threshold=float(thresholds[0]), top_k=args.top_k)
+    result = proposal_quality(gt, pred, iou_threshold=float(thresholds[0]), top_k=args.top_k,
+                              one_label=args.one_label)
     print(f"high-quality detections (tIoU > {thresholds[0]:g}): {result.count}; "
           f"classification accuracy {100 * result.accuracy:.2f}%; average tIoU {result.mean_tiou:.4f}")
     if args.out:

@@ -33,7 +33,7 @@ from common.annotations import GroundTruth
 from common.predictions import Predictions
 from common.segments import segment_iou
 
-__all__ = ["QualityResult", "best_overlap", "top_k_per_video", "proposal_quality"]
+__all__ = ["QualityResult", "best_label_per_segment", "best_overlap", "top_k_per_video", "proposal_quality"]
 
 
 @dataclass
@@ -127,8 +127,26 @@ def top_k_per_video(pred: Predictions, k: int) -> np.ndarray:
     return np.sort(order[rank < k])
 
 
+def best_label_per_segment(pred: Predictions) -> np.ndarray:
+    """Indices of the predictions that are the highest-scored label of their segment in their video
+    (equal scores: file order first). A detector with per-class outputs lists one segment once per
+    class; kept this way, each predicted segment is classified once.
+
+    Returns:
+        ndarray[n] int: ascending indices into ``pred``.
+    """
+    if len(pred.scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(len(pred.scores)), -pred.scores, pred.segments[:, 1], pred.segments[:, 0],
+                        pred.video))
+    v, s, e = pred.video[order], pred.segments[order, 0], pred.segments[order, 1]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (v[1:] != v[:-1]) | (s[1:] != s[:-1]) | (e[1:] != e[:-1])
+    return np.sort(order[first])
+
+
 def proposal_quality(gt: GroundTruth, pred: Predictions, iou_threshold: float = 0.7,
-                     top_k: int | None = None, ties: str = "any") -> QualityResult:
+                     top_k: int | None = None, ties: str = "any", one_label: bool = False) -> QualityResult:
     """Classification accuracy and mean tIoU of the high-quality predictions (Table 3).
 
     Args:
@@ -139,10 +157,17 @@ def proposal_quality(gt: GroundTruth, pred: Predictions, iou_threshold: float = 
         ties: instances sharing the best tIoU: ``"any"`` (default) counts the prediction correct if
             one of them has its label (THUMOS14 annotates every CliffDiving instance a second time
             as Diving, with the same segment); ``"first"`` compares with the earliest of them only.
+        one_label: examine only each segment's best label (:func:`best_label_per_segment`), before
+            ``top_k``; for detectors that list every segment once per class.
     """
     if ties not in ("first", "any"):
         raise ValueError(f"ties must be 'first' or 'any', got {ties!r}")
-    keep = np.arange(len(pred.scores)) if top_k is None else top_k_per_video(pred, top_k)
+    keep = np.arange(len(pred.scores))
+    if one_label:
+        keep = best_label_per_segment(pred)
+    if top_k is not None:
+        sub = top_k_per_video(_take(pred, keep), top_k)
+        keep = keep[sub]
     best_iou, best_gt, any_label = (a[keep] for a in _best(gt, pred))
     high = best_iou > iou_threshold
     count = int(np.count_nonzero(high))
@@ -154,3 +179,10 @@ def proposal_quality(gt: GroundTruth, pred: Predictions, iou_threshold: float = 
         correct = any_label[high]
     return QualityResult(count=count, accuracy=float(np.mean(correct)), mean_tiou=float(np.mean(best_iou[high])),
                          total=len(keep), iou_threshold=iou_threshold)
+
+
+def _take(pred: Predictions, idx: np.ndarray) -> Predictions:
+    """The predictions at ``idx`` (same videos)."""
+    return Predictions(video=pred.video[idx], videos=pred.videos, segments=pred.segments[idx], labels=pred.labels[idx],
+                       scores=pred.scores[idx], unknown_videos=pred.unknown_videos,
+                       dropped_unknown_labels=pred.dropped_unknown_labels)

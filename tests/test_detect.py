@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -768,12 +769,23 @@ def test_detect_video_cli_with_real_weights(weights_root, tmp_path):
     model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=1, window=32))
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
     video = make_video(tmp_path / "clip.mp4", 50, width=96, height=80, fps=25)
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"database": {"clip": {"subset": "test", "annotations": [{"segment": [0.5, 1.2],
+                                                                                      "label": "Jump"}]}}}))
     proc = run_cli("video", str(video), str(tmp_path / "missing.mp4"), "--checkpoint", str(ckpt), "--out",
                    str(tmp_path / "pred.json"), "--weights-dir", str(weights_root), "--features-out",
-                   str(tmp_path / "f"), "--device", "cpu", "--top-k", "5")
+                   str(tmp_path / "f"), "--device", "cpu", "--top-k", "5", "--render", str(tmp_path / "render"),
+                   "--annotations", str(gt), "--summary-top", "2")
     assert proc.returncode == 1 and "missing.mp4" in proc.stderr, proc.stderr          # one bad input: listed, exit 1
     results = json.loads((tmp_path / "pred.json").read_text())["results"]
     assert list(results) == ["clip"] and 0 < len(results["clip"]) <= 5
+    best = sorted(results["clip"], key=lambda d: -d["score"])[:2]                        # the readable summary
+    assert proc.stdout.splitlines()[0] == f"clip: {len(results['clip'])} detections, best:"
+    for line, d in zip(proc.stdout.splitlines()[1:3], best):
+        assert line.split()[0] == d["label"] and f"{d['score']:.3f}" in line and f"{d['segment'][0]:.2f}" in line
+    with av.open(str(tmp_path / "render" / "clip.mp4")) as rendered, av.open(str(video)) as source:
+        assert rendered.streams.video[0].average_rate == source.streams.video[0].average_rate
+        assert sum(1 for _ in rendered.decode(video=0)) == 50
     assert all(0 <= d["segment"][0] <= d["segment"][1] <= 50 / 25 + 1e-6 for d in results["clip"])
     rerun = run_detector(ckpt, tmp_path / "f", config=InferenceConfig(top_k=5))
     assert results == {k: [d.to_json() for d in v] for k, v in rerun.items()}

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evaluate.data import Predictions, load_ground_truth, load_predictions
-from evaluate.quality import QualityResult, best_overlap, proposal_quality, top_k_per_video
+from evaluate.quality import QualityResult, best_label_per_segment, best_overlap, proposal_quality, top_k_per_video
 
 
 def iou1(s1: float, e1: float, s2: float, e2: float) -> float:
@@ -225,3 +225,33 @@ def test_thumos_ground_truth_as_predictions(shared_data):
     assert {gt.classes[c] for c in gt.labels[wrong]} <= {"Diving", "ThrowDiscus"}
     assert proposal_quality(gt, pred).accuracy == 1.0       # the default, "any"
     assert isinstance(res, QualityResult)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 2), st.sampled_from([0.1, 0.5, 0.9])),
+                min_size=0, max_size=25))
+def test_best_label_per_segment_equals_brute_force(rows):
+    """Per (video, segment), the kept prediction is the highest-scored, the first in file order on ties."""
+    segs = np.array([[start, start + 1 + label % 2] for _, start, label, _ in rows], dtype=np.float64).reshape(-1, 2)
+    pred = Predictions(video=np.array([r[0] for r in rows], dtype=np.int64), videos=["a", "b", "c"], segments=segs,
+                       labels=np.array([r[2] for r in rows], dtype=np.int64),
+                       scores=np.array([r[3] for r in rows], dtype=np.float64))
+    expected = {}
+    for i in range(len(rows)):
+        key = (int(pred.video[i]), *segs[i])
+        if key not in expected or pred.scores[i] > pred.scores[expected[key]]:
+            expected[key] = i
+    assert best_label_per_segment(pred).tolist() == sorted(expected.values())
+
+
+def test_one_label_classifies_each_segment_once():
+    gt = load_ground_truth({"v": {"subset": "test", "annotations": [{"segment": [0, 10], "label": "A"}]}}, "test")
+    results = {"v": [{"label": "A", "score": 0.9, "segment": [0, 10]},
+                     {"label": "B", "score": 0.2, "segment": [0, 10]}]}
+    pred = load_predictions({"results": results}, gt, unknown_labels="ignore")
+    assert proposal_quality(gt, pred).total == 1                   # B is not a ground-truth class: dropped
+    gt2 = load_ground_truth({"v": {"subset": "test", "annotations": [{"segment": [0, 10], "label": "A"},
+                                                                     {"segment": [20, 30], "label": "B"}]}}, "test")
+    pred = load_predictions({"results": results}, gt2)
+    assert proposal_quality(gt2, pred).accuracy == 0.5              # once per class: half of them wrong
+    assert proposal_quality(gt2, pred, one_label=True).accuracy == 1.0   # each segment's best label: right

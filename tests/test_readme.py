@@ -13,7 +13,7 @@ def setup_commands() -> list[str]:
 
 def test_readme_opens_with_two_setup_commands():
     first, second = setup_commands()
-    assert "python -m extract.demo" in first and "-e ." in first
+    assert "python -m detect.demo" in first and "-e ." in first
     assert "python -m pytest" in second and ".[test]" in second
 
 

@@ -14,7 +14,7 @@ from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, ac
 from extract.video import open_video
 
 SMALL = WorldConfig(seed=3, num_classes=2, train_videos=2, test_videos=1, duration=(10.0, 12.0), action=(1.5, 3.0),
-                    context=(1.0, 2.0), neutral=(1.0, 2.0), context_only=0.2)
+                    context=(1.0, 2.0), neutral=(1.0, 2.0), context_only=0.2, min_action_speed=5.0)
 
 
 def actor_centres(video) -> np.ndarray:
