@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from common.annotations import default_subsets, load_ground_truth, read_database, same_subset
-from common.fileio import atomic_path
+from common.fileio import atomic_path, sha256_file
 from common.predictions import load_predictions
 from detect.checkpoint import load_detector, save_detector
 from detect.config import TrainConfig
@@ -310,6 +310,9 @@ class _Variant:
     stages: _Stages
     prefix: str = ""
 
+    def __post_init__(self) -> None:
+        self.ann_hash = sha256_file(self.annotations)       # every trained or evaluated stage reads it
+
     def _name(self, stage: str) -> str:
         return f"{self.prefix}{stage}"
 
@@ -320,7 +323,8 @@ class _Variant:
         train = RefactorTrainConfig(epochs=self.cfg.refactor_epochs, seed=self.cfg.seed, subset=self.train_subset,
                                     device=_train_device(self.cfg.device))
         switches = {"use_kl": use_kl, "action_only": action_only}
-        key = stage_key(self._name(stage), {"features": upstream, "samples": asdict(samples),
+        key = stage_key(self._name(stage), {"features": upstream, "annotations": self.ann_hash,
+                                            "samples": asdict(samples),
                                             "train": asdict(train) | {"device": None}, "switches": switches})
 
         def build() -> dict:
@@ -339,7 +343,8 @@ class _Variant:
         state = self.root / "detector.pt.state"
         train = TrainConfig(epochs=self.cfg.detector_epochs, seed=self.cfg.seed, subset=self.train_subset,
                             window=self.cfg.window_snippets, device=_train_device(self.cfg.device))
-        key = stage_key(self._name(stage), {"upstream": upstream, "front": front, "config": DetectorConfig().to_dict(),
+        key = stage_key(self._name(stage), {"upstream": upstream, "annotations": self.ann_hash, "front": front,
+                                            "config": DetectorConfig().to_dict(),
                                             "train": asdict(train) | {"device": None},
                                             "features": str(features or "")})
 
@@ -360,7 +365,8 @@ class _Variant:
     def evaluate(self, stage: str, upstream: str, pred_path: Path, result_path: Path,
                  log: Callable[[str], None] | None = None, features: Path | None = None) -> dict:
         """Detections on the test subset and their evaluation; returns RESULT.json's contents + key."""
-        key = stage_key(self._name(stage), {"detector": upstream, "test": self.test_subset, "tiou": self.cfg.tiou})
+        key = stage_key(self._name(stage), {"detector": upstream, "annotations": self.ann_hash,
+                                            "test": self.test_subset, "tiou": self.cfg.tiou})
 
         def build() -> dict:
             run_detector(self.root / "detector.pt", features or self.feats, out=pred_path, subset=self.test_subset,

@@ -106,6 +106,20 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(world, fitted, tmp_pat
     assert report.ran == {"features": False, "refactor": True, "detector": True, "evaluate": True, "figures": True}
 
 
+def test_changed_ground_truth_retrains_but_keeps_the_features(world, tmp_path):
+    work = tmp_path / "w"
+    run(world, work)
+    copy = tmp_path / "world"
+    copy.mkdir()
+    (copy / "videos").symlink_to(world / "videos")
+    db = read_database(world / "annotations.json")
+    first = next(v for v, e in db.items() if e["annotations"])
+    db[first]["annotations"][0]["segment"][1] += 0.5                        # one instance moved by half a second
+    (copy / "annotations.json").write_text(json.dumps({"database": db}))
+    report = run(copy, work)
+    assert report.ran == {"features": False, "refactor": True, "detector": True, "evaluate": True, "figures": True}
+
+
 def test_new_sampling_redoes_the_features(world, tmp_path):
     work = tmp_path / "w"
     run(world, work)

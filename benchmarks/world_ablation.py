@@ -1,0 +1,115 @@
+"""The demo's ablation on several rendered worlds: mean ± std over seeds, paired differences to the
+baseline, the time of each stage, and the Grad-CAM mass on the actor.
+
+Each seed is exactly ``python -m detect.demo --seed S --work ROOT/seedS`` (the same world and fit
+settings, ``detect.demo.DEMO_WORLD`` / ``DEMO_FIT``), so a seed already run (by this script or by the
+demo) is read from its cache in seconds.
+
+    python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from common.fileio import cache_dir  # noqa: E402
+from detect.demo import DEMO_FIT, DEMO_WORLD, cam_share  # noqa: E402
+from detect.fit import ABLATION_VARIANTS, VARIANT_NAMES, fit  # noqa: E402
+from detect.world import make_world  # noqa: E402
+
+STAGE_GROUPS = {"features (I3D RGB)": ("features",), "RefactorNet stage 1": ("refactor",),
+                "detector, stage 2": ("detector",), "evaluation": ("evaluate",), "figures": ("figures",)}
+
+
+def run_seed(root: Path, seed: int) -> dict:
+    world = root / f"seed{seed}" / "world"
+    work = root / f"seed{seed}" / "fit"
+    make_world(world, replace(DEMO_WORLD, seed=seed), progress=False)
+    report = fit(world / "videos", world / "annotations.json", work, replace(DEMO_FIT, device="cpu"),
+                 log=lambda m: None, progress=False)
+    return {"seed": seed, "ablation": report.ablation, "seconds": report.seconds,
+            "cam": cam_share(world, work)}
+
+
+def _ms(values) -> str:
+    v = np.asarray(values, dtype=np.float64) * 100
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+
+
+def _defined(values) -> list[float]:
+    """The values that are numbers (a Table 3 entry is null when no prediction is high-quality)."""
+    return [float(v) for v in values if v is not None and v == v]
+
+
+def summarize(runs: list[dict]) -> str:
+    lines = ["| variant | average mAP (%) | Δ vs baseline (paired) | mAP@0.5 (%) | Table 3 acc. (%) | Table 3 tIoU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    tiou = np.asarray(runs[0]["ablation"]["tiou"])
+    at05 = int(np.argmin(np.abs(tiou - 0.5)))
+    base = [r["ablation"]["variants"]["baseline"]["average_mAP"] for r in runs]
+    for name in ABLATION_VARIANTS:
+        rows = [r["ablation"]["variants"][name] for r in runs]
+        avg = [row["average_mAP"] for row in rows]
+        acc = _defined(row.get("quality", {}).get("accuracy") for row in rows)
+        miou = _defined(row.get("quality", {}).get("mean_tiou") for row in rows)
+        delta = np.subtract(avg, base)
+        lines.append(f"| {VARIANT_NAMES[name]} | {_ms(avg)} | {'—' if name == 'baseline' else _ms(delta)} | "
+                     f"{_ms([row['mAP'][at05] for row in rows])} | {_ms(acc) if acc else '—'} | "
+                     + (f"{np.mean(miou):.3f} |" if miou else "— |"))
+    return "\n".join(lines)
+
+
+def stage_times(runs: list[dict]) -> str:
+    lines = ["| stage | seconds (mean over seeds) |", "| --- | ---: |"]
+    for label, names in STAGE_GROUPS.items():
+        lines.append(f"| {label} | {np.mean([sum(r['seconds'].get(n, 0.0) for n in names) for r in runs]):.1f} |")
+    ablation = [sum(v for k, v in r["seconds"].items() if k.startswith("ablation-")) for r in runs]
+    lines.append(f"| ablation (5 more models) | {np.mean(ablation):.1f} |")
+    lines.append(f"| total | {np.mean([sum(r['seconds'].values()) for r in runs]):.1f} |")
+    return "\n".join(lines)
+
+
+def cam_table(runs: list[dict]) -> str:
+    lines = ["| model | samples | φA (%) | μ_C (%) | chance (%) |", "| --- | --- | ---: | ---: | ---: |"]
+    first = runs[0]["cam"]["models"]
+    for model in first:
+        for kind in first[model]["summary"]:
+            rows = [r["cam"]["models"][model]["summary"][kind] for r in runs]
+            lines.append(f"| {model} | {kind} | {_ms([x['action_mean'] for x in rows])} | "
+                         f"{_ms([x['cooccurrence_mean'] for x in rows])} | {_ms([x['chance_mean'] for x in rows])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--root", default=None, help="default: <cache>/demo (the demo's own work folders)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    root = Path(args.root) if args.root else cache_dir() / "demo"
+    runs = [run_seed(root, int(s)) for s in args.seeds.split(",")]
+    print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}; seeds {args.seeds}")
+    print(summarize(runs))
+    print()
+    print(stage_times(runs))
+    print()
+    print(cam_table(runs))
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
