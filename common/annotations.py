@@ -1,8 +1,31 @@
-"""Ground-truth annotation files (ActivityNet layout of CONVENTIONS.md): reader and writer.
+"""Ground truth (CONVENTIONS.md): the ActivityNet-layout JSON and THUMOS14's original annotation
+folder; readers and writers. Every package reads ground truth through this module.
 
+ActivityNet layout:
 ``{"database": {video_id: {"subset", "duration", "annotations": [{"segment": [s, e], "label"}]}}}``
 (a file whose top level is the video mapping itself, like the THUMOS14 annotations shipped in
-``shared/data``, is accepted too). Extra keys are ignored.
+``shared/data``, is accepted too; anything else, e.g. a predictions file, is refused with its
+top-level keys named). Extra keys are ignored.
+
+THUMOS14 folder (:func:`read_thumos_folder` / :func:`write_thumos_folder`; :func:`read_database`
+and everything above it accept a folder wherever they accept a file): ``<Class>_val.txt`` and
+``<Class>_test.txt``, found anywhere below the folder (so a folder holding THUMOS14's validation
+and test annotation folders gives both subsets), one ``video_name start end`` line per instance,
+in seconds, separated by white space; blank lines are skipped. ``_val`` files give subset
+``"validation"``, ``_test`` files ``"test"`` (the JSON's names). It reads as the database of the
+equivalent JSON, in this order: videos sorted by name; each video's instances by class, classes
+in sorted file-name order, then in line order; so classes are numbered (first appearance, see
+below) as they first occur in that order. Text files carry no durations: entries have
+``subset`` and ``annotations`` only.
+
+``Ambiguous_val.txt`` / ``Ambiguous_test.txt``: THUMOS14 marks segments whose class cannot be told
+with certainty. They are not instances of any class, so they are kept out of ``annotations`` and
+stored as ``"ambiguous": [[s, e], ...]`` in the video's entry (a video annotated only with
+ambiguous segments is still listed, with no instance) and in :attr:`GroundTruth.ambiguous`.
+THUMOS14's own MATLAB evaluator (``TH14eventdetpr.m``) drops from the false-positive list the
+detections that overlap an ambiguous segment; the ActivityNet evaluator that the field uses on
+THUMOS14 (and :mod:`evaluate`) ignores them, which equals evaluating against a JSON without them
+(like ``shared/data/thumos14/thumos14.json``: 3358 test instances, none ambiguous).
 
 :func:`read_database` gives the video mapping as written; :func:`load_ground_truth` one subset as
 flat arrays (what the evaluator, RefactorNet's sample collection and the detector read);
@@ -13,11 +36,14 @@ position): instances keep the file's order, videos in mapping order, annotations
 Classes are numbered in order of first appearance in the subset's ground truth, as the official
 evaluator's ``activity_index``.
 
-A segment with end < start, or a non-finite time, is an :class:`AnnotationError`.
+A segment that is not exactly two numbers (a third number is refused rather than dropped, as the
+official evaluator would silently), with end < start, or with a non-finite time, is an
+:class:`AnnotationError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,11 +52,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common.fileio import atomic_path
+from common.fileio import atomic_path, sha256_file
 
 __all__ = ["AnnotationError", "GroundTruth", "read_json", "read_database", "load_ground_truth", "subset_videos",
-           "same_subset", "default_subsets",
-           "write_annotations", "parse_segment"]
+           "same_subset", "default_subsets", "read_thumos_folder", "write_thumos_folder", "THUMOS_SUBSETS",
+           "AMBIGUOUS", "ground_truth_digest", "write_annotations", "parse_segment"]
+
+# THUMOS14 annotation file suffix -> subset name (as in the ActivityNet-layout JSON)
+THUMOS_SUBSETS = {"val": "validation", "test": "test"}
+# THUMOS14's class name for segments of uncertain class
+AMBIGUOUS = "Ambiguous"
 
 
 class AnnotationError(ValueError):
@@ -52,15 +83,21 @@ def read_json(source: str | os.PathLike | dict, what: str) -> dict:
         raise AnnotationError(f"{what} file {path} is not valid JSON: {exc}") from exc
 
 
-def parse_segment(seg, where: str) -> tuple[float, float]:
-    """``[start, end]`` as two floats; :class:`AnnotationError` (naming ``where``) if it is not one."""
+def parse_segment(seg, where: str, *, allow_reversed: bool = False) -> tuple[float, float]:
+    """``[start, end]`` (a list, tuple or 1-D array of exactly two numbers, or numeric strings as the official
+    evaluator's ``float()`` reads them) as two floats; :class:`AnnotationError` (naming ``where``)
+    if it is not one, if a time is not finite, or, unless ``allow_reversed``, if end < start."""
+    if isinstance(seg, np.ndarray) and seg.ndim == 1:
+        seg = seg.tolist()
+    if not isinstance(seg, (list, tuple)) or len(seg) != 2 or any(isinstance(x, bool) for x in seg):
+        raise AnnotationError(f"{where}: segment {seg!r} is not [start, end]")
     try:
         start, end = float(seg[0]), float(seg[1])
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError) as exc:
         raise AnnotationError(f"{where}: segment {seg!r} is not [start, end]") from exc
     if not (math.isfinite(start) and math.isfinite(end)):
         raise AnnotationError(f"{where}: segment {seg!r} is not finite")
-    if end < start:
+    if end < start and not allow_reversed:
         raise AnnotationError(f"{where}: segment {seg!r} ends before it starts")
     return start, end
 
@@ -76,6 +113,8 @@ class GroundTruth:
         segments (ndarray[M, 2] float64): (start, end) in seconds.
         labels (ndarray[M] int): index into ``classes``.
         durations: video duration in seconds where the file gives one.
+        ambiguous: per video of the subset that has them, THUMOS14's ambiguous segments
+            (ndarray[A, 2] float64, seconds; not instances, not used by the ActivityNet metrics).
     """
 
     classes: list[str]
@@ -84,6 +123,7 @@ class GroundTruth:
     segments: np.ndarray
     labels: np.ndarray
     durations: dict[str, float] = field(default_factory=dict)
+    ambiguous: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def video_index(self) -> dict[str, int]:
@@ -91,12 +131,31 @@ class GroundTruth:
 
 
 def read_database(source: str | os.PathLike | dict) -> dict[str, dict]:
-    """The ``database`` mapping of a ground-truth file (video id -> entry), every entry checked to be
-    a mapping with a ``subset``."""
+    """The ``database`` mapping of ground truth (video id -> entry), every entry checked to be a
+    mapping with a ``subset``.
+
+    Args:
+        source: an ActivityNet-layout JSON file, its contents, or a THUMOS14 annotation folder
+            (:func:`read_thumos_folder`).
+    """
+    if not isinstance(source, dict) and Path(source).is_dir():
+        return read_thumos_folder(source)
     data = read_json(source, "ground truth")
-    database = data.get("database", data) if isinstance(data, dict) else None
-    if not isinstance(database, dict):
-        raise AnnotationError("ground truth must be {'database': {video_id: {...}}}")
+    where = "ground truth" if isinstance(source, dict) else f"ground truth {source}"
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{where} must be {{'database': {{video_id: {{...}}}}}}, "
+                              f"not a JSON {type(data).__name__}")
+    if "database" in data:
+        database = data["database"]
+        if not isinstance(database, dict):
+            raise AnnotationError(f"{where}: 'database' must be {{video_id: {{...}}}}")
+    else:
+        database = data
+        if database and not any(isinstance(e, dict) and "subset" in e for e in database.values()):
+            keys = ", ".join(repr(k) for k in list(database)[:6]) + (", ..." if len(database) > 6 else "")
+            hint = " (a predictions file?)" if "results" in database else ""
+            raise AnnotationError(f"{where} has no 'database' and is not a mapping of video ids to entries with a "
+                                  f"'subset'; its top-level keys are {keys}{hint}")
     for vid, entry in database.items():
         if not isinstance(entry, dict) or "subset" not in entry:
             raise AnnotationError(f"ground truth video {vid!r} has no 'subset'")
@@ -138,10 +197,11 @@ def write_annotations(path: str | os.PathLike, database: dict[str, dict], **extr
 
 def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTruth:
     """Read the ground truth of ``subset`` (e.g. ``"test"`` for THUMOS14, ``"validation"`` for
-    ActivityNet v1.3; matched without regard to case)."""
+    ActivityNet v1.3; matched without regard to case) from a JSON file, its contents or a THUMOS14
+    annotation folder."""
     database = read_database(source)
     classes: dict[str, int] = {}
-    videos, video, segments, labels, durations = [], [], [], [], {}
+    videos, video, segments, labels, durations, ambiguous = [], [], [], [], {}, {}
     subsets = set()
     for vid, entry in database.items():
         subsets.add(entry["subset"])
@@ -150,6 +210,9 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
         videos.append(vid)
         if "duration" in entry:
             durations[vid] = float(entry["duration"])
+        if entry.get("ambiguous"):
+            ambiguous[vid] = np.asarray([parse_segment(seg, f"ground truth {vid} ambiguous segment {k}")
+                                         for k, seg in enumerate(entry["ambiguous"])], dtype=np.float64)
         for k, ann in enumerate(entry.get("annotations", [])):
             where = f"ground truth {vid} annotation {k}"
             segments.append(parse_segment(ann.get("segment"), where))
@@ -165,4 +228,117 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
         raise AnnotationError(f"ground truth subset {subset!r} has no annotated instance")
     return GroundTruth(classes=list(classes), videos=videos, video=np.asarray(video, dtype=np.int64),
                        segments=np.asarray(segments, dtype=np.float64).reshape(-1, 2),
-                       labels=np.asarray(labels, dtype=np.int64), durations=durations)
+                       labels=np.asarray(labels, dtype=np.int64), durations=durations,
+                       ambiguous=ambiguous)
+
+
+def _thumos_files(folder: Path) -> list[tuple[str, str, Path]]:
+    """(class, subset, path) of every ``<Class>_val.txt`` / ``<Class>_test.txt`` below ``folder``,
+    sorted by file name; the same class and subset twice is an :class:`AnnotationError`."""
+    found: dict[tuple[str, str], Path] = {}
+    for path in sorted(folder.rglob("*.txt"), key=lambda p: (p.name, str(p))):
+        stem = path.stem
+        if "_" not in stem or path.name.startswith("."):
+            continue
+        name, suffix = stem.rsplit("_", 1)
+        if suffix not in THUMOS_SUBSETS or not name:
+            continue
+        key = (name, THUMOS_SUBSETS[suffix])
+        if key in found:
+            raise AnnotationError(f"THUMOS14 annotations: {path} and {found[key]} both annotate class {name!r} "
+                                  f"of subset {key[1]!r}")
+        found[key] = path
+    return [(name, subset, path) for (name, subset), path in found.items()]
+
+
+def read_thumos_folder(folder: str | os.PathLike) -> dict[str, dict]:
+    """The database (ActivityNet layout, see the module docstring) of a THUMOS14 annotation folder.
+
+    Returns:
+        video id -> ``{"subset", "annotations": [{"segment": [s, e], "label"}], "ambiguous"?: [[s, e]]}``,
+        videos sorted by name, instances by class (sorted file names) then line.
+
+    Raises:
+        AnnotationError: no annotation file, a line that is not ``video start end`` with finite
+            times and end >= start (file and line named), a video in both subsets, or a class file
+            found twice.
+    """
+    folder = Path(folder)
+    files = _thumos_files(folder)
+    if not files:
+        raise AnnotationError(f"ground truth folder {folder} holds no THUMOS14 annotation file "
+                              "(<Class>_val.txt or <Class>_test.txt)")
+    database: dict[str, dict] = {}
+    for name, subset, path in files:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnnotationError(f"THUMOS14 annotations: cannot read {path}: {exc}") from exc
+        for n, line in enumerate(text.splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            where = f"{path}:{n}"
+            if len(fields) != 3:
+                raise AnnotationError(f"{where}: expected 'video start end', got {line.strip()!r}")
+            vid = fields[0]
+            seg = list(parse_segment(fields[1:], where))
+            entry = database.setdefault(vid, {"subset": subset, "annotations": []})
+            if entry["subset"] != subset:
+                raise AnnotationError(f"{where}: video {vid!r} is also annotated in subset {entry['subset']!r}")
+            if name == AMBIGUOUS:
+                entry.setdefault("ambiguous", []).append(seg)
+            else:
+                entry["annotations"].append({"segment": seg, "label": name})
+    return {vid: database[vid] for vid in sorted(database)}
+
+
+def write_thumos_folder(folder: str | os.PathLike, source: str | os.PathLike | dict) -> list[Path]:
+    """Write ground truth as THUMOS14 text files: ``<Class>_val.txt`` / ``<Class>_test.txt`` per class
+    and subset (``Ambiguous_*`` from the entries' ``ambiguous`` segments), lines in database order,
+    times as Python's shortest round-tripping decimal (read back bit for bit). Each file is written
+    atomically.
+
+    Args:
+        source: anything :func:`read_database` reads; its subsets must be ``validation`` and/or
+            ``test`` (any case); durations and other keys are not representable and are left out.
+
+    Returns:
+        The files written, sorted.
+    """
+    folder = Path(folder)
+    suffix = {v: k for k, v in THUMOS_SUBSETS.items()}
+    lines: dict[str, list[str]] = {}
+    for vid, entry in read_database(source).items():
+        subset = str(entry["subset"]).casefold()
+        if subset not in suffix:
+            raise AnnotationError(f"ground truth video {vid!r}: subset {entry['subset']!r} has no THUMOS14 file "
+                                  f"(only {', '.join(THUMOS_SUBSETS.values())})")
+        if any(c.isspace() for c in vid):
+            raise AnnotationError(f"ground truth video {vid!r}: a THUMOS14 video name cannot hold white space")
+        items = [(ann.get("label"), ann.get("segment")) for ann in entry.get("annotations", [])]
+        items += [(AMBIGUOUS, seg) for seg in entry.get("ambiguous", [])]
+        for k, (label, seg) in enumerate(items):
+            where = f"ground truth {vid} annotation {k}"
+            if not isinstance(label, str) or not label or any(c.isspace() or c in "/\\" for c in label):
+                raise AnnotationError(f"{where}: label {label!r} cannot name a THUMOS14 file")
+            start, end = parse_segment(seg, where)
+            lines.setdefault(f"{label}_{suffix[subset]}.txt", []).append(f"{vid} {start!r} {end!r}\n")
+    written = []
+    for name in sorted(lines):
+        with atomic_path(folder / name) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines[name])
+        written.append(folder / name)
+    return written
+
+
+def ground_truth_digest(source: str | os.PathLike) -> str:
+    """sha256 identifying ground truth on disk (for caches): a JSON file's sha256; for a THUMOS14
+    folder, the sha256 of its annotation files' relative paths and contents, in sorted order."""
+    path = Path(source)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for _, _, file in sorted(_thumos_files(path), key=lambda t: str(t[2])):
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -4,9 +4,20 @@
 proposals have no label (or ``"action"``). :func:`write_predictions` writes one;
 :func:`load_predictions` reads one against a subset's ground truth as flat arrays, in file order.
 
-Input policies (documented choices where the official evaluator crashes or misbehaves):
+Input policies: every file the official ActivityNet evaluator scores is read, to the same numbers;
+what it cannot score, or would score differently from what the file says, is refused:
 
-* a segment with end < start, or a non-finite time or score: :class:`AnnotationError`;
+* a segment with end < start is read as it is and counted in ``Predictions.reversed_segments``: the
+  official evaluator scores it, its intersection with every instance is 0, so it is a false
+  positive (and never recalls an instance as a proposal). :func:`common.segments.segment_iou`
+  gives it tIoU 0. The one exception in the official code is a reversed segment whose length is
+  exactly minus an instance's (e.g. an instance with its ends swapped): union 0, tIoU 0/0 = NaN,
+  and its ``tiou < threshold`` test lets it lock that instance as a true positive; here it is a
+  false positive like every other reversed segment (the same choice as for the official NaN of
+  two zero-length segments, see :mod:`evaluate.detection`);
+* a non-finite time or score, a segment that is not exactly two numbers (the official reader
+  would silently use the first two of three), a missing score, or a score given as a string (the
+  official code does not convert scores and would rank strings as text): :class:`AnnotationError`;
 * a predicted label absent from the subset's ground truth: :class:`AnnotationError` (the
   official evaluator raises KeyError), or dropped and counted with ``unknown_labels="ignore"``;
 * predictions for videos without ground truth in the subset: kept, they are false positives
@@ -41,6 +52,7 @@ class Predictions:
         scores (ndarray[P] float64).
         unknown_videos: predicted videos without ground truth in the subset (false positives).
         dropped_unknown_labels: predictions dropped because their label is not a ground-truth class.
+        reversed_segments: predictions kept whose segment ends before it starts (false positives).
     """
 
     video: np.ndarray
@@ -50,6 +62,7 @@ class Predictions:
     scores: np.ndarray
     unknown_videos: list[str] = field(default_factory=list)
     dropped_unknown_labels: int = 0
+    reversed_segments: int = 0
 
 
 def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, proposals: bool = False,
@@ -69,7 +82,7 @@ def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, propo
     video_index = gt.video_index
     annotated = set(gt.video.tolist())
     videos = list(gt.videos)
-    unknown, dropped = [], 0
+    unknown, dropped, reversed_count = [], 0, 0
     video, segments, labels, scores = [], [], [], []
     for vid, items in results.items():
         if not isinstance(items, list):
@@ -82,13 +95,18 @@ def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, propo
             unknown.append(vid)
         for k, item in enumerate(items):
             where = f"prediction {vid} #{k}"
+            if not isinstance(item, dict):
+                raise AnnotationError(f"{where}: must be {{'label', 'score', 'segment'}}, got {item!r}")
+            raw = item.get("score")
+            if isinstance(raw, str):
+                raise AnnotationError(f"{where}: score {raw!r} is a string, not a number")
             try:
-                score = float(item["score"])
-            except (KeyError, TypeError, ValueError) as exc:
+                score = float(raw)
+            except (TypeError, ValueError) as exc:
                 raise AnnotationError(f"{where}: missing or non-numeric score") from exc
             if not math.isfinite(score):
-                raise AnnotationError(f"{where}: score {item['score']!r} is not finite")
-            seg = parse_segment(item.get("segment"), where)
+                raise AnnotationError(f"{where}: score {raw!r} is not finite")
+            seg = parse_segment(item.get("segment"), where, allow_reversed=True)
             if proposals:
                 label = 0
             else:
@@ -100,6 +118,7 @@ def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, propo
                     raise AnnotationError(f"{where}: label {name!r} is not a ground-truth class "
                                                "(use --ignore-unknown-labels to drop such predictions)")
                 label = class_index[name]
+            reversed_count += int(seg[1] < seg[0])
             video.append(v)
             segments.append(seg)
             labels.append(label)
@@ -107,7 +126,8 @@ def load_predictions(source: str | os.PathLike | dict, gt: GroundTruth, *, propo
     return Predictions(video=np.asarray(video, dtype=np.int64), videos=videos,
                        segments=np.asarray(segments, dtype=np.float64).reshape(-1, 2),
                        labels=np.asarray(labels, dtype=np.int64), scores=np.asarray(scores, dtype=np.float64),
-                       unknown_videos=unknown, dropped_unknown_labels=dropped)
+                       unknown_videos=unknown, dropped_unknown_labels=dropped,
+                       reversed_segments=reversed_count)
 
 
 def write_predictions(path: str | os.PathLike, results: dict[str, list[dict]], *, version: str,

@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from common.annotations import AnnotationError, read_database
+from common.annotations import AnnotationError, read_database, subset_videos
 from common.checkpoint import checkpoint_kind
-from detect.checkpoint import load_detector, save_detector
+from common.config import (ConfigError, add_config_arguments, add_section_arguments, check_settings, dump_settings,
+                           read_config_file, resolve_settings)
+from common.datasets import dataset_names, detect_dataset, get_dataset
+from detect.checkpoint import load_detector, run_files, save_detector
 from detect.config import DetectorError, InferenceConfig, TrainConfig
 from detect.data import DetectDataError, read_window, scan_videos
 from detect.fit import FitConfig, FitError, ablation_table, describe, fit
@@ -24,7 +27,9 @@ from detect.infer import boundary_probabilities, run_detector
 from detect.model import DetectorConfig
 from detect.plots import plot_boundaries, plot_history
 from detect.render import RenderConfig, render_video
+from detect.settings import RUN_INFERENCE, detector_settings, train_sections
 from detect.train import train_detector
+from detect.validation import VAL_KEY, plot_validation
 from detect.video import detect_videos
 from extract.features import FeatureFileError
 from extract.collect import collect_videos
@@ -35,52 +40,41 @@ from refactor.samples import SampleConfig
 from weights import WeightsError
 
 
-def _inference_args(p: argparse.ArgumentParser, defaults: bool) -> None:
-    d = (lambda v: v) if defaults else (lambda v: None)     # run/video: None = the checkpoint's setting
-    p.add_argument("--mode", choices=["thumos", "anet"], default=d("thumos"),
-                   help="thumos: per-class Soft-NMS; anet: class-agnostic proposals fused with video-level class "
-                        "scores")
-    p.add_argument("--sigma", type=float, default=d(0.5), help="Gaussian Soft-NMS sigma (default 0.5)")
-    p.add_argument("--top-k", type=int, default=None, help="detections per video (default 200 thumos, 100 anet)")
-    p.add_argument("--top-classes", type=int, default=d(2), help="anet: video-level classes per video (default 2)")
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the detector on feature files + annotations",
+                       description="Train the detector. Every setting below has one default (its dataclass); "
+                                   "--config FILE (YAML or JSON, {model: {...}, train: {...}, inference: {...}}) "
+                                   "sets any of them and flags override the file.")
+    p.add_argument("--features", help="folder of feature files (python -m extract / refactor apply); required")
+    p.add_argument("--annotations", help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; "
+                                         "required")
+    p.add_argument("--out", help="checkpoint to write (next to it: OUT.best.pt with --val-subset, OUT.log.jsonl, "
+                                 "and OUT.state while unfinished); required")
+    front = p.add_mutually_exclusive_group()
+    front.add_argument("--refactor", metavar="CKPT",
+                       help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2; "
+                            "front refactor)")
+    front.add_argument("--baseline", action="store_true", help="raw features, no front (front none, the default)")
+    front.add_argument("--deep-baseline", action="store_true",
+                       help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "
+                            "(Table 2; front deep); --refactor-config CKPT copies a stage-1 checkpoint's sizes")
+    p.add_argument("--refactor-config", metavar="CKPT",
+                   help="with --deep-baseline: take RefactorNet's sizes from this checkpoint")
+    p.add_argument("--dataset", choices=(*dataset_names(), "auto"), default=None,
+                   help="apply a dataset's conventions below --config and flags (common.datasets: training subset, "
+                        "inference mode, temporal scale); auto: from the annotations' subset names")
+    p.add_argument("--plot", metavar="DIR", help="write the loss curves (loss.png) and, with --val-subset, val_map.png")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
+    add_config_arguments(p)
+    for section in train_sections():
+        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train the detector on feature files + annotations")
-    p.add_argument("--features", required=True, help="folder of feature files (python -m extract / refactor apply)")
-    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
-    p.add_argument("--out", required=True, help="checkpoint to write")
-    front = p.add_mutually_exclusive_group()
-    front.add_argument("--refactor", metavar="CKPT",
-                       help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2)")
-    front.add_argument("--baseline", action="store_true", help="raw features, no front (the default)")
-    front.add_argument("--deep-baseline", action="store_true",
-                       help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "
-                            "(Table 2); --refactor-config CKPT copies a stage-1 checkpoint's sizes")
-    p.add_argument("--refactor-config", metavar="CKPT",
-                   help="with --deep-baseline: take RefactorNet's sizes from this checkpoint")
-    p.add_argument("--subset", default="validation",
-                   help="training subset (THUMOS14: validation; ActivityNet: training)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=16, help="windows per step")
-    p.add_argument("--window", type=int, default=256, help="training window, snippets")
-    p.add_argument("--max-duration", type=int, default=128, help="longest proposal, snippets")
-    p.add_argument("--max-proposals", type=int, default=1000, help="proposals per video scored by the heads")
-    p.add_argument("--temporal-scale", type=int, default=None,
-                   help="rescale every video to this many positions (ActivityNet practice: 100, with "
-                        "--max-duration 100)")
-    p.add_argument("--actionness-weight", type=float, default=1.0,
-                   help="BSN's actionness loss weight (0: the paper's L_P)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    p.add_argument("--plot", metavar="DIR", help="write the loss curves (loss.png)")
-    p.add_argument("--restart", action="store_true",
-                   help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
-    _inference_args(p, defaults=True)
+    _train_parser(sub)
 
     for name, what in (("run", "detections for a folder of feature files"),
                        ("video", "raw video to detections in one step")):
@@ -108,9 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="anet: video-level classification scores (CUHK-style JSON)")
         p.add_argument("--device", default="cpu" if name == "run" else "auto",
                        help="cpu, cuda, cuda:N (video: auto)")
-        p.add_argument("--batch-size", type=int, default=None, help="videos per forward pass (default 8)")
-        p.add_argument("--no-regress", action="store_true", help="keep proposal boundaries (no regression)")
-        _inference_args(p, defaults=False)
+        p.add_argument("--config", metavar="FILE", default=None,
+                       help="YAML or JSON settings file (detect train's layout): its inference section overrides "
+                            "the checkpoint's; flags override both")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the effective inference settings as YAML and exit")
+        add_section_arguments(p.add_argument_group("inference settings (InferenceConfig; default: the checkpoint's)"),
+                              RUN_INFERENCE, defaults={f: "the checkpoint's" for f in
+                                                       ("mode", "sigma", "top_k", "top_classes", "regress",
+                                                        "min_score", "batch_size")})
 
     p = sub.add_parser("cam", help="Grad-CAM figures of a detector's RefactorNet front (as python -m refactor cam)")
     add_cam_arguments(p, "detector checkpoint with a RefactorNet front (detect train --refactor), or a stage-1 "
@@ -195,12 +195,15 @@ def _render(args, results: dict) -> dict[Path, str]:
 
 
 def _inference(args, base: dict) -> InferenceConfig:
-    over = {"mode": args.mode, "sigma": args.sigma, "top_k": args.top_k, "top_classes": args.top_classes,
-            "batch_size": getattr(args, "batch_size", None) if args.command != "train" else None}
-    cfg = dict(base) | {k: v for k, v in over.items() if v is not None}
-    if getattr(args, "no_regress", False):
-        cfg["regress"] = False
-    return InferenceConfig.from_dict(cfg)
+    """``detect run`` / ``video``: the checkpoint's inference settings, then the ``inference`` section of
+    ``--config``, then the flags."""
+    config = None
+    if args.config is not None:
+        data = read_config_file(args.config)
+        check_settings(data, train_sections(), args.config)              # the whole file must make sense
+        config = {k: v for k, v in data.items() if k == "inference"}
+    over = resolve_settings([RUN_INFERENCE], args, config)["inference"]
+    return InferenceConfig.from_dict(dict(base) | over)
 
 
 def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
@@ -250,36 +253,64 @@ def _cam(args) -> int:
     return 0
 
 
+def train_settings(args) -> tuple[DetectorConfig, TrainConfig, InferenceConfig]:
+    """The settings of ``detect train``: dataclass defaults < ``--dataset`` < ``--config`` < flags
+    (``--refactor`` / ``--baseline`` / ``--deep-baseline`` are flags setting ``model.front``)."""
+    presets = None
+    if args.dataset is not None:
+        if args.dataset == "auto":
+            if args.annotations is None:
+                raise DetectorError("--dataset auto needs --annotations")
+            dataset = detect_dataset(subset_videos(args.annotations))
+        else:
+            dataset = get_dataset(args.dataset)
+        presets = dataset.presets()
+    settings = resolve_settings(train_sections(), args, args.config, presets)
+    legacy = "refactor" if args.refactor else "deep" if args.deep_baseline else "none" if args.baseline else None
+    if legacy is not None:
+        given = getattr(args, "model.front", legacy)
+        if given != legacy:
+            flag = "--refactor" if args.refactor else "--deep-baseline" if args.deep_baseline else "--baseline"
+            raise DetectorError(f"--front {given} contradicts {flag}")
+        settings["model"]["front"] = legacy
+    config = DetectorConfig(**settings["model"])
+    if args.refactor_config and config.front != "deep":
+        raise DetectorError("--refactor-config goes with --deep-baseline")
+    return config, TrainConfig(**settings["train"]), InferenceConfig(**settings["inference"])
+
+
 def _train(args) -> int:
     """``detect train``; under torchrun (WORLD_SIZE > 1) every process trains on its share of each
-    batch (gloo on CPU, NCCL on CUDA, one GPU per process) and rank 0 writes the checkpoint."""
-    front = "refactor" if args.refactor else "deep" if args.deep_baseline else "none"
-    if args.refactor_config and not args.deep_baseline:
-        raise DetectorError("--refactor-config goes with --deep-baseline")
-    device, world = args.device, int(os.environ.get("WORLD_SIZE", "1"))
+    batch (gloo on CPU, NCCL on CUDA, one GPU per process) and rank 0 writes the checkpoint (and
+    validates, with --val-subset)."""
+    config, train, inference = train_settings(args)
+    if args.print_config:
+        print(dump_settings(detector_settings(config, train, inference)), end="")
+        return 0
+    device, world = train.device, int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         cuda = device.startswith("cuda")
         if cuda:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+    train = replace(train, device=device)
     try:
         rank = dist.get_rank() if world > 1 else 0
-        config = DetectorConfig(max_duration=args.max_duration, max_proposals=args.max_proposals,
-                                temporal_scale=args.temporal_scale)
-        train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, window=args.window,
-                            seed=args.seed, subset=args.subset, device=device, actionness_weight=args.actionness_weight)
-        inference = _inference(args, {})
-        state = Path(str(args.out) + ".state")
+        files = run_files(args.out)
+        state = files["state"]
         if args.restart and rank == 0:
             state.unlink(missing_ok=True)
+            files["best"].unlink(missing_ok=True)
         if world > 1:
             dist.barrier()
         if state.is_file() and rank == 0:
             print(f"detect: resuming from {state}", file=sys.stderr)
         model, meta = train_detector(args.features, args.annotations, config, train,
-                                     refactor_checkpoint=args.refactor or args.refactor_config, front=front,
-                                     state_path=state)
+                                     refactor_checkpoint=args.refactor or args.refactor_config, front=config.front,
+                                     state_path=state, inference=inference,
+                                     best_path=files["best"] if train.val_subset is not None else None,
+                                     log_path=files["log"])
         if rank != 0:
             return 0
         meta["world_size"] = world
@@ -287,10 +318,14 @@ def _train(args) -> int:
         state.unlink(missing_ok=True)
         if args.plot:
             plot_history(meta["history"], Path(args.plot) / "loss.png")
+            if "best_epoch" in meta:
+                plot_validation(meta["history"], Path(args.plot) / "val_map.png")
         last = meta["history"][-1] if meta["history"] else {}
-        print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({front} front"
+        best = (f"; best validation average mAP {100 * meta[VAL_KEY]:.2f}% at epoch {meta['best_epoch']} -> "
+                f"{files['best']}" if "best_epoch" in meta else "")
+        print(f"detect: trained on {meta['num_windows']} windows of {meta['num_videos']} videos ({config.front} front"
               f"{f', {world} processes' if world > 1 else ''}); final loss {last.get('loss', float('nan')):.4f} "
-              f"-> {args.out}")
+              f"-> {args.out}{best}")
         return 0
     finally:
         if world > 1:
@@ -298,7 +333,12 @@ def _train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and not args.print_config:
+        missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
         if args.command == "train":
             return _train(args)
@@ -308,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             return _fit(args)
         _, ckpt = load_detector(args.checkpoint)
         inference = _inference(args, ckpt.get("inference", {}))
+        if args.print_config:
+            print(dump_settings({"inference": asdict(inference)}), end="")
+            return 0
         if args.command == "run":
             failed: dict = {}
             results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
@@ -338,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     except (DetectorError, DetectDataError, VideoScoresError, FeatureFileError, AnnotationError, RefactorError,
-            VideoError, FitError, WeightsError, ValueError) as exc:
+            VideoError, FitError, WeightsError, ConfigError, ValueError) as exc:
         print(f"detect {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -7,7 +7,9 @@ with ``weights_only=True``), each with its ``kind`` and format version:
   ``train`` (:class:`detect.config.TrainConfig`), ``inference`` (:class:`detect.config.InferenceConfig`,
   its defaults unless given), ``classes``, ``feature_layout`` (streams, dim, window, stride, fps),
   ``subsets`` (video ids per subset of the annotations, so ``detect run --subset test`` needs
-  nothing else), ``refactor_checkpoint`` (path and sha256), ``history`` and ``state_dict``.
+  nothing else), ``refactor_checkpoint`` (path and sha256), ``history`` and ``state_dict``;
+  ``settings``: the run's effective settings ``{model, train, inference}`` (:mod:`detect.settings`, a
+  file ``detect train --config`` reads back); with validation, ``best_epoch`` and ``val_average_mAP``.
 * ``kind`` = "detector-training-state", :data:`STATE_VERSION`: ``fingerprint`` (what a resumed run
   must share with the interrupted one), ``history``, ``model`` and ``optimizer`` state dicts. The
   random streams derive from the seed and the epoch, so nothing else is needed to resume exactly.
@@ -27,12 +29,22 @@ from detect.config import DetectorError, InferenceConfig
 from detect.model import Detector, DetectorConfig
 
 __all__ = ["FORMAT_VERSION", "STATE_VERSION", "save_detector", "load_detector", "save_training_state",
-           "load_training_state"]
+           "load_training_state", "run_files"]
 
 FORMAT_VERSION = 1
 STATE_VERSION = 1
 KIND = "detector"
 STATE_KIND = "detector-training-state"
+
+
+def run_files(out: str | os.PathLike) -> dict[str, Path]:
+    """The files ``detect train --out OUT`` keeps next to its checkpoint ``OUT`` (``det.pt``):
+    ``state`` (``det.pt.state``: the training state of an unfinished run), ``best`` (``det.best.pt``:
+    the best validated epoch's checkpoint) and ``log`` (``det.log.jsonl``: losses and validation per epoch)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix == ".pt" else out
+    return {"state": Path(str(out) + ".state"), "best": Path(str(stem) + ".best.pt"),
+            "log": Path(str(stem) + ".log.jsonl")}
 
 
 def save_detector(path: str | os.PathLike, model: Detector, meta: dict, inference: dict | None = None) -> Path:

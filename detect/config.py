@@ -20,16 +20,32 @@ class DetectorError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Optimisation and sampling (paper §4.1: Adam, lr 1e-3; 20 epochs).
+    """Optimisation and sampling (paper §4.1: Adam, lr 1e-3; 20 epochs), and validation.
 
     Attributes:
-        window, overlap: training windows (snippets) and their overlap.
-        batch_size: windows per step.
-        gamma: weight of the end-boundary loss; actionness_weight: BSN's actionness term.
-        lambda_com, lambda_reg: weights in L_D.
-        proposals_per_window: head samples per window, split by ``ratio`` (fg : incomplete : bg).
-        jitter_per_instance, random_per_window, model_proposals: candidate pool per window.
+        epochs: training epochs.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay.
+        batch_size: windows per step (per process under torchrun).
+        window: training window, snippets.
+        overlap: overlap of consecutive training windows (fraction).
+        seed: seed of the initialisation and of every random stream.
+        subset: training subset (THUMOS14: validation; ActivityNet: training).
+        device: cpu, cuda, cuda:N.
+        gamma: weight of the end-boundary loss.
+        actionness_weight: BSN's actionness loss weight (0: the paper's L_P).
+        lambda_com: weight of the completeness loss in L_D.
+        lambda_reg: weight of the regression loss in L_D.
+        proposals_per_window: head samples per window, split by ``ratio``.
+        ratio: foreground : incomplete : background head samples.
+        jitter_per_instance: jittered copies of each ground-truth instance in the candidate pool.
+        random_per_window: random segments in the candidate pool of a window.
+        model_proposals: the model's own proposals in the candidate pool of a window.
         pair_batch: RefactorNet (action, coupling) pairs per step (stage 2 only).
+        val_subset: evaluate average mAP on this subset's feature files during training and keep the
+            best checkpoint (None: no validation).
+        val_every: validate every this many epochs (and after the last).
+        val_tiou: tIoU thresholds of the validation mAP (start:stop:step or a comma list).
     """
 
     epochs: int = 20
@@ -51,11 +67,16 @@ class TrainConfig:
     random_per_window: int = 64
     model_proposals: int = 200
     pair_batch: int = 256
+    val_subset: str | None = None
+    val_every: int = 1
+    val_tiou: str = "0.3:0.7:0.1"
 
     def __post_init__(self) -> None:
         self.ratio = tuple(int(r) for r in self.ratio)
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1 or self.window < 2:
             raise ValueError(f"bad training configuration: {self}")
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be >= 1, got {self.val_every}")
 
 
 @dataclass
@@ -66,7 +87,7 @@ class InferenceConfig:
         mode: "thumos" (per-class detections) or "anet" (class-agnostic proposals fused with
             video-level classification scores).
         sigma: Gaussian Soft-NMS parameter.
-        top_k: detections kept per video (None: 200 for thumos, 100 for anet).
+        top_k: detections kept per video (none: 200 for thumos, 100 for anet).
         top_classes: anet mode, video-level classes per video.
         regress: refine proposal boundaries with the regression head.
         min_score: drop detections scoring at or below this before Soft-NMS.

@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.annotations import default_subsets, load_ground_truth, read_database, same_subset
-from common.fileio import atomic_path, sha256_file
+from common.annotations import default_subsets, ground_truth_digest, load_ground_truth, read_database, same_subset
+from common.fileio import atomic_path
 from common.predictions import load_predictions
 from detect.checkpoint import load_detector, save_detector
 from detect.config import TrainConfig
@@ -311,7 +311,7 @@ class _Variant:
     prefix: str = ""
 
     def __post_init__(self) -> None:
-        self.ann_hash = sha256_file(self.annotations)       # every trained or evaluated stage reads it
+        self.ann_hash = ground_truth_digest(self.annotations)   # every trained or evaluated stage reads it
 
     def _name(self, stage: str) -> str:
         return f"{self.prefix}{stage}"

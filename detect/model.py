@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from detect.fronts import DeepBaseline, deep_baseline_hidden, front_names, get_front, masked
 from detect.roi import roi_pool_1d
-from refactor.model import RefactorConfig, RefactorNet, RefactorOutput
+from refactor.model import RefactorConfig, RefactorOutput
 
 __all__ = ["DetectorConfig", "Detector", "Encoded", "HeadOutput", "DeepBaseline", "deep_baseline_hidden",
            "FRONTS"]
 
-FRONTS = ("none", "refactor", "deep")
+FRONTS = front_names()          # the fronts registered when this module is imported (detect.fronts)
 
 
 @dataclass
@@ -38,21 +39,26 @@ class DetectorConfig:
     """Architecture of the detector and the proposal rule it was trained with.
 
     Attributes:
-        in_dim: snippet feature size C (2048 for two-stream I3D).
-        num_classes: K action classes (the classifier has K + 1 outputs, 0 = background).
-        front: "none" (raw features, ``--baseline``), "refactor" (RefactorNet, ``--refactor``) or
-            "deep" (temporal convolutions with RefactorNet's parameter count and depth,
-            ``--deep-baseline``).
-        refactor: RefactorNet's configuration when front is "refactor" or "deep" (the deep
-            baseline copies its depth and parameter count).
+        in_dim: snippet feature size C (2048 for two-stream I3D); set from the data.
+        num_classes: K action classes (the classifier has K + 1 outputs, 0 = background); set from the data.
+        front: a registered front (detect.fronts): "none" (raw features, --baseline), "refactor"
+            (RefactorNet, --refactor CKPT) or "deep" (temporal convolutions with RefactorNet's
+            parameter count and depth, --deep-baseline).
+        refactor: RefactorNet's configuration when the front uses one (the deep baseline copies its
+            depth and parameter count); set from the stage-1 checkpoint.
         deep_kernel: temporal kernel of the deep baseline's convolutions.
         base_dim: channels of the shared base feature.
         boundary_hidden: channels of the boundary module's hidden layer.
-        head_hidden, dropout: the three MLP heads.
-        bins, context, samples_per_bin: RoI pooling (see :func:`detect.roi.roi_pool_1d`).
-        max_duration: longest proposal in snippets.
+        head_hidden: hidden width of the three MLP heads.
+        dropout: dropout of the three MLP heads.
+        bins: RoI pooling bins (start, inner, end) (see detect.roi.roi_pool_1d).
+        context: RoI pooling context on each side, as a fraction of the proposal.
+        samples_per_bin: RoI pooling samples per bin.
+        max_duration: longest proposal, snippets.
         candidate_ratio: boundary candidates exceed this fraction of the maximum (or are peaks).
         max_proposals: proposals per video scored by the heads (best boundary scores).
+        temporal_scale: rescale every video to this many positions (ActivityNet practice: 100, with
+            max_duration 100; none: native snippets).
     """
 
     in_dim: int = 2048
@@ -76,9 +82,8 @@ class DetectorConfig:
         if isinstance(self.refactor, dict):
             self.refactor = RefactorConfig(**self.refactor)
         self.bins = tuple(int(b) for b in self.bins)
-        if self.front not in FRONTS:
-            raise ValueError(f"front must be one of {FRONTS}, got {self.front!r}")
-        if self.front in ("refactor", "deep") and self.refactor is None:
+        kind = get_front(self.front)          # ValueError naming the registered fronts
+        if kind.uses_refactor_config and self.refactor is None:
             self.refactor = RefactorConfig(in_dim=self.in_dim)
         if self.refactor is not None and self.refactor.in_dim != self.in_dim:
             raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
@@ -93,54 +98,10 @@ class DetectorConfig:
     @property
     def feature_dim(self) -> int:
         """Channels of f' (what the boundary module and the heads see)."""
-        return self.in_dim if self.front == "none" else self.refactor.out_dim
+        return get_front(self.front).out_dim(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
-
-
-class DeepBaseline(nn.Module):
-    """Temporal 1-D convolutions ``C -> H -> ... -> C'`` (ReLU between), kernel k, 'same' padding."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int, kernel: int):
-        super().__init__()
-        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-        self.convs = nn.ModuleList(nn.Conv1d(dims[i], dims[i + 1], kernel, padding=kernel // 2) for i in range(layers))
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        for i, conv in enumerate(self.convs):
-            x = _masked(conv(x), mask)
-            if i < len(self.convs) - 1:
-                x = torch.relu(x)
-        return x
-
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def deep_baseline_hidden(config: RefactorConfig, kernel: int) -> int:
-    """Hidden width H that gives the deep baseline (same depth as RefactorNet's encoders, same
-    input and output sizes) the parameter count closest to RefactorNet's (φA and φC together)."""
-    target = _count(RefactorNet(config))
-    c, out, layers = config.in_dim, config.out_dim, config.num_layers
-
-    def params(h: int) -> int:
-        if layers == 1:
-            return kernel * c * out + out
-        return kernel * (c * h + (layers - 2) * h * h + h * out) + (layers - 1) * h + out
-
-    lo, hi = 1, 1
-    while params(hi) < target:
-        hi *= 2
-    while hi - lo > 1:                      # params is increasing in h
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if params(mid) < target else (lo, mid)
-    return min((lo, hi), key=lambda h: abs(params(h) - target))
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -191,13 +152,7 @@ class Detector(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
         self.config = c = config
-        if c.front == "refactor":
-            self.front = RefactorNet(c.refactor)
-        elif c.front == "deep":
-            hidden = deep_baseline_hidden(c.refactor, c.deep_kernel)
-            self.front = DeepBaseline(c.in_dim, hidden, c.refactor.out_dim, c.refactor.num_layers, c.deep_kernel)
-        else:
-            self.front = None
+        self.front = get_front(c.front).build(c)          # detect.fronts: None, RefactorNet, DeepBaseline...
         self.base = nn.Conv1d(c.feature_dim, c.base_dim, 3, padding=1)
         self.boundary_hidden = nn.Conv1d(c.base_dim, c.boundary_hidden, 3, padding=1)
         self.boundary_out = nn.Conv1d(c.boundary_hidden, 3, 1)
@@ -214,16 +169,9 @@ class Detector(nn.Module):
         if lengths is None:
             lengths = torch.full((bsz,), t, dtype=torch.long, device=x.device)
         mask = (torch.arange(t, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)[:, None, :]
-        ref = None
-        if isinstance(self.front, RefactorNet):
-            ref = self.front(x)
-            feats = _masked(ref.features, mask)
-        elif isinstance(self.front, DeepBaseline):
-            feats = self.front(x, mask)
-        else:
-            feats = x
-        base = _masked(torch.relu(self.base(feats)), mask)
-        hidden = _masked(torch.relu(self.boundary_hidden(base)), mask)
+        feats, ref = get_front(self.config.front).apply(self.front, x, mask)
+        base = masked(torch.relu(self.base(feats)), mask)
+        hidden = masked(torch.relu(self.boundary_hidden(base)), mask)
         return Encoded(features=feats, refactor=ref, base=base, boundary_logits=self.boundary_out(hidden),
                        lengths=lengths)
 

@@ -5,6 +5,10 @@ heads' proposals and their losses) and, with RefactorNet in front (``--refactor 
 a batch of its (action, coupling) pairs, collected from the same training videos with the stage-1
 checkpoint's sample settings; the step minimises ``L_R + L_P + L_D`` end to end.
 
+With ``TrainConfig.val_subset``, the model is evaluated (average mAP, :mod:`detect.validation`) on
+that subset every ``val_every`` epochs and after the last; the results join the epoch's history
+entry, and the best validated model is written as a checkpoint of its own (``best_path``).
+
 Every random stream derives from (seed, epoch, rank), so an interrupted run resumes exactly from its
 training state (:mod:`detect.checkpoint`); under torchrun the ranks share each batch and average
 their gradients (:mod:`detect.distributed`). The trained model and its metadata go to
@@ -26,14 +30,17 @@ from tqdm.auto import tqdm
 
 from common.annotations import subset_videos
 from common.fileio import sha256_file
-from detect.checkpoint import load_training_state, save_training_state
-from detect.config import DetectorError, TrainConfig
+from detect.checkpoint import load_training_state, save_detector, save_training_state
+from detect.config import DetectorError, InferenceConfig, TrainConfig
 from detect.data import DetectDataError, VideoRecord, make_windows, read_window, scan_videos
 from detect.distributed import average_gradients, check_replicas, mean_over_ranks, rank_and_world
+from detect.fronts import get_front
 from detect.labels import boundary_targets
 from detect.losses import detector_losses, sample_head_proposals
 from detect.model import Detector, DetectorConfig
 from detect.proposals import generate_proposals
+from detect.settings import detector_settings
+from detect.validation import VAL_KEY, Validator, best_entry, write_log
 from extract.features import read_features
 from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_refactor
 
@@ -182,9 +189,11 @@ def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoR
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
                    config: DetectorConfig | None = None, train: TrainConfig = TrainConfig(),
-                   refactor_checkpoint: str | os.PathLike | None = None, front: str = "none",
+                   refactor_checkpoint: str | os.PathLike | None = None, front: str | None = None,
                    progress: bool | None = None, state_path: str | os.PathLike | None = None,
-                   on_epoch: Callable[[EpochReport], None] | None = None) -> tuple[Detector, dict]:
+                   on_epoch: Callable[[EpochReport], None] | None = None,
+                   inference: InferenceConfig | None = None, best_path: str | os.PathLike | None = None,
+                   log_path: str | os.PathLike | None = None) -> tuple[Detector, dict]:
     """Train a detector on the feature files of ``train.subset``.
 
     Args:
@@ -192,7 +201,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             and ``front``).
         refactor_checkpoint: stage-1 RefactorNet checkpoint (front "refactor"; the deep baseline
             copies its configuration when given).
-        front: "none" (baseline), "refactor" or "deep".
+        front: a registered front (:mod:`detect.fronts`: "none" (baseline), "refactor" or "deep");
+            None: ``config.front`` ("none" without a config).
         state_path: training state written atomically after every epoch (model, optimizer,
             history; the random streams derive from the seed and the epoch); if the file exists,
             training resumes from it (and gives the model an uninterrupted run would have). It must
@@ -200,6 +210,12 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         on_epoch: called after every epoch trained here (not those resumed from ``state_path``)
             with an :class:`EpochReport` (its losses and wall time: the public timing hook, e.g.
             for benchmarks); on every rank under torchrun.
+        inference: post-processing of the validation (and recorded in ``best_path``; default:
+            :class:`InferenceConfig`'s defaults).
+        best_path: with ``train.val_subset``, the checkpoint of the best validated epoch, written
+            (rank 0, atomically) whenever the average mAP improves.
+        log_path: the history as JSON lines (:func:`detect.validation.write_log`), rewritten after
+            every epoch (rank 0).
 
     Returns:
         (model in eval mode, checkpoint metadata for :func:`detect.checkpoint.save_detector`).
@@ -216,8 +232,10 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     if len(sampling) > 1:
         raise DetectorError(f"feature files of different snippet sampling (window, stride): {sampling}; "
                             "extract them alike")
+    front = front if front is not None else (config.front if config is not None else "none")
+    kind = get_front(front)
     ref_model = ref_ckpt = None
-    if front == "refactor" and refactor_checkpoint is None:
+    if kind.stage1 and refactor_checkpoint is None:
         raise DetectorError("front 'refactor' needs a stage-1 checkpoint (--refactor CKPT)")
     if refactor_checkpoint is not None:
         try:
@@ -232,7 +250,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     cfg_dict = base.to_dict() | {"in_dim": dim, "num_classes": len(classes), "front": front}
     if ref_model is not None:
         cfg_dict["refactor"] = asdict(ref_model.config)
-    elif front == "none":
+    elif not kind.uses_refactor_config:
         cfg_dict["refactor"] = None
     elif cfg_dict.get("refactor") and cfg_dict["refactor"]["in_dim"] != dim:
         cfg_dict["refactor"] = None
@@ -241,44 +259,63 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     torch.manual_seed(train.seed)                  # model initialisation
     device = torch.device(train.device)
     model = Detector(config)
-    if front == "refactor":
+    if kind.stage1:
         model.front.load_state_dict(ref_model.state_dict())
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
     pairs = None
-    if front == "refactor":
+    if kind.stage1:
         try:
             pairs = build_pairs(feature_dir, annotations, train.subset, SampleConfig(**ref_ckpt["samples"]))
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
 
     fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint)
-    history: list[dict] = []
-    if state_path is not None and Path(state_path).is_file():
-        history = load_training_state(state_path, fingerprint, model, opt, device)
-    rank, _ = rank_and_world()
-
-    def after_epoch(hist: list[dict], seconds: float) -> None:
-        if state_path is not None and rank == 0:
-            save_training_state(state_path, fingerprint, model, opt, hist)
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch=hist[-1]["epoch"], losses={k: v for k, v in hist[-1].items() if k != "epoch"},
-                                 seconds=seconds))
-
-    history = _fit(model, opt, train, videos, streams, dim, device, pairs, progress, history, after_epoch)
-    model.eval()
-
+    inference = inference or InferenceConfig()
     fps = sorted({v.fps for v in videos})
     attrs = read_features(videos[0].path, rows=slice(0, 0)).attrs      # frame geometry, where recorded
     meta = {"classes": classes,
             "feature_layout": {"streams": list(streams), "dim": dim, "window": videos[0].window,
                                "stride": videos[0].stride, "fps": fps[0] if len(fps) == 1 else None,
                                "short_side": attrs.get("short_side"), "crop": attrs.get("crop")},
-            "train": asdict(train), "history": history,
+            "train": asdict(train), "settings": detector_settings(config, train, inference),
             "subsets": subset_videos(annotations),
             "refactor_checkpoint": None if refactor_checkpoint is None else
             {"path": str(Path(refactor_checkpoint).resolve()), "sha256": sha256_file(refactor_checkpoint)},
             "num_videos": len(videos),
             "num_windows": sum(len(make_windows(v.num_snippets, train.window, train.overlap)) for v in videos)}
+    rank, _ = rank_and_world()
+    validator = None
+    if train.val_subset is not None and rank == 0:
+        validator = Validator(feature_dir, annotations, train.val_subset, classes, streams, config.temporal_scale,
+                              inference, train.val_tiou, device)
+
+    history: list[dict] = []
+    if state_path is not None and Path(state_path).is_file():
+        history = load_training_state(state_path, fingerprint, model, opt, device)
+
+    def after_epoch(hist: list[dict], seconds: float) -> None:
+        epoch = hist[-1]["epoch"]
+        if validator is not None and (epoch % train.val_every == 0 or epoch == train.epochs):
+            hist[-1].update(validator(model))
+            if best_path is not None and best_entry(hist) is hist[-1]:
+                save_detector(best_path, model, meta | {"history": hist, "best_epoch": epoch},
+                              asdict(inference))
+        if rank == 0:
+            if state_path is not None:
+                save_training_state(state_path, fingerprint, model, opt, hist)
+            if log_path is not None:
+                write_log(log_path, hist)
+        if on_epoch is not None:
+            losses = {k: v for k, v in hist[-1].items() if k != "epoch" and not k.startswith("val_")}
+            on_epoch(EpochReport(epoch=epoch, losses=losses, seconds=seconds))
+
+    history = _fit(model, opt, train, videos, streams, dim, device, pairs, progress, history, after_epoch)
+    model.eval()
+    meta["history"] = history
+    best = best_entry(history)
+    if best is not None:
+        meta["best_epoch"] = best["epoch"]
+        meta[VAL_KEY] = best[VAL_KEY]
     return model, meta

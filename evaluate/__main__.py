@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, predictions_flag: str, default_tiou: str) -> None:
-        p.add_argument("--ground-truth", required=True, help="annotations JSON (ActivityNet layout)")
+        p.add_argument("--ground-truth", required=True,
+                       help="annotations JSON (ActivityNet layout) or THUMOS14 annotation folder (<Class>_test.txt)")
         p.add_argument(predictions_flag, required=True, dest="predictions", help="results JSON (ActivityNet layout)")
         p.add_argument("--subset", required=True,
                        help="ground-truth subset, e.g. test (THUMOS14) or validation (ActivityNet)")
@@ -66,14 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _notes(command: str, pred, subset: str) -> None:
+    """One stderr line per input oddity that the metrics count as the official evaluator does."""
+    if pred.reversed_segments:
+        print(f"evaluate {command}: note: {pred.reversed_segments} prediction(s) end before they start; "
+              "they count as false positives (tIoU 0), as in the official evaluator", file=sys.stderr)
+    if pred.unknown_videos:
+        print(f"evaluate {command}: note: predictions for {len(pred.unknown_videos)} video(s) without ground truth "
+              f"in subset {subset!r} count as false positives (e.g. {pred.unknown_videos[0]})", file=sys.stderr)
+    if pred.dropped_unknown_labels:
+        print(f"evaluate {command}: note: dropped {pred.dropped_unknown_labels} prediction(s) with labels "
+              "that are not ground-truth classes", file=sys.stderr)
+
+
 def _detection(args, gt, thresholds) -> int:
     pred = load_predictions(args.predictions, gt, unknown_labels="ignore" if args.ignore_unknown_labels else "error")
-    if pred.unknown_videos:
-        print(f"evaluate detection: note: predictions for {len(pred.unknown_videos)} video(s) without ground truth "
-              f"in subset {args.subset!r} count as false positives (e.g. {pred.unknown_videos[0]})", file=sys.stderr)
-    if pred.dropped_unknown_labels:
-        print(f"evaluate detection: note: dropped {pred.dropped_unknown_labels} prediction(s) with labels "
-              "that are not ground-truth classes", file=sys.stderr)
+    _notes("detection", pred, args.subset)
     result = evaluate_detection(gt, pred, thresholds)
     print(detection_table(result, per_class=not args.quiet))
     if args.out:
@@ -91,6 +100,9 @@ def _detection(args, gt, thresholds) -> int:
 
 def _proposals(args, gt, thresholds) -> int:
     pred = load_predictions(args.predictions, gt, proposals=True)
+    if pred.reversed_segments:
+        print(f"evaluate proposals: note: {pred.reversed_segments} proposal(s) end before they start; they recall "
+              "nothing (tIoU 0), as in the official evaluator", file=sys.stderr)
     result = average_recall_vs_an(gt, pred, thresholds, max_avg_nr_proposals=args.max_avg_proposals)
     ans = [float(a) for a in args.an.split(",") if a.strip()]
     print("  ".join(f"AR@{a:g} {100 * recall_at(result, a):.2f}%" for a in ans
@@ -108,6 +120,9 @@ def _quality(args, gt, thresholds) -> int:
     if len(thresholds) != 1:
         raise EvaluationInputError("quality takes one tIoU threshold (default 0.7)")
     pred = load_predictions(args.predictions, gt, unknown_labels="ignore")
+    if pred.reversed_segments:
+        print(f"evaluate quality: note: {pred.reversed_segments} prediction(s) end before they start; their tIoU "
+              "is 0, so none is high-quality", file=sys.stderr)
     result = proposal_quality(gt, pred, iou_threshold=float(thresholds[0]), top_k=args.top_k,
                               one_label=args.one_label)
     print(f"high-quality detections (tIoU > {thresholds[0]:g}): {result.count}; "

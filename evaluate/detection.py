@@ -15,6 +15,13 @@ calls, and the number of steps is the largest number of predictions of one class
 
 ``segment_iou`` (tIoU, 0 where the union is empty instead of the official NaN) is
 :func:`common.segments.segment_iou`, importable from here as before.
+
+A predicted segment that ends before it starts (:attr:`Predictions.reversed_segments`) is scored as
+the official evaluator scores it: its intersection with every instance is 0, so its tIoU is 0 and
+it is a false positive at every threshold. The official arithmetic gives 0/0 = NaN, not 0, when
+the union is exactly 0 (two zero-length segments, or a reversed prediction as long as an instance,
+such as the instance with its ends swapped), and a NaN passes its ``tiou < threshold`` test, so
+there it would lock the instance as a true positive; both are false positives here.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ recalled at point j if that rank is below its video's ``k[j]``. Floating-point o
 decide a truncation (``int(n * ratio)``, ``int(n_cols * pcn)``) are performed in the official
 order, so the curves agree exactly, not just approximately.
 
+A proposal that ends before it starts has tIoU 0 (the official evaluator's is 0 or NaN, and
+``NaN >= t`` is false), so it never recalls an instance; it still counts among the proposals.
+
 Documented choices where the official code divides by zero: no proposal at all, or a
 ``max_avg_nr_proposals`` so small that no video keeps a proposal, raise
 :class:`~evaluate.data.EvaluationInputError`.

@@ -16,7 +16,8 @@ targets.
 ``ties="first"`` compares the label with the earliest best instance only (see
 :func:`proposal_quality`); on THUMOS14 it calls Diving predictions on CliffDiving instances wrong.
 
-Documented choices: the threshold is strict (``> 0.7``, "higher than 0.7"); predictions of videos
+Documented choices: a prediction that ends before it starts has tIoU 0 with everything (never
+high-quality, still counted in ``total``); the threshold is strict (``> 0.7``, "higher than 0.7"); predictions of videos
 without ground truth have best tIoU 0; ``top_k`` keeps each video's k highest-scored predictions
 (equal scores: file order) before anything else; with no high-quality prediction, ``count`` is 0 and
 ``accuracy`` and ``mean_tiou`` are NaN (``null`` in JSON), since neither is defined.

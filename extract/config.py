@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
+from common.config import Section
 from weights.specs import get_spec
 
-__all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "resolve_device", "autocast_dtype"]
+__all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "BACKENDS", "resolve_device", "autocast_dtype",
+           "SECTION"]
 
 STREAMS = ("rgb", "flow")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FLOW_METHODS = ("tvl1", "opencv-tvl1")
+BACKENDS = ("auto", "decord", "pyav")
 
 
 @dataclass
@@ -20,23 +23,24 @@ class ExtractConfig:
     """Everything that decides the features of a video.
 
     Attributes:
-        streams: streams to extract, a subset of ("rgb", "flow"), written in that order.
-        fps: sampling rate; None keeps each video's own average rate.
-        window, stride: snippet length and hop in sampled frames (CONVENTIONS.md).
-        short_side, crop: resize the short side to this many pixels, then centre-crop a square;
-            None (default) takes what the spec of the weights says (:class:`weights.InputTransform`:
-            256 and 224 for every registered I3D), a value overrides it.
+        streams: streams to extract (comma list of rgb, flow), written in that order.
+        fps: sampling rate (none: each video's own average rate).
+        window: frames per snippet.
+        stride: frames between snippet starts (4 is common on THUMOS14).
+        short_side: resize the short side to this many pixels (none: the weights' spec, 256 for every
+            registered I3D).
+        crop: centre crop, pixels (none: the weights' spec, 224); at most short_side.
         batch_size: snippets per I3D forward pass.
-        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-        precision: "auto" (fp16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16".
+        device: auto (CUDA when present), cpu, cuda, cuda:N.
+        precision: auto (fp16 autocast on CUDA with an fp32 redo on overflow, fp32 on CPU), fp32, bf16
+            or fp16.
         spatial: also store float16 Mixed_5c maps (T, 1024, 7, 7).
         overwrite: redo videos whose feature file exists.
-        backend: video decoder, "auto" (decord, PyAV fallback), "decord" or "pyav".
+        backend: video decoder: auto (decord, PyAV fallback), decord or pyav.
         queue_size: snippet batches decoded ahead of the model, per video.
-        workers: videos opened and decoded at once (each in its own thread), so decoding
-            several videos overlaps with the model; features are still written in input order.
-        flow: flow method of the flow stream, "tvl1" (batched PyTorch, CPU or CUDA) or
-            "opencv-tvl1" (OpenCV's CPU DualTVL1, the reference).
+        workers: videos decoded at once, in threads (features are still written in input order).
+        flow: flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) or opencv-tvl1 (OpenCV's CPU
+            reference).
     """
 
     streams: tuple[str, ...] = ("rgb",)
@@ -77,6 +81,13 @@ class ExtractConfig:
             raise ValueError(f"unknown flow method {self.flow!r}; use one of {', '.join(FLOW_METHODS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+SECTION = Section("extract", ExtractConfig, choices={"precision": PRECISIONS, "backend": BACKENDS,
+                                                     "flow": FLOW_METHODS})
+"""The ``extract`` section of ``python -m extract --config FILE`` (:mod:`common.config`)."""
 
 
 def resolve_device(device: str) -> torch.device:

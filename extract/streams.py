@@ -36,7 +36,20 @@ from extract.i3d import I3D, I3DOutput
 from extract.pretrained import load_i3d, model_spec
 from extract.transforms import center_crop, scale_flow, to_value_range
 
-__all__ = ["RGBStream", "FlowStream", "FLOW_METHODS", "build_streams", "input_geometry"]
+__all__ = ["RGBStream", "FlowStream", "FLOW_METHODS", "STREAM_TYPES", "register_stream", "build_streams",
+           "input_geometry"]
+
+STREAM_TYPES: dict[str, type] = {}
+
+
+def register_stream(cls: type) -> type:
+    """Class decorator: make a stream class (with ``name`` and a ``build`` classmethod) available to
+    :func:`build_streams` under its ``name``. Its name must also be in ``extract.config.STREAMS``, the
+    order in which streams are written and concatenated."""
+    if cls.name in STREAM_TYPES:
+        raise ValueError(f"stream {cls.name!r} is already registered")
+    STREAM_TYPES[cls.name] = cls
+    return cls
 
 
 class _I3DStream:
@@ -84,11 +97,17 @@ class _I3DStream:
         return I3DOutput(logits=out.logits.float(), features=out.features.float(), spatial=out.spatial.float())
 
 
+@register_stream
 class RGBStream(_I3DStream):
     """RGB I3D on the first ``window`` frames of each snippet (moves ``model`` to ``device``)."""
 
     name = "rgb"
     extra_frames = 0
+
+    @classmethod
+    def build(cls, model: I3D, device: torch.device, autocast: torch.dtype | None, crop: int | None,
+              config: ExtractConfig) -> RGBStream:
+        return cls(model, device, autocast, crop)
 
     @torch.inference_mode()
     def __call__(self, frames: Tensor, window: int, frame_ids: Tensor | None = None) -> I3DOutput:
@@ -99,6 +118,7 @@ class RGBStream(_I3DStream):
         return self._run(x)
 
 
+@register_stream
 class FlowStream(_I3DStream):
     """Flow I3D on TV-L1 flow fields (see the module docstring).
 
@@ -114,6 +134,11 @@ class FlowStream(_I3DStream):
 
     name = "flow"
     extra_frames = 1
+
+    @classmethod
+    def build(cls, model: I3D, device: torch.device, autocast: torch.dtype | None, crop: int | None,
+              config: ExtractConfig) -> FlowStream:
+        return cls(model, device, autocast, crop, method=config.flow)
 
     def __init__(self, model: I3D, device: torch.device, autocast: torch.dtype | None, crop: int | None = None,
                  method: str = "tvl1", **flow_params):
@@ -200,10 +225,9 @@ def build_streams(config: ExtractConfig, weights_root: str | os.PathLike | None 
         if model is None:
             model = load_i3d(name, root=weights_root, fetch_missing=(name == "rgb"))
         crop = config.crop if config.crop is not None else model_spec(model, name).transform.crop
-        if name == "rgb":
-            streams.append(RGBStream(model, device, autocast, crop))
-        else:
-            streams.append(FlowStream(model, device, autocast, crop, method=config.flow))
+        if name not in STREAM_TYPES:
+            raise ValueError(f"no stream type registered for {name!r} (known: {', '.join(STREAM_TYPES)})")
+        streams.append(STREAM_TYPES[name].build(model, device, autocast, crop, config))
     input_geometry(streams, config.short_side, config.crop)
     return streams
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from common.annotations import AnnotationError
+from common.annotations import AnnotationError, subset_videos
 from common.checkpoint import checkpoint_kind
+from common.config import ConfigError, add_config_arguments, add_section_arguments, dump_settings, resolve_settings
+from common.datasets import dataset_names, detect_dataset, get_dataset
 from extract.features import FeatureFileError
 from extract.video import VideoError
 from refactor.apply import apply_refactor
@@ -16,31 +19,30 @@ from refactor.errors import RefactorError
 from refactor.model import RefactorConfig
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
-from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_refactor
+from refactor.train import TrainConfig, load_refactor, save_checkpoint, sections, settings_of, train_refactor
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m refactor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="stage 1: train the action / co-occurrence encoders")
-    p.add_argument("--features", required=True, help="folder of feature files (python -m extract)")
-    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
-    p.add_argument("--out", required=True, help="checkpoint to write")
-    p.add_argument("--subset", default="validation", help="training subset (THUMOS14: validation)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="coupling: minimum cosine similarity (-1 to disable)")
-    p.add_argument("--top-k", type=int, default=5,
-                   help="coupling: most similar non-action snippets per action sample (0 to disable)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=1024)
-    p.add_argument("--no-kl", action="store_true", help="ablation: L_A & L_C only")
-    p.add_argument("--action-only", action="store_true", help="ablation: f' = φA(f)")
-    p.add_argument("--beta", type=float, default=0.001, help="weight of the KL term")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("train", help="stage 1: train the action / co-occurrence encoders",
+                       description="RefactorNet stage 1. Every setting below has one default (its dataclass); "
+                                   "--config FILE (YAML or JSON, {model: {...}, samples: {...}, train: {...}}) sets "
+                                   "any of them and flags override the file. An interrupted run resumes from "
+                                   "OUT.state.")
+    p.add_argument("--features", help="folder of feature files (python -m extract); required")
+    p.add_argument("--annotations",
+                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
+    p.add_argument("--out", help="checkpoint to write (OUT.state while unfinished); required")
+    p.add_argument("--dataset", choices=(*dataset_names(), "auto"), default=None,
+                   help="apply a dataset's conventions below --config and flags (its training subset); auto: from "
+                        "the annotations' subset names")
+    p.add_argument("--restart", action="store_true",
+                   help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
+    add_config_arguments(p)
+    for section in sections():
+        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
 
     p = sub.add_parser("apply", help="write refactored feature files f'")
     p.add_argument("--features", required=True)
@@ -66,30 +68,59 @@ def _cam(args) -> int:
     return 0
 
 
+def train_settings(args) -> tuple[dict, SampleConfig, TrainConfig]:
+    """``refactor train``'s settings: dataclass defaults < ``--dataset`` < ``--config`` < flags. Returns
+    the ``model`` values (``in_dim`` comes from the features), the sample rule and the optimisation."""
+    presets = None
+    if args.dataset is not None:
+        if args.dataset == "auto" and args.annotations is None:
+            raise RefactorError("--dataset auto needs --annotations")
+        dataset = (detect_dataset(subset_videos(args.annotations)) if args.dataset == "auto"
+                   else get_dataset(args.dataset))
+        presets = dataset.presets()
+    settings = resolve_settings(sections(), args, args.config, presets)
+    return settings["model"], SampleConfig(**settings["samples"]), TrainConfig(**settings["train"])
+
+
+def _train(args) -> int:
+    model_values, samples, train = train_settings(args)
+    if args.print_config:
+        print(dump_settings(settings_of(RefactorConfig(**model_values), samples, train)), end="")   # dims: C / 2
+        return 0
+    state = Path(str(args.out) + ".state")
+    if args.restart:
+        state.unlink(missing_ok=True)
+    pairs = build_pairs(args.features, args.annotations, train.subset, samples)
+    config = RefactorConfig(in_dim=pairs.action.shape[1], **model_values)
+    if state.is_file():
+        print(f"refactor: resuming from {state}", file=sys.stderr)
+    model, history = train_refactor(pairs, config, train, state_path=state)
+    save_checkpoint(args.out, model, pairs, samples, train, history)
+    state.unlink(missing_ok=True)
+    last = history[-1] if history else {"loss": float("nan"), "action": float("nan"), "cooccurrence": float("nan"),
+                                        "kl": float("nan")}
+    print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
+          f"{last['loss']:.4f} (L_A {last['action']:.4f}, L_C {last['cooccurrence']:.4f}, "
+          f"KL {last['kl']:.2f}) -> {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and not args.print_config:
+        missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
         if args.command == "train":
-            samples = SampleConfig(threshold=None if args.threshold < -1 + 1e-9 else args.threshold,
-                                   top_k=args.top_k or None)
-            pairs = build_pairs(args.features, args.annotations, args.subset, samples)
-            config = RefactorConfig(in_dim=pairs.action.shape[1], hidden_dim=args.hidden_dim,
-                                    use_kl=not args.no_kl, action_only=args.action_only, beta=args.beta)
-            train = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                subset=args.subset, device=args.device)
-            model, history = train_refactor(pairs, config, train)
-            save_checkpoint(args.out, model, pairs, samples, train, history)
-            last = history[-1]
-            print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
-                  f"{last['loss']:.4f} (L_A {last['action']:.4f}, L_C {last['cooccurrence']:.4f}, "
-                  f"KL {last['kl']:.2f}) -> {args.out}")
-        elif args.command == "apply":
+            return _train(args)
+        if args.command == "apply":
             written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite)
             print(f"refactor: {len(written)} refactored feature files -> {args.out}")
-        else:
-            return _cam(args)
-        return 0
-    except (RefactorError, FeatureFileError, AnnotationError, ValueError, VideoError) as exc:
+            return 0
+        return _cam(args)
+    except (RefactorError, FeatureFileError, AnnotationError, ConfigError, ValueError, VideoError) as exc:
         print(f"refactor {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -36,12 +36,13 @@ class RefactorConfig:
     Attributes:
         in_dim: snippet feature size C (2048 for two-stream I3D).
         hidden_dim: width of the encoders' hidden layer(s).
-        action_dim, cooc_dim: sizes of the two components (default C / 2 each, so f' has C channels
-            and can replace f in a detector unchanged).
+        action_dim: size of the action component (none: C / 2, so that f' has C channels and can
+            replace f in a detector unchanged).
+        cooc_dim: size of the co-occurrence component (none: C - action_dim).
         num_layers: kernel-1 convolutions per encoder (ReLU between them).
-        use_kl: KL regularization of the co-occurrence component (ablation: False = L_A & L_C only).
-        action_only: f' = φA(f) (ablation of Table 5).
-        beta: weight of L_KL.
+        use_kl: KL regularization of the co-occurrence component (ablation, --no-kl: L_A & L_C only).
+        action_only: f' = φA(f) (ablation of Table 5: the action component only).
+        beta: weight of the KL term L_KL.
     """
 
     in_dim: int = 2048

@@ -28,13 +28,13 @@ class SampleConfig:
     """How coupling samples are chosen.
 
     Attributes:
-        threshold: minimum cosine similarity (None: no threshold).
-        top_k: at most this many coupling snippets per action sample, the most similar (None: all
-            that pass the threshold).
+        threshold: coupling: minimum cosine similarity (none or -1: no threshold).
+        top_k: coupling: at most this many non-action snippets per action sample, the most similar
+            (none or 0: all that pass the threshold).
     """
 
-    threshold: float | None = 0.5
-    top_k: int | None = 5
+    threshold: float | None = field(default=0.5, metadata={"none_at": -1.0})
+    top_k: int | None = field(default=5, metadata={"none_at": 0})
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.top_k is None:

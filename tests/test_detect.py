@@ -473,8 +473,8 @@ def test_checkpoint_round_trip_and_errors(trained, dataset, tmp_path):
     model, meta, ckpt = trained
     loaded, data = load_detector(ckpt)
     assert data["classes"] == meta["classes"] and data["feature_layout"]["dim"] == 16
-    assert data["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": WINDOW, "stride": STRIDE,
-                                           "fps": FPS}
+    assert data["feature_layout"] == {"streams": ["rgb", "flow"], "dim": 16, "window": WINDOW, "stride": STRIDE,
+                                      "fps": FPS, "short_side": None, "crop": None}      # test files record no geometry
     assert sorted(data["subsets"]["validation"]) == sorted(dataset[2])
     for (k, va), vb in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(va, vb), k
@@ -831,8 +831,8 @@ def test_real_thumos14_annotations(shared_data, tmp_path):
     gt.write_text(json.dumps({k: database[k] for k in ids}))
     cfg = DetectorConfig(base_dim=32, boundary_hidden=32, head_hidden=64, dropout=0.0, max_duration=200)
     model, meta = train_detector(features, gt, cfg, TrainConfig(epochs=20, window=256, batch_size=8))
-    assert meta["feature_layout"] | {} == {"streams": ["rgb", "flow"], "dim": 16, "window": 16, "stride": 4,
-                                           "fps": 30.0}
+    assert meta["feature_layout"] == {"streams": ["rgb", "flow"], "dim": 16, "window": 16, "stride": 4,
+                                      "fps": 30.0, "short_side": None, "crop": None}
     ckpt = save_detector(tmp_path / "det.pt", model, meta)
     run_detector(ckpt, features, tmp_path / "pred.json", subset="validation")
     result = evaluate(gt, tmp_path / "pred.json")

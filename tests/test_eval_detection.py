@@ -27,7 +27,11 @@ THUMOS_TIOU = np.array([0.3, 0.4, 0.5, 0.6, 0.7])
 # ground truth at a time), independent of the vectorized implementation.
 
 
-def oracle_ap(gt_db: dict, results: dict, subset: str, thresholds) -> tuple[list[str], np.ndarray]:
+def oracle_ap(gt_db: dict, results: dict, subset: str, thresholds, literal: bool = False
+              ) -> tuple[list[str], np.ndarray]:
+    """AP per (threshold, class) by the official rule. ``literal``: tIoU with the official arithmetic
+    (0/0 = NaN where the union is 0, and a NaN passes the ``tiou < thr`` test, so it is tried first
+    and locks a free instance); otherwise NaN is 0 (the documented policy of evaluate.detection)."""
     classes: dict[str, int] = {}
     gts = []  # (video, start, end, class)
     for vid, entry in gt_db.items():
@@ -51,10 +55,10 @@ def oracle_ap(gt_db: dict, results: dict, subset: str, thresholds) -> tuple[list
             for i in order:
                 vid, s, e = cpred[i][:3]
                 cands = [k for k, g in enumerate(cgt) if g[0] == vid]
-                ious = [iou1(s, e, cgt[k][1], cgt[k][2]) for k in cands]
+                ious = [(official_iou if literal else iou1)(s, e, cgt[k][1], cgt[k][2]) for k in cands]
                 hit = False
-                # highest tIoU first; equal tIoU: later instance first
-                for k, iou in sorted(zip(cands, ious), key=lambda x: (-x[1], -x[0])):
+                # highest tIoU first (NaN, last in argsort, is first reversed); equal tIoU: later instance first
+                for k, iou in sorted(zip(cands, ious), key=lambda x: (not np.isnan(x[1]), -np.nan_to_num(x[1]), -x[0])):
                     if iou < thr:
                         break
                     if locked[k]:
@@ -78,6 +82,15 @@ def iou1(s1, e1, s2, e2) -> float:
     inter = max(0.0, min(e1, e2) - max(s1, s2))
     union = (e1 - s1) + (e2 - s2) - inter
     return inter / union if union > 0 else 0.0
+
+
+def official_iou(s1, e1, s2, e2) -> float:
+    """The official ``segment_iou`` arithmetic for one pair (prediction first): NaN for a zero
+    union, -0.0 for a negative one (a reversed prediction longer than the instance)."""
+    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0, None)
+    union = (e2 - s2) + (e1 - s1) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(inter) / np.float64(union))
 
 
 def run(gt_db: dict, results: dict, subset="test", thresholds=THUMOS_TIOU, **kw):
@@ -192,11 +205,29 @@ def test_edge_cases_policies():
                          {"label": "A", "score": 0.5, "segment": [0, 10]}]},
               unknown_labels="ignore")
     assert res.ap[0, 0] == 1.0
+    # what the official code cannot score, or would score other than the file says: refused
     for bad, msg in [({"label": "A", "score": float("nan"), "segment": [0, 1]}, "not finite"),
-                     ({"label": "A", "score": 1.0, "segment": [5, 1]}, "ends before it starts"),
-                     ({"label": "A", "segment": [0, 1]}, "score")]:
+                     ({"label": "A", "score": 1.0, "segment": [0, float("inf")]}, "not finite"),
+                     ({"label": "A", "score": 1.0, "segment": [0, 1, 2]}, r"not \[start, end\]"),
+                     ({"label": "A", "score": 1.0, "segment": [0]}, r"not \[start, end\]"),
+                     ({"label": "A", "score": 1.0, "segment": "0 1"}, r"not \[start, end\]"),
+                     ({"label": "A", "score": 1.0, "segment": ["a", 1]}, r"not \[start, end\]"),
+                     ({"label": "A", "score": 1.0, "segment": [True, 1]}, r"not \[start, end\]"),
+                     ({"label": "A", "score": "0.9", "segment": [0, 1]}, "is a string"),
+                     ({"label": "A", "score": None, "segment": [0, 1]}, "score"),
+                     ({"label": "A", "segment": [0, 1]}, "score"),
+                     ([0, 1, 0.5], "must be")]:
         with pytest.raises(EvaluationInputError, match=msg):
             run(gt, {"v": [bad]})
+    # a reversed segment is scored, as the official evaluator does: a false positive, counted
+    gtd = load_ground_truth({"database": gt}, "test")
+    pred = load_predictions({"results": {"v": [{"label": "A", "score": 1.0, "segment": [5, 1]},
+                                               {"label": "A", "score": 0.5, "segment": [0, 10]}]}}, gtd)
+    assert pred.reversed_segments == 1
+    np.testing.assert_array_equal(pred.segments[0], [5.0, 1.0])
+    assert evaluate_detection(gtd, pred, [0.5]).ap[0, 0] == 0.5          # FP then TP: precision 1/2 at recall 1
+    # numeric strings as segment times are read as the official float() reads them
+    assert run(gt, {"v": [{"label": "A", "score": 1.0, "segment": ["0", "10.0"]}]}).ap[0, 0] == 1.0
     with pytest.raises(EvaluationInputError, match="ends before"):
         run(db(v=[((5, 1), "A")]), {})
     with pytest.raises(EvaluationInputError, match="no video in subset"):
@@ -231,7 +262,8 @@ def problems(draw):
     for v in range(n_videos + 1):   # one video may be unknown
         items = []
         for _ in range(draw(st.integers(0, 7))):
-            s, length = draw(grid), draw(st.integers(0, 8).map(lambda x: x / 2))
+            # negative lengths: reversed segments (end < start), scored by the official evaluator
+            s, length = draw(grid), draw(st.integers(-8, 8).map(lambda x: x / 2))
             items.append({"label": draw(st.sampled_from(present)), "score": draw(st.integers(0, 4)) / 4,
                           "segment": [s, s + length]})
         if items:
@@ -248,6 +280,44 @@ def test_matches_oracle(problem, thresholds):
     classes, expected = oracle_ap(gt, results, "test", thresholds)
     assert res.classes == classes
     np.testing.assert_array_equal(res.ap, expected)
+    # and the official arithmetic itself (NaN tIoU included) wherever no prediction has a zero union
+    # with an instance of its class and video, the one documented difference
+    if not zero_union_pairs(gt, results):
+        np.testing.assert_array_equal(res.ap, oracle_ap(gt, results, "test", thresholds, literal=True)[1])
+
+
+def zero_union_pairs(gt_db: dict, results: dict) -> int:
+    return sum(np.isnan(official_iou(*r["segment"], *a["segment"]))
+               for vid, items in results.items() for r in items
+               for a in gt_db.get(vid, {}).get("annotations", []) if a["label"] == r["label"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems())
+def test_a_reversed_prediction_scores_as_a_prediction_far_away(problem):
+    """Every reversed segment is a false positive: moving it where no instance is changes no AP."""
+    gt, results = problem
+    moved = {vid: [r if r["segment"][1] >= r["segment"][0] else {**r, "segment": [1000.0, 1001.0]}
+                   for r in items] for vid, items in results.items()}
+    thresholds = np.array([0.1, 0.5, 1.0])
+    np.testing.assert_array_equal(run(gt, results, thresholds=thresholds).ap, run(gt, moved, thresholds=thresholds).ap)
+
+
+def test_reversed_segments_official_rule_and_its_nan_exception():
+    gt = db(v=[((10, 20), "A"), ((30, 36), "A")])
+    # reversed, with unions > 0 and < 0: the official tIoU is 0 / -0.0, a false positive at every threshold
+    results = {"v": [{"label": "A", "score": 0.9, "segment": [19, 11]},
+                     {"label": "A", "score": 0.8, "segment": [60, 5]},
+                     {"label": "A", "score": 0.7, "segment": [10, 20]}]}
+    assert official_iou(19, 11, 10, 20) == 0.0 and official_iou(60, 5, 10, 20) == 0.0
+    res = run(gt, results, thresholds=[0.5])
+    assert res.ap[0, 0] == (1 / 3) * (1 / 2)          # TP third: precision 1/3 at recall 1/2, then nothing
+    assert res.ap[0, 0] == oracle_ap(gt, results, "test", [0.5], literal=True)[1][0, 0]
+    # the official NaN exception (documented): an instance with its ends swapped has union 0 -> NaN -> TP there
+    swapped = {"v": [{"label": "A", "score": 0.9, "segment": [20, 10]}]}
+    assert np.isnan(official_iou(20, 10, 10, 20))
+    assert oracle_ap(gt, swapped, "test", [0.5], literal=True)[1][0, 0] == 0.5
+    assert run(gt, swapped, thresholds=[0.5]).ap[0, 0] == 0.0
 
 
 @settings(max_examples=100, deadline=None)
@@ -396,6 +466,16 @@ def test_cli_matches_api_and_writes_result(tmp_path):
                           "--predictions", str(tmp_path / "missing.json"), "--subset", "test"],
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+    # reversed segments: scored, and said on stderr
+    rev = {"v1": [*results["v1"], {"label": "A", "score": 0.95, "segment": [40, 30]}], "v2": results["v2"]}
+    (tmp_path / "rev.json").write_text(json.dumps({"version": "x", "results": rev, "external_data": {}}))
+    proc = subprocess.run([sys.executable, "-m", "evaluate", "detection", "--ground-truth", str(tmp_path / "gt.json"),
+                           "--predictions", str(tmp_path / "rev.json"), "--subset", "test", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 prediction(s) end before they start" in proc.stderr and "false positives" in proc.stderr
+    assert json.loads(out.read_text())["per_class_AP"] == run(gt, rev).to_json()["per_class_AP"]
+    assert json.loads(out.read_text())["average_mAP"] < api["average_mAP"]
 
 
 def test_cli_proposals_quality_and_plots(tmp_path, thumos):

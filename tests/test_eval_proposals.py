@@ -23,9 +23,12 @@ BSN_TIOU = parse_thresholds("0.5:1.0:0.05")
 
 
 def iou1(s1: float, e1: float, s2: float, e2: float) -> float:
-    inter = max(0.0, min(e1, e2) - max(s1, s2))
+    """The official ``segment_iou`` arithmetic, NaN (0/0) and -0.0 (a reversed proposal longer than
+    the instance) included: ``NaN >= t`` is false, so neither recalls anything."""
+    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0, None)
     union = (e1 - s1) + (e2 - s2) - inter
-    return inter / union if union > 0 else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(inter) / np.float64(union))
 
 
 def oracle_ar(gt_db: dict, results: dict, subset: str, thresholds, max_avg=None):
@@ -95,6 +98,8 @@ def run(gt_db: dict, results: dict, thresholds, subset="test", max_avg=None) -> 
 
 grid = st.integers(0, 40).map(lambda x: x * 0.5)
 segment = st.tuples(grid, st.integers(0, 12).map(lambda x: x * 0.5)).map(lambda se: [se[0], se[0] + se[1]])
+# proposals may end before they start (scored by the official evaluator: they recall nothing)
+proposal = st.tuples(grid, st.integers(-12, 12).map(lambda x: x * 0.5)).map(lambda se: [se[0], se[0] + se[1]])
 
 
 @st.composite
@@ -106,12 +111,12 @@ def problems(draw):
         anns = [{"segment": draw(segment), "label": "a"} for _ in range(draw(st.integers(0 if v else 1, 5)))]
         gt_db[vid] = {"subset": "test", "annotations": anns}
         if draw(st.booleans()) or v == 0:
-            results[vid] = [{"segment": draw(segment), "score": draw(st.sampled_from([0.1, 0.5, 0.5, 0.9, 1.0]))}
+            results[vid] = [{"segment": draw(proposal), "score": draw(st.sampled_from([0.1, 0.5, 0.5, 0.9, 1.0]))}
                             for _ in range(draw(st.integers(0, 12)))]
     if draw(st.booleans()):       # a video of another subset and an unknown video: counted in P only
         gt_db["other"] = {"subset": "validation", "annotations": [{"segment": [0.0, 5.0], "label": "a"}]}
         results["other"] = [{"segment": [0.0, 5.0], "score": 1.0}]
-        results["unknown"] = [{"segment": draw(segment), "score": 0.5} for _ in range(draw(st.integers(1, 4)))]
+        results["unknown"] = [{"segment": draw(proposal), "score": 0.5} for _ in range(draw(st.integers(1, 4)))]
     thresholds = np.array(draw(st.lists(                      # any order, repeats allowed
         st.sampled_from([0.1, 0.25, 0.5, 0.6, 0.75, 0.8, 0.95, 1.0]) | st.floats(0.05, 1.0), min_size=1, max_size=4)))
     max_avg = draw(st.none() | st.sampled_from([1, 2, 3, 100]) | st.floats(0.2, 15.0))

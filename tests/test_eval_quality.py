@@ -149,6 +149,8 @@ def oracle(gt_db, results, thr, top_k=None, ties="first"):
 grid = st.integers(0, 30).map(lambda x: x * 0.5)
 segment = st.tuples(grid, st.integers(0, 10).map(lambda x: x * 0.5)).map(lambda se: [se[0], se[0] + se[1]])
 label = st.sampled_from(["a", "b", "c"])
+# predictions may end before they start: tIoU 0, never high-quality, still examined
+pred_segment = st.tuples(grid, st.integers(-10, 10).map(lambda x: x * 0.5)).map(lambda se: [se[0], se[0] + se[1]])
 
 
 @st.composite
@@ -157,7 +159,7 @@ def problems(draw):
     for v in range(draw(st.integers(1, 4))):
         anns = [{"segment": draw(segment), "label": draw(label)} for _ in range(draw(st.integers(0, 5)))]
         gt_db[f"v{v}"] = {"subset": "test", "annotations": anns}
-        results[f"v{v}"] = [{"segment": draw(segment), "label": draw(label),
+        results[f"v{v}"] = [{"segment": draw(pred_segment), "label": draw(label),
                              "score": draw(st.sampled_from([0.1, 0.5, 0.9]))}
                             for _ in range(draw(st.integers(0, 8)))]
     # every predicted label a ground-truth class; three instances with the same segment (ties)

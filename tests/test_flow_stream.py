@@ -157,3 +157,11 @@ def test_calls_without_frame_ids_share_nothing(random_i3d):
     second = stream(moving, 16).features
     fresh = FlowStream(stream.model, torch.device("cpu"), None, **FAST)(moving, 16).features
     torch.testing.assert_close(second, fresh)
+
+
+def test_every_stream_name_has_a_registered_type():
+    from extract.config import STREAMS
+    from extract.streams import STREAM_TYPES, FlowStream, RGBStream
+
+    assert STREAM_TYPES == {"rgb": RGBStream, "flow": FlowStream}
+    assert set(STREAM_TYPES) == set(STREAMS)

@@ -118,6 +118,10 @@ def test_subsets_match_without_case_and_defaults_follow_the_dataset():
     ({"database": []}, "must be"),
     ({"database": {"v": {"subset": "test", "annotations": [{"segment": [3, 1], "label": "a"}]}}}, "ends before"),
     ({"database": {"v": {"subset": "test", "annotations": [{"segment": [1, 3]}]}}}, "missing label"),
+    ({"database": {"v": {"subset": "test", "annotations": [{"segment": [1, 3, 5], "label": "a"}]}}},
+     r"not \[start, end\]"),                                                 # never silently the first two
+    ({"database": {"v": {"subset": "test", "ambiguous": [[2, 1]], "annotations": []}}}, "ambiguous segment 0"),
+    ({"version": "1", "results": {"v": []}, "external_data": {}}, "has no 'database'.*a predictions file"),
 ])
 def test_annotations_refusals(data, message):
     with pytest.raises(AnnotationError, match=message):
@@ -134,7 +138,12 @@ def test_predictions_round_trip(tmp_path):
     np.testing.assert_array_equal(pred.labels, [1, 0])
     np.testing.assert_array_equal(pred.scores, [0.9, 0.4])
     np.testing.assert_array_equal(pred.segments, [[9.5, 12.0], [1.0, 5.0]])
-    assert pred.videos[:2] == ["v1", "v3"] and pred.unknown_videos == []
+    assert pred.videos[:2] == ["v1", "v3"] and pred.unknown_videos == [] and pred.reversed_segments == 0
+    # a reversed segment is kept as written and counted (the evaluator scores it as a false positive)
+    results["v1"].append({"label": "Run", "score": 0.1, "segment": [7.0, 6.5]})
+    pred = load_predictions(write_predictions(tmp_path / "p.json", results, version="t"), gt)
+    assert pred.reversed_segments == 1
+    np.testing.assert_array_equal(pred.segments[-1], [7.0, 6.5])
 
 
 # --- feature files ------------------------------------------------------------------------------------------

@@ -748,3 +748,73 @@ def test_cli_subprocess_error_exit(tmp_path):
                 "--out", str(tmp_path / "out"))
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and "is not a RefactorNet checkpoint" in r.stderr
+
+
+def test_train_resumes_from_state_like_an_uninterrupted_run(tmp_path):
+    """train_refactor with a state file: 2 epochs, then resumed to 5, equals 5 epochs straight; a state
+    of other settings is refused."""
+    feature_dir, ann = make_dataset(tmp_path)
+    pairs = build_pairs(feature_dir, ann)
+    config = RefactorConfig(in_dim=16, hidden_dim=8)
+    straight, hist = train_refactor(pairs, config, TrainConfig(epochs=5, batch_size=4, seed=2), progress=False)
+    state = tmp_path / "r.state"
+    train_refactor(pairs, config, TrainConfig(epochs=2, batch_size=4, seed=2), progress=False, state_path=state)
+    resumed, hist2 = train_refactor(pairs, config, TrainConfig(epochs=5, batch_size=4, seed=2), progress=False,
+                                    state_path=state)
+    assert [h["epoch"] for h in hist2] == [1, 2, 3, 4, 5]
+    assert [h["loss"] for h in hist2] == pytest.approx([h["loss"] for h in hist], rel=1e-6)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    with pytest.raises(RefactorError, match="other data or settings"):
+        train_refactor(pairs, config, TrainConfig(epochs=5, batch_size=8, seed=2), progress=False, state_path=state)
+    with pytest.raises(RefactorError, match="other data or settings"):
+        train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=9), TrainConfig(epochs=5, batch_size=4, seed=2),
+                       progress=False, state_path=state)
+
+
+def test_cli_train_killed_then_resumed(tmp_path, capsys):
+    """`refactor train` killed (SIGKILL) once its per-epoch state exists, run again: it resumes and
+    writes the model of an uninterrupted run; the state is then gone. A state left by other settings is
+    a one-line error; --restart ignores it."""
+    import time
+
+    from common.checkpoint import load_checkpoint
+
+    feature_dir, ann = make_dataset(tmp_path, videos_per_class=3, num_snippets=30)
+    out = tmp_path / "r.pt"
+    state = Path(str(out) + ".state")
+    args = ["train", "--features", str(feature_dir), "--annotations", str(ann), "--out", str(out), "--epochs", "15",
+            "--batch-size", "4", "--hidden-dim", "16", "--seed", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "refactor", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing its state"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert not out.exists()
+    done = len(load_checkpoint(state, RefactorError, "state")["history"])
+    assert 1 <= done < 15
+    r = run_cli(*args)
+    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr
+    assert out.is_file() and not state.exists()
+    model, ckpt = load_refactor(out)
+    pairs = build_pairs(feature_dir, ann)
+    straight, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=16),
+                                    TrainConfig(epochs=15, batch_size=4, seed=4), progress=False)
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(1, 16))
+    assert [h["loss"] for h in ckpt["history"]] == pytest.approx([h["loss"] for h in hist], rel=1e-5)
+    for (k, a), b in zip(straight.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=k)
+    # a state written with other settings: refused in one line, nothing written; --restart starts over
+    train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=16), TrainConfig(epochs=1, batch_size=4, seed=5),
+                   progress=False, state_path=state)
+    out.unlink()
+    short = [a if a != "15" else "2" for a in args]
+    assert cli_main(short) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]                  # after "resuming from ..."
+    assert last.startswith("refactor train: ") and "other data or settings" in last and "--restart" in last
+    assert err.count("refactor train:") == 1 and not out.exists()
+    assert cli_main([*short, "--restart"]) == 0 and out.is_file() and not state.exists()
