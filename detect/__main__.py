@@ -16,12 +16,13 @@ import torch.distributed as dist
 from common.annotations import AnnotationError, read_database, subset_videos
 from common.checkpoint import checkpoint_kind
 from common.config import (ConfigError, add_config_arguments, add_section_arguments, check_settings, dump_settings,
-                           read_config_file, resolve_settings)
+                           effective_settings, read_config_file, resolve_settings)
 from common.datasets import dataset_names, detect_dataset, get_dataset
+from common.paths import OutputPathError, check_output_dir, check_output_file, safe_name
 from detect.checkpoint import load_detector, run_files, save_detector
 from detect.config import DetectorError, InferenceConfig, TrainConfig
 from detect.data import DetectDataError, read_window, scan_videos
-from detect.fit import FitConfig, FitError, ablation_table, describe, fit
+from detect.fit import FIT_SECTION, FitConfig, FitError, ablation_table, describe, fit
 from detect.fusion import VideoScoresError
 from detect.infer import boundary_probabilities, run_detector
 from detect.model import DetectorConfig
@@ -120,46 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit_parser(sub) -> None:
-    d = FitConfig()
     p = sub.add_parser("fit", help="raw videos + ground truth to features, RefactorNet, detector, results, figures "
                                    "(cached stages)")
-    p.add_argument("--videos", required=True, help="folder of the videos (searched recursively; id = file name)")
-    p.add_argument("--annotations", required=True, help="ground truth JSON (ActivityNet layout)")
-    p.add_argument("--work", required=True, help="work folder: features/, refactor.pt, detector.pt, predictions.json, "
-                                                 "result.json, figures/, stages/")
-    p.add_argument("--streams", default=",".join(d.streams), help=f"rgb or rgb,flow (default {','.join(d.streams)})")
-    p.add_argument("--fps", type=float, default=d.fps, help="resample videos to this rate (default: their own)")
-    p.add_argument("--stride", type=int, default=d.stride, help=f"frames between snippets (default {d.stride})")
-    p.add_argument("--short-side", type=int, default=d.short_side, help="resize (default: the weights' spec, 256)")
-    p.add_argument("--crop", type=int, default=d.crop, help="centre crop (default: the weights' spec, 224)")
-    p.add_argument("--no-cam", action="store_true", help="no Mixed_5c maps and no CAM figures")
-    p.add_argument("--train-subset", default=d.train_subset,
-                   help="default: THUMOS14 validation, ActivityNet training (any case)")
-    p.add_argument("--test-subset", default=d.test_subset,
-                   help="default: THUMOS14 test, ActivityNet validation (any case)")
-    p.add_argument("--refactor-epochs", type=int, default=d.refactor_epochs, help=f"default {d.refactor_epochs}")
-    p.add_argument("--epochs", type=int, default=d.detector_epochs,
-                   help=f"detector epochs (default {d.detector_epochs})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    p.add_argument("--tiou", default=d.tiou, help=f"evaluation thresholds (default {d.tiou})")
-    p.add_argument("--ablation", action="store_true",
-                   help="also the paper's comparisons: baseline, deep baseline, no KL, action only, stage 1 only")
-    p.add_argument("--figure-videos", type=int, default=d.figure_videos, help=f"default {d.figure_videos}")
-    p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--videos", help="folder of the videos (searched recursively; id = file name); required")
+    p.add_argument("--annotations",
+                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
+    p.add_argument("--work", help="work folder: features/, refactor.pt, detector.pt, predictions.json, result.json, "
+                                  "figures/, stages/; required")
     p.add_argument("--weights-dir", default=None, help="converted I3D weights folder (default: the cache)")
+    add_config_arguments(p)
+    add_section_arguments(p.add_argument_group("fit settings (FitConfig; --config FILE: {fit: {...}})"), FIT_SECTION)
 
 
 def fit_config(args) -> FitConfig:
-    """The :class:`FitConfig` of ``detect fit``'s arguments."""
-    return FitConfig(streams=tuple(s.strip() for s in args.streams.split(",") if s.strip()), fps=args.fps,
-                     stride=args.stride, short_side=args.short_side, crop=args.crop, spatial=not args.no_cam,
-                     train_subset=args.train_subset, test_subset=args.test_subset,
-                     refactor_epochs=args.refactor_epochs, detector_epochs=args.epochs, seed=args.seed,
-                     tiou=args.tiou, ablation=args.ablation, figure_videos=args.figure_videos, device=args.device)
+    """The :class:`FitConfig` of ``detect fit``'s arguments (defaults, then ``--config``, then flags)."""
+    return FitConfig(**resolve_settings([FIT_SECTION], args, args.config)["fit"])
 
 
 def _fit(args) -> int:
-    report = fit(args.videos, args.annotations, args.work, fit_config(args), weights_root=args.weights_dir)
+    cfg = fit_config(args)
+    if args.print_config:
+        print(dump_settings(effective_settings([(FIT_SECTION, cfg)])), end="")
+        return 0
+    missing = [flag for flag in ("videos", "annotations", "work") if getattr(args, flag) is None]
+    if missing:
+        print("detect fit: missing " + ", ".join(f"--{m}" for m in missing), file=sys.stderr)
+        return 2
+    report = fit(args.videos, args.annotations, args.work, cfg, weights_root=args.weights_dir)
     print(describe(report, Path(args.work)))
     if report.ablation is not None:
         print(ablation_table(report.ablation))
@@ -223,7 +211,7 @@ def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
         gt = [(a["segment"][0], a["segment"][1], a.get("label", "")) for a in annotations]
         dets = [(d.segment[0], d.segment[1], d.label, d.score) for d in results[v.video_id]]
         plot_boundaries(v.axis.to_time(np.arange(v.num_snippets)), probs,
-                        Path(args.plot) / f"boundaries_{v.video_id}.png", gt, dets,
+                        Path(args.plot) / f"boundaries_{safe_name(v.video_id)}.png", gt, dets,
                         title=f"{v.video_id} ({inference.mode} mode)")
 
 
@@ -332,6 +320,22 @@ def _train(args) -> int:
             dist.destroy_process_group()
 
 
+# per command: (argument, attribute, is a folder) of its output arguments
+_OUTPUTS = {"train": [("--out", "out", False), ("--plot", "plot", True)],
+            "run": [("--out", "out", False), ("--plot", "plot", True)],
+            "video": [("--out", "out", False), ("--features-out", "features_out", True), ("--render", "render", True)],
+            "cam": [("--out", "out", True)],
+            "fit": [("--work", "work", True)]}
+
+
+def check_outputs(args) -> None:
+    """Raise :class:`OutputPathError` (one line) when an output argument of ``args.command`` cannot be used."""
+    for flag, attr, folder in _OUTPUTS.get(args.command, []):
+        value = getattr(args, attr, None)
+        if value is not None:
+            (check_output_dir if folder else check_output_file)(value, flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -339,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
+    try:
+        check_outputs(args)
+    except OutputPathError as exc:
+        print(f"detect {args.command}: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "train":
             return _train(args)

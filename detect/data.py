@@ -19,6 +19,7 @@ the time axis stays affine: ``x = -½ + (j + ½) T / L`` in snippet units.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
                 annotations: str | os.PathLike | dict | None = None, subset: str | None = None,
                 classes: list[str] | None = None, require_annotations: bool = False,
                 video_ids: set[str] | None = None, failures: dict[Path, str] | None = None,
-                temporal_scale: int | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
+                temporal_scale: int | None = None,
+                expected_dim: int | None = None) -> tuple[list[VideoRecord], list[str], tuple[str, ...], int]:
     """Feature files of a folder (optionally only those of an annotated subset), with their ground truth.
 
     Args:
@@ -121,6 +123,12 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
         failures: if given, unreadable files are recorded here (path -> reason) and skipped;
             otherwise the first one raises.
         temporal_scale: rescale every video to this many positions (None: keep the snippets).
+        expected_dim: the feature dimension every file must have (a checkpoint's); default: the
+            first readable file's. With ``failures``, a file of another dimension is recorded there
+            with its own reason and skipped.
+
+    With ``require_annotations``, annotated videos of the subset that have no feature file are
+    counted on stderr (one line, naming one of them), not dropped silently.
 
     Returns:
         (videos, classes, streams, feature dimension).
@@ -152,11 +160,16 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
             raise DetectDataError(f"annotation label {unknown[0]!r} is not one of the model's {len(classes)} classes")
         in_subset = set(gt.videos)
         if require_annotations:
+            have = {f.stem for f in files}
+            absent = sorted(v for v in in_subset if v not in have)
+            if absent and video_ids is None:
+                print(f"warning: {len(absent)} of the {len(in_subset)} annotated videos of subset {subset!r} have "
+                      f"no feature file in {feature_dir} and are left out (e.g. {absent[0]!r})", file=sys.stderr)
             files = [f for f in files if f.stem in in_subset]
             if not files:
                 raise DetectDataError(f"none of the feature files in {feature_dir} is a video of subset {subset!r}")
     videos: list[VideoRecord] = []
-    dim = None
+    dim = expected_dim
     for path in files:
         try:
             ff, d, num = _header(path, streams)
@@ -170,7 +183,12 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
         if dim is None:
             dim = d
         elif d != dim:
-            raise DetectDataError(f"{path.name} has {d}-d features ({'+'.join(ff.streams)}), others {dim}-d")
+            expected = "the checkpoint expects" if expected_dim is not None else "others are"
+            reason = f"{path.name} has {d}-d features ({'+'.join(ff.streams)}), {expected} {dim}-d"
+            if failures is None:
+                raise DetectDataError(reason)
+            failures[path] = reason
+            continue
         segs = np.zeros((0, 2))
         labs = np.zeros(0, dtype=np.int64)
         if gt is not None:
@@ -184,7 +202,9 @@ def scan_videos(feature_dir: str | os.PathLike, streams: tuple[str, ...] | None 
                                   duration=ff.duration, fps=ff.fps, window=ff.window, stride=ff.stride,
                                   segments=segs, labels=labs, scale=temporal_scale, source_snippets=num))
     if not videos:
-        raise DetectDataError(f"no readable feature file in {feature_dir} ({len(failures or {})} failed)")
+        first = next(iter(failures.values()), "") if failures else ""
+        raise DetectDataError(f"no readable feature file in {feature_dir} ({len(failures or {})} failed"
+                              + (f"; first: {first})" if first else ")"))
     return videos, list(classes or []), tuple(streams), int(dim)
 
 

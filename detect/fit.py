@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from common.annotations import default_subsets, ground_truth_digest, load_ground_truth, read_database, same_subset
+from common.config import Section
 from common.fileio import atomic_path
+from common.paths import safe_name
 from common.predictions import load_predictions
 from detect.checkpoint import load_detector, save_detector
 from detect.config import TrainConfig
@@ -64,8 +66,8 @@ from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
 from refactor.train import save_checkpoint, train_refactor
 
-__all__ = ["ABLATION_VARIANTS", "FitConfig", "FitError", "FitReport", "ablation_table", "describe", "find_videos",
-           "fit", "stage_key"]
+__all__ = ["ABLATION_VARIANTS", "FIT_SECTION", "FitConfig", "FitError", "FitReport", "ablation_table", "describe",
+           "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
 ABLATION_VARIANTS = ("baseline", "deep", "no_kl", "refactor", "action_only", "stage1")
@@ -80,21 +82,29 @@ class FitError(ValueError):
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Everything that decides a fit's results (one default per field).
+    """Everything that decides a fit's results (one default per field; ``detect fit``'s flags and
+    ``--config`` file section ``fit`` are generated from these fields).
 
     Attributes:
-        streams, fps, window, stride, short_side, crop, spatial: feature extraction (see
-            :class:`extract.pipeline.ExtractConfig`; ``short_side`` / ``crop`` None: the weights'
-            spec); ``spatial`` stores the Mixed_5c maps the CAM figures need.
-        train_subset, test_subset: None: the dataset's convention (:func:`default_subsets`).
-        refactor_epochs, detector_epochs, seed: training.
-        window_snippets: the detector's training window (snippets).
-        tiou: thresholds of the evaluation.
-        ablation: also train and evaluate the paper's comparisons.
+        streams: I3D streams to extract, rgb or rgb,flow.
+        fps: resample the videos to this rate (none: each video's own).
+        window: frames per snippet.
+        stride: frames between snippet starts.
+        short_side: resize the short side to this (none: the weights' spec, 256).
+        crop: centre crop (none: the weights' spec, 224).
+        spatial: store the Mixed_5c maps the CAM figures need (--no-cam: neither maps nor CAM figures).
+        train_subset: training subset (none: THUMOS14 validation, ActivityNet training; any case).
+        test_subset: test subset (none: THUMOS14 test, ActivityNet validation; any case).
+        refactor_epochs: RefactorNet stage-1 epochs.
+        detector_epochs: detector (stage 2) epochs.
+        window_snippets: the detector's training window, in snippets.
+        seed: seed of every model's initialisation and sampling.
+        tiou: evaluation thresholds, start:stop:step or a comma list.
+        ablation: also train and evaluate the paper's comparisons on the same features.
         figure_videos: test videos drawn as timelines and CAM figures.
-        cam_reference: "grey": CAM figures also show the maps against I3D's response to a uniform grey
-            clip (its padding puts a bias in the right-hand column; see ``refactor.cam``); None: raw maps.
-        device: "auto", "cpu", "cuda", "cuda:N" (extraction and training).
+        cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
+            (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
+        device: auto (CUDA when present), cpu, cuda, cuda:N (extraction and training).
     """
 
     streams: tuple[str, ...] = ("rgb",)
@@ -115,6 +125,10 @@ class FitConfig:
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
+
+
+FIT_SECTION = Section("fit", FitConfig, flags={"detector_epochs": "--epochs"},
+                      aliases={"--no-cam": ("spatial", False)})
 
 
 @dataclass
@@ -396,7 +410,7 @@ class _Variant:
         plot_map_vs_tiou(result, written[-1])
         annotated = [gt.videos[i] for i in dict.fromkeys(gt.video.tolist())][:self.cfg.figure_videos]
         for vid in annotated:
-            written.append(folder / f"timeline_{_safe(vid)}.png")
+            written.append(folder / f"timeline_{safe_name(vid)}.png")
             plot_timeline(gt, pred, vid, written[-1])
         if self.cfg.spatial and "rgb" in self.cfg.streams:
             drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
@@ -404,12 +418,6 @@ class _Variant:
                               samples=SampleConfig(), reference=self.cfg.cam_reference)
             written += [path for _vid, _snippets, path, _found in drawn]
         return written
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe form of an id (no separators, no leading dots)."""
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).lstrip(".")
-    return keep or "_"
 
 
 def _state_key(state: Path) -> str | None:

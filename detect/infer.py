@@ -177,7 +177,7 @@ def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, 
         ids = set(members) if ids is None else ids & set(members)
     try:
         videos, _, _, dim = scan_videos(feature_dir, streams, video_ids=ids, failures=failures,
-                                        temporal_scale=model.config.temporal_scale)
+                                        temporal_scale=model.config.temporal_scale, expected_dim=layout["dim"])
     except DetectDataError as exc:
         raise DetectorError(str(exc)) from exc
     if dim != layout["dim"]:

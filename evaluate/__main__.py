@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.paths import OutputPathError, check_output_dir, check_output_file, safe_name
 from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection
 from evaluate.plots import plot_map_vs_tiou, plot_per_class_ap, plot_recall_vs_an, plot_timeline
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.out:
+            check_output_file(args.out, "--out")
+        if getattr(args, "plot", None):
+            check_output_dir(args.plot, "--plot")
+    except OutputPathError as exc:
+        print(f"evaluate {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
         gt = load_ground_truth(args.ground_truth, args.subset)
         thresholds = parse_thresholds(args.tiou)
         if args.command == "detection":
@@ -89,11 +98,15 @@ def _detection(args, gt, thresholds) -> int:
         write_json(result.to_json(), args.out)
     if args.plot:
         folder = Path(args.plot)
+        videos = args.timeline or [gt.videos[int(gt.video[0])]]
+        unknown = [v for v in videos if v not in gt.video_index and v not in pred.videos]
+        if unknown:
+            raise EvaluationInputError(f"--timeline {unknown[0]!r} is neither in the ground truth nor in the "
+                                       "predictions")
         plot_map_vs_tiou(result, folder / "map_vs_tiou.png")
         plot_per_class_ap(result, folder / "per_class_ap.png")
-        videos = args.timeline or [gt.videos[int(gt.video[0])]]
         for vid in videos:
-            plot_timeline(gt, pred, vid, folder / f"timeline_{vid}.png")
+            plot_timeline(gt, pred, vid, folder / f"timeline_{safe_name(vid)}.png")
         print(f"figures in {folder}")
     return 0
 

@@ -8,6 +8,12 @@ shows the source frame on screen at that time, i.e. the last frame whose present
 ``<= t_k`` (with a quarter-frame tolerance against timestamp rounding). At the video's own rate
 and a constant frame rate this is the identity; a variable-frame-rate video is resampled to its
 average rate, so sampled times stay true times.
+
+Rotation: a video whose container carries a display matrix (phone videos filmed upright) is
+decoded upright, as players show it: frames are turned by the matrix's rotation, and
+:class:`VideoInfo` gives the displayed size. decord turns 180-degree videos itself but cannot
+decode 90/270-degree ones; for those PyAV takes over, also when decord was asked for, and the
+backend name says so. Both backends give identical frames.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ class VideoInfo:
         starts (ndarray[F]): presentation time of each source frame in seconds, increasing,
             the first at 0.
         duration: seconds from the first frame's start to the last frame's end.
-        width, height: frame size in pixels.
+        width, height: displayed frame size in pixels (after rotation).
+        rotation: counter-clockwise degrees, one of 0, 90, 180, 270, by which the coded frames are
+            turned for display (the display-matrix convention; ffprobe's "rotation of -90 degrees"
+            is 270). Frames are returned already turned.
     """
 
     path: Path
@@ -52,6 +61,7 @@ class VideoInfo:
     duration: float
     width: int
     height: int
+    rotation: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -117,7 +127,7 @@ def _check_file(path: Path) -> None:
 
 
 def _finish_info(path: Path, backend: str, starts: np.ndarray, last_duration: float | None,
-                 fps: float, width: int, height: int) -> VideoInfo:
+                 fps: float, width: int, height: int, rotation: int = 0) -> VideoInfo:
     if len(starts) == 0:
         raise VideoError("video stream has no frames")
     starts = np.sort(np.asarray(starts, dtype=np.float64))
@@ -128,15 +138,23 @@ def _finish_info(path: Path, backend: str, starts: np.ndarray, last_duration: fl
     if last_duration is None or not (last_duration > 0):
         last_duration = 1.0 / fps
     return VideoInfo(path=path, backend=backend, fps=float(fps), starts=starts,
-                     duration=float(starts[-1] + last_duration), width=width, height=height)
+                     duration=float(starts[-1] + last_duration), width=width, height=height,
+                     rotation=rotation)
 
 
 class DecordReader(VideoReader):
-    """decord.VideoReader, read with ``get_batch`` on bounded chunks of increasing indices."""
+    """decord.VideoReader, read with ``get_batch`` on bounded chunks of increasing indices.
 
-    def __init__(self, path: Path, chunk_bytes: int = 256 << 20):
+    decord applies a 180-degree display rotation itself; a 90/270-degree one it cannot decode
+    (its frame buffers keep the coded size), so such a file raises :class:`DecordCannotRotate`.
+    """
+
+    def __init__(self, path: Path, chunk_bytes: int = 256 << 20, header: _Header | None = None):
         import decord  # noqa: PLC0415 - optional on platforms without wheels
 
+        header = header if header is not None else _read_header(path)
+        if header.rotation in (90, 270):
+            raise DecordCannotRotate(header.rotation)
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
             n = len(self._vr)
@@ -148,8 +166,8 @@ class DecordReader(VideoReader):
         except (decord.DECORDError, RuntimeError) as exc:  # decord raises both on unreadable files
             raise VideoError(_one_line(exc)) from exc
         self.info = _finish_info(path, "decord", stamps[:, 0], float(stamps[-1, 1] - stamps[-1, 0]),
-                                 fps, width, height)
-        _check_declared(_declared_frames(path), n)
+                                 fps, width, height, header.rotation)
+        _check_declared(header.frames, n)
         self._chunk = max(1, chunk_bytes // max(1, width * height * 3))
 
     def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -177,10 +195,12 @@ def _decord_size(vr) -> tuple[int, int]:
 class PyAVReader(VideoReader):
     """PyAV: a demux pass for timestamps, then one sequential decode."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, header: _Header | None = None, backend: str = "pyav"):
         import av  # noqa: PLC0415
 
         self._path = path
+        header = header if header is not None else _read_header(path)
+        self._turns = header.rotation // 90
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
@@ -200,10 +220,12 @@ class PyAVReader(VideoReader):
                 width, height = stream.codec_context.width, stream.codec_context.height
         except av.error.FFmpegError as exc:
             raise VideoError(_one_line(exc)) from exc
+        if self._turns % 2:
+            width, height = height, width
         order = np.argsort(pts, kind="stable")
         last = durations[order[-1]] if len(pts) else None
-        self.info = _finish_info(path, "pyav", np.asarray(pts)[order] if pts else np.zeros(0),
-                                 last, fps, width, height)
+        self.info = _finish_info(path, backend, np.asarray(pts)[order] if pts else np.zeros(0),
+                                 last, fps, width, height, header.rotation)
 
     def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         import av  # noqa: PLC0415
@@ -220,13 +242,37 @@ class PyAVReader(VideoReader):
                     if target is None:
                         break
                     if i == target:
-                        yield i, frame.to_ndarray(format="rgb24")
+                        image = frame.to_ndarray(format="rgb24")
+                        if self._turns:
+                            image = np.ascontiguousarray(np.rot90(image, self._turns))
+                        yield i, image
                         target = next(wanted, None)
         except av.error.FFmpegError as exc:
             raise VideoError(f"decoding failed after {decoded} frames: {_one_line(exc)}") from exc
         if target is not None:
             raise VideoError(f"decoding stopped after {decoded} of {self.info.num_frames} frames "
                              "(truncated or corrupt file)")
+
+
+class DecordCannotRotate(VideoError):
+    """decord cannot decode a video turned by 90 or 270 degrees for display."""
+
+    def __init__(self, rotation: int):
+        super().__init__(f"decord cannot decode a video rotated by {rotation} degrees")
+        self.rotation = rotation
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What PyAV reads from a file's header and first frame.
+
+    Attributes:
+        frames: frames listed by an MP4/MOV index (0 for other containers or when unknown).
+        rotation: display rotation, counter-clockwise degrees in {0, 90, 180, 270}.
+    """
+
+    frames: int = 0
+    rotation: int = 0
 
 
 def _mp4_frames(container) -> int:
@@ -236,17 +282,47 @@ def _mp4_frames(container) -> int:
     return int(container.streams.video[0].frames or 0)
 
 
-def _declared_frames(path: Path) -> int:
-    """:func:`_mp4_frames` of a file, read from its header with PyAV (0 if PyAV cannot)."""
+def _display_rotation(frame) -> int:
+    """Counter-clockwise display rotation of a decoded PyAV frame, in {0, 90, 180, 270}.
+
+    Raises:
+        VideoError: the display matrix mirrors the image, or turns it by a non-right angle.
+    """
+    matrix = next((sd for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+    if matrix is None:
+        return 0
+    m = np.frombuffer(bytes(matrix), dtype="<i4").astype(np.float64)  # 3x3, row-major, 16.16 fixed point
+    if m[0] * m[4] - m[1] * m[3] < 0:
+        raise VideoError("the display matrix mirrors the image; mirrored videos are not supported")
+    degrees = float(frame.rotation)
+    quarter = round(degrees / 90)
+    if abs(degrees - 90 * quarter) > 1:
+        raise VideoError(f"the display matrix rotates by {degrees:g} degrees; only multiples of 90 are supported")
+    return (90 * quarter) % 360
+
+
+def _read_header(path: Path) -> _Header:
+    """:class:`_Header` of a file, read with PyAV (defaults where PyAV is missing or cannot read it).
+
+    Raises:
+        VideoError: an unsupported display matrix (see :func:`_display_rotation`).
+    """
     try:
         import av  # noqa: PLC0415
     except ImportError:
-        return 0
+        return _Header()
     try:
         with av.open(str(path)) as container:
-            return _mp4_frames(container)
+            frames = _mp4_frames(container)
+            if not container.streams.video:
+                return _Header(frames)
+            try:
+                first = next(container.decode(container.streams.video[0]), None)
+            except av.error.FFmpegError:
+                first = None
+            return _Header(frames, _display_rotation(first) if first is not None else 0)
     except av.error.FFmpegError:
-        return 0
+        return _Header()
 
 
 def _check_declared(declared: int, found: int) -> None:
@@ -267,7 +343,9 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     Args:
         path: video file.
         backend: ``"decord"``, ``"pyav"`` or ``"auto"`` (decord, then PyAV if decord is missing
-            or cannot open the file).
+            or cannot open the file). A video rotated by 90 or 270 degrees is decoded with PyAV
+            even when decord is asked for; its ``info.backend`` then reads
+            ``"pyav (decord cannot decode a video rotated by 90 degrees)"``.
 
     Raises:
         VideoError: one-line reason when neither backend can use the file.
@@ -276,19 +354,22 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     _check_file(path)
     if backend not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown backend {backend!r}")
+    header = _read_header(path)
     errors = []
     if backend in ("auto", "decord"):
         try:
-            return DecordReader(path)
+            return DecordReader(path, header=header)
         except ImportError as exc:
             if backend == "decord":
                 raise VideoError("decord is not installed") from exc
+        except DecordCannotRotate as exc:
+            return PyAVReader(path, header, backend=f"pyav ({exc})")
         except VideoError as exc:
             if backend == "decord":
                 raise
             errors.append(f"decord: {exc}")
     try:
-        return PyAVReader(path)
+        return PyAVReader(path, header)
     except VideoError as exc:
         # PyAV's reason is the readable one (decord's are C++ check failures); keep decord's short.
         detail = f" (decord: {errors[0][len('decord: '):][:80]})" if errors else ""

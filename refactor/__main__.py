@@ -11,6 +11,7 @@ from common.annotations import AnnotationError, subset_videos
 from common.checkpoint import checkpoint_kind
 from common.config import ConfigError, add_config_arguments, add_section_arguments, dump_settings, resolve_settings
 from common.datasets import dataset_names, detect_dataset, get_dataset
+from common.paths import OutputPathError, check_output_dir, check_output_file
 from extract.features import FeatureFileError
 from extract.video import VideoError
 from refactor.apply import apply_refactor
@@ -113,11 +114,25 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
+        if args.command == "train" and args.out is not None:
+            check_output_file(args.out, "--out")
+        elif args.command in ("apply", "cam"):
+            check_output_dir(args.out, "--out")
+    except OutputPathError as exc:
+        print(f"refactor {args.command}: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "train":
             return _train(args)
         if args.command == "apply":
-            written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite)
+            failed: dict = {}
+            written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite,
+                                     failures=failed)
             print(f"refactor: {len(written)} refactored feature files -> {args.out}")
+            if failed:
+                print(f"refactor: failed ({len(failed)}): " + "; ".join(f"{p} ({r})" for p, r in failed.items()),
+                      file=sys.stderr)
+                return 1
             return 0
         return _cam(args)
     except (RefactorError, FeatureFileError, AnnotationError, ConfigError, ValueError, VideoError) as exc:

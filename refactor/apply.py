@@ -19,17 +19,34 @@ import torch
 from tqdm.auto import tqdm
 
 from common.fileio import sha256_file
-from extract.features import read_features, write_features
+from extract.features import FeatureFileError, read_features, write_features
 from refactor.errors import RefactorError
 from refactor.train import load_refactor
 
 __all__ = ["apply_refactor"]
 
 
+def _read_input(path: Path, streams: tuple[str, ...], in_dim: int):
+    """The feature file ``path`` as the checkpoint reads it; :class:`RefactorError` or
+    :class:`~extract.features.FeatureFileError` saying why not."""
+    ff = read_features(path, streams)
+    if ff.features.shape[1] != in_dim:
+        raise RefactorError(f"{path.name}: {ff.features.shape[1]}-d features, the checkpoint expects {in_dim}")
+    if not np.all(np.isfinite(ff.features)):
+        raise RefactorError(f"{path.name}: features contain NaN or inf")
+    return ff
+
+
 @torch.no_grad()
 def apply_refactor(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                   overwrite: bool = False, progress: bool | None = None) -> list[Path]:
+                   overwrite: bool = False, progress: bool | None = None,
+                   failures: dict[Path, str] | None = None) -> list[Path]:
     """Write f' feature files for every ``*.h5`` in ``feature_dir`` (skips existing unless ``overwrite``).
+
+    Args:
+        failures: if given, a file that cannot be used (unreadable, another feature dimension, NaN)
+            is recorded here (path -> reason, one line) and the other files are still written;
+            otherwise the first one raises :class:`RefactorError`.
 
     Returns:
         the files written, in name order.
@@ -48,11 +65,13 @@ def apply_refactor(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike
         dest = out_dir / path.name
         if dest.exists() and not overwrite:
             continue
-        ff = read_features(path, streams)
-        if ff.features.shape[1] != in_dim:
-            raise RefactorError(f"{path.name}: {ff.features.shape[1]}-d features, the checkpoint expects {in_dim}")
-        if not np.all(np.isfinite(ff.features)):
-            raise RefactorError(f"{path.name}: features contain NaN or inf")
+        try:
+            ff = _read_input(path, streams, in_dim)
+        except (RefactorError, FeatureFileError) as exc:
+            if failures is None:
+                raise
+            failures[path] = str(exc)
+            continue
         out = model(torch.from_numpy(ff.features).T[None])                 # (1, C, T) in, components (1, D, T)
         components = {"action": out.action[0].T.numpy()}
         if not model.config.action_only:

@@ -73,7 +73,8 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
             raise RefactorError(f"{path.name} has streams {ff.streams}, others {streams}")
         rows = by_video[path.stem]
         try:
-            vs = collect_samples(path.stem, ff.features, ff.times, gt.segments[rows], gt.labels[rows], samples)
+            vs = collect_samples(path.stem, ff.features, ff.times, gt.segments[rows], gt.labels[rows], samples,
+                                 duration=ff.duration)
         except SampleError as exc:
             raise RefactorError(str(exc)) from exc
         videos.append(vs)
@@ -81,6 +82,14 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
         coupling.append(ff.features[vs.pair_snippet])
         sim.append(vs.pair_similarity)
         label.append(vs.action_labels[vs.pair_action])
+    outside = [v for v in videos if v.outside]
+    if outside:
+        print(f"warning: {sum(v.outside for v in outside)} annotated instance(s) in {len(outside)} video(s) lie "
+              f"wholly past the video's end and were left out (e.g. {outside[0].video_id!r})", file=sys.stderr)
+    absent = sorted(set(by_video) - {f.stem for f in files})
+    if absent:
+        print(f"warning: {len(absent)} of the {len(by_video)} annotated videos of subset {subset!r} have no feature "
+              f"file in {feature_dir} and are left out (e.g. {absent[0]!r})", file=sys.stderr)
     label_arr = np.concatenate(label) if label else np.zeros(0, dtype=np.int64)
     present = set(np.concatenate([v.action_labels for v in videos]).tolist())
     missing = [gt.classes[c] for c in sorted(present) if not np.any(label_arr == c)]

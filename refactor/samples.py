@@ -55,6 +55,7 @@ class VideoSamples:
         pair_action (ndarray[P] int): action sample of each pair.
         pair_snippet (ndarray[P] int): coupling snippet of each pair.
         pair_similarity (ndarray[P] float): cosine similarity of each pair.
+        outside: instances left out because they lie wholly outside the video ``[0, duration]``.
     """
 
     video_id: str
@@ -64,6 +65,7 @@ class VideoSamples:
     pair_action: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pair_snippet: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pair_similarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    outside: int = 0
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,7 +76,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def collect_samples(video_id: str, features: np.ndarray, times: np.ndarray, segments: np.ndarray,
-                    labels: np.ndarray, config: SampleConfig = SampleConfig()) -> VideoSamples:
+                    labels: np.ndarray, config: SampleConfig = SampleConfig(),
+                    duration: float | None = None) -> VideoSamples:
     """Action samples and coupling pairs of one video.
 
     Args:
@@ -82,12 +85,22 @@ def collect_samples(video_id: str, features: np.ndarray, times: np.ndarray, segm
         times (ndarray[T]): snippet centre times in seconds.
         segments (ndarray[M, 2]): ground-truth instances, (start, end) in seconds.
         labels (ndarray[M] int): their classes.
+        duration: the video's length in seconds; instances starting at or after it (or ending at or
+            before 0) are left out and counted in ``outside`` instead of becoming an action sample
+            on the nearest (last) snippet. An instance that only overhangs the end keeps the
+            snippets it covers.
     """
     features = np.asarray(features, dtype=np.float32)
     if not np.all(np.isfinite(features)):
         raise SampleError(f"{video_id}: features contain NaN or inf")
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     times = np.asarray(times, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    outside = 0
+    if duration is not None and len(segments):
+        within = (segments[:, 0] < duration) & (segments[:, 1] > 0)
+        outside = int((~within).sum())
+        segments, labels = segments[within], labels[within]
     inside = (times[None, :] >= segments[:, :1]) & (times[None, :] <= segments[:, 1:])   # (M, T)
     snippets = []
     for m in range(len(segments)):
@@ -102,7 +115,7 @@ def collect_samples(video_id: str, features: np.ndarray, times: np.ndarray, segm
         pooled = np.stack([features[idx].mean(axis=0) for idx in snippets])
     else:
         pooled = np.zeros((0, features.shape[1]), np.float32)
-    out = VideoSamples(video_id, pooled, np.asarray(labels, dtype=np.int64), snippets)
+    out = VideoSamples(video_id, pooled, labels, snippets, outside=outside)
     if len(snippets) == 0 or non_action.size == 0:
         return out
     sim = _cosine(pooled, features[non_action])                                            # (A, B)

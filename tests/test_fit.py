@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from common.annotations import read_database
 from detect.checkpoint import load_detector
@@ -178,5 +179,20 @@ def test_cli_reports_a_bad_work_folder(world, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--videos", str(world / "videos"), "--annotations",
                            str(world / "annotations.json"), "--work", str(tmp_path / "file")],
                           cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"detect fit: --work {tmp_path / 'file'} exists and is not a folder"]
+    assert proc.returncode == 2                                            # an unusable argument
+    assert proc.stderr.strip().splitlines() == [f"detect fit: --work {tmp_path / 'file'} is an existing file, "
+                                                "not a folder"]
+
+
+def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_path):
+    (tmp_path / "fit.yaml").write_text("fit:\n  detector_epochs: 7\n  stride: 8\n  streams: [rgb, flow]\n")
+    proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "fit.yaml"), "--stride",
+                           "4", "--no-cam", "--print-config"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)["fit"]
+    expected = replace(FitConfig(), detector_epochs=7, stride=4, streams=("rgb", "flow"), spatial=False)
+    assert printed == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.__dict__.items()}
+    (tmp_path / "bad.yaml").write_text("fit:\n  epochz: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "bad.yaml"),
+                           "--print-config"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "unknown key fit.epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1

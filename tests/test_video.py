@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.video import DecordReader, VideoError, num_sampled_frames, open_video, sample_indices
-from tests.videos import decoded_levels, frame_image, make_audio_only, make_video, truncate
+from tests.videos import decoded_levels, frame_image, make_audio_only, make_video, truncate, upright_image
 
 BACKENDS = ["decord", "pyav"]
 # pts (ms) of a variable-frame-rate video. No start lies within 25 ms after a multiple of 100 ms,
@@ -163,6 +163,96 @@ def test_auto_backend(tmp_path):
     with open_video(path) as reader:
         assert reader.info.backend == "decord"
         assert reader.info.num_frames == 5
+
+
+# --------------------------------------------------------------------------- rotation (display matrix)
+
+ROTATIONS = [0, 90, 180, 270]
+
+
+def red_box(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), half-open, of the red square in a frame."""
+    f = frame.astype(int)
+    rows, cols = np.nonzero((f[..., 0] > 200) & (f[..., 1] < 50) & (f[..., 2] < 50))
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def expected_box(i: int, w: int, h: int, rotation: int) -> tuple[int, int, int, int]:
+    """Where a player shows frame i's square: the coded square at rows [y, y+8), columns [x, x+8)
+    of the w x h image, turned ``rotation`` degrees counter-clockwise (written out by hand)."""
+    x, y = (i * 7) % (w - 8), h // 4
+    return {0: (y, y + 8, x, x + 8),
+            90: (w - x - 8, w - x, y, y + 8),  # left edge comes to the bottom
+            180: (h - y - 8, h - y, w - x - 8, w - x),
+            270: (x, x + 8, h - y - 8, h - y)}[rotation]  # left edge comes to the top (a phone's -90)
+
+
+@pytest.mark.parametrize("rotation", ROTATIONS)
+def test_rotated_video_upright(tmp_path, backend, rotation):
+    """A 64x48 video with a display rotation decodes upright with both backends: the displayed
+    size, the square where a player shows it, and the whole image equal to the turned source."""
+    w, h = 64, 48
+    path = make_video(tmp_path / f"r{rotation}.mp4", 12, w, h, rotation=rotation)
+    with open_video(path, backend) as reader:
+        info = reader.info
+        idx, frames = read(reader, np.arange(12))
+    assert info.rotation == rotation
+    assert (info.width, info.height) == ((h, w) if rotation in (90, 270) else (w, h))
+    assert info.num_frames == 12 and info.duration == pytest.approx(12 / 25, abs=1e-5)
+    assert idx == list(range(12))
+    assert frames.shape == (12, info.height, info.width, 3)
+    assert [red_box(f) for f in frames] == [expected_box(i, w, h, rotation) for i in range(12)]
+    for i, f in enumerate(frames):  # lossless up to RGB <-> YUV rounding
+        assert np.abs(f.astype(int) - upright_image(i, w, h, rotation)).max() <= 3
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_quarter_turn_falls_back_to_pyav(tmp_path, rotation):
+    """decord cannot decode 90/270-degree videos: "decord" and "auto" use PyAV, say so in
+    ``info.backend``, and give exactly PyAV's frames."""
+    path = make_video(tmp_path / "r.mp4", 10, 175, 97, rotation=rotation)
+    with open_video(path, "pyav") as ref:
+        assert ref.info.backend == "pyav"
+        _, expected = read(ref, np.arange(10))
+    for b in ("auto", "decord"):
+        with open_video(path, b) as reader:
+            assert reader.info.backend == f"pyav (decord cannot decode a video rotated by {rotation} degrees)"
+            assert (reader.info.width, reader.info.height) == (97, 175)
+            _, frames = read(reader, np.arange(10))
+        np.testing.assert_array_equal(frames, expected)
+    with pytest.raises(VideoError, match="rotated by"):
+        DecordReader(path)
+
+
+def test_half_turn_backends_agree(tmp_path):
+    """decord turns a 180-degree video itself; its frames equal PyAV's exactly (odd size)."""
+    path = make_video(tmp_path / "r.mp4", 20, 175, 97, rotation=180)
+    with open_video(path, "decord") as a, open_video(path, "pyav") as b:
+        assert a.info.backend == "decord" and b.info.backend == "pyav"
+        _, fa = read(a, np.arange(20))
+        _, fb = read(b, np.arange(20))
+    np.testing.assert_array_equal(fa, fb)
+    assert [red_box(f) for f in fa] == [expected_box(i, 175, 97, 180) for i in range(20)]
+
+
+def test_phone_minus_90(tmp_path):
+    """The reported case: a landscape-coded phone video with display rotation -90 (ffprobe's
+    "rotation of -90 degrees") opens with the default backend and shows portrait frames."""
+    path = make_video(tmp_path / "phone.mp4", 8, 64, 48, rotation=-90)
+    with open_video(path) as reader:
+        assert reader.info.rotation == 270
+        assert (reader.info.width, reader.info.height) == (48, 64)
+        _, frames = read(reader, np.arange(8))
+    assert [red_box(f) for f in frames] == [expected_box(i, 64, 48, 270) for i in range(8)]
+
+
+@pytest.mark.parametrize("b", ["auto", "decord", "pyav"])
+def test_mirrored_display_matrix_refused(tmp_path, b):
+    """A mirroring display matrix is not silently ignored: one-line error."""
+    path = make_video(tmp_path / "m.mp4", 4, rotation=90, hflip=True)
+    with pytest.raises(VideoError) as excinfo:
+        open_video(path, b)
+    assert_one_line_error(excinfo, "mirror")
 
 
 # --------------------------------------------------------------------------- sampling

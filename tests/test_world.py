@@ -104,7 +104,7 @@ def test_cli(tmp_path, capsys):
     assert "1 videos" in capsys.readouterr().out
     (tmp_path / "file").write_text("x")
     assert main([str(tmp_path / "file")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "is an existing file, not a folder" in capsys.readouterr().err
     assert main([str(tmp_path / "x"), "--classes", "9"]) == 2
 
 

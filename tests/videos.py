@@ -28,13 +28,17 @@ def frame_image(i: int, width: int, height: int) -> np.ndarray:
 
 
 def make_video(path: str | Path, num_frames: int, width: int = 64, height: int = 48, fps: int = 25,
-               pts_ms: Sequence[int] | None = None, faststart: bool = False) -> Path:
+               pts_ms: Sequence[int] | None = None, faststart: bool = False, rotation: int = 0,
+               hflip: bool = False) -> Path:
     """Write an H.264 video (lossless, yuv444p so odd sizes work).
 
     Args:
         pts_ms: presentation time of each frame in milliseconds (variable frame rate); default
             constant ``fps``.
         faststart: put the index (moov) first, so a truncated file still opens.
+        rotation: display-matrix rotation, counter-clockwise degrees (as a phone writes it: the
+            coded frames are ``width`` x ``height``; players turn them by ``rotation``).
+        hflip: also mirror the display matrix.
     """
     path = Path(path)
     options = {"movflags": "faststart"} if faststart else {}
@@ -42,6 +46,8 @@ def make_video(path: str | Path, num_frames: int, width: int = 64, height: int =
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
         stream.options = {"qp": "0"}
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
         if pts_ms is not None:
             stream.codec_context.time_base = fractions.Fraction(1, 1000)
         for i in range(num_frames):
@@ -54,6 +60,12 @@ def make_video(path: str | Path, num_frames: int, width: int = 64, height: int =
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def upright_image(i: int, width: int, height: int, rotation: int) -> np.ndarray:
+    """Frame ``i`` of ``make_video(..., width, height, rotation=rotation)`` as a player shows it:
+    the coded image turned ``rotation`` degrees counter-clockwise."""
+    return np.rot90(frame_image(i, width, height), (rotation // 90) % 4)
 
 
 def make_audio_only(path: str | Path) -> Path:
