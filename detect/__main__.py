@@ -143,10 +143,6 @@ def _fit(args) -> int:
     if args.print_config:
         print(dump_settings(effective_settings([(FIT_SECTION, cfg)])), end="")
         return 0
-    missing = [flag for flag in ("videos", "annotations", "work") if getattr(args, flag) is None]
-    if missing:
-        print("detect fit: missing " + ", ".join(f"--{m}" for m in missing), file=sys.stderr)
-        return 2
     report = fit(args.videos, args.annotations, args.work, cfg, weights_root=args.weights_dir)
     print(describe(report, Path(args.work)))
     if report.ablation is not None:
@@ -339,8 +335,9 @@ def check_outputs(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and not args.print_config:
-        missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
+    required = {"train": ("features", "annotations", "out"), "fit": ("videos", "annotations", "work")}
+    if args.command in required and not args.print_config:
+        missing = [f"--{n}" for n in required[args.command] if getattr(args, n) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:

@@ -65,6 +65,7 @@ from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
 from refactor.train import save_checkpoint, train_refactor
+from weights import find_weights, get_spec
 
 __all__ = ["ABLATION_VARIANTS", "FIT_SECTION", "FitConfig", "FitError", "FitReport", "ablation_table", "describe",
            "find_videos", "fit", "stage_key"]
@@ -254,7 +255,8 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
 
     # 1. features --------------------------------------------------------------------------------------------
     feat_key = stage_key("features", {"extract": asdict(ecfg) | {"device": None},
-                                      "videos": _fingerprint(paths), "weights": _weights_identity(extract_streams)})
+                                      "videos": _fingerprint(paths),
+                                      "weights": _weights_identity(cfg.streams, extract_streams, weights_root)})
 
     def extract() -> dict:
         rec = stages.record("features")
@@ -297,11 +299,15 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     return report
 
 
-def _weights_identity(streams: list | None) -> list:
-    """What identifies the extraction models: their weight records (or "custom")."""
-    if streams is None:
-        return ["registry defaults"]
-    return [getattr(getattr(s, "weights", None), "sha256", None) or "custom" for s in streams]
+def _weights_identity(names: tuple[str, ...], streams: list | None, root) -> list:
+    """What identifies the extraction models: per stream the sha256 of the weights it runs (the cached
+    ones ``load_i3d`` would pick, an imported checkpoint first), "custom" for ready models without one."""
+    if streams is not None:
+        return [getattr(getattr(s, "weights", None), "sha256", None) or "custom" for s in streams]
+    found = [find_weights(name, root) for name in names]
+    # not cached yet: the registry default that will be fetched (its pinned hash, the same once cached)
+    return [w.sha256 if w is not None else (get_spec(name).sha256 or get_spec(name).id)
+            for name, w in zip(names, found)]
 
 
 def _result_obj(result: dict):
