@@ -8,21 +8,55 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TMP_MARK", "atomic_path", "cache_dir", "sha256_file"]
+__all__ = ["TMP_MARK", "atomic_path", "cache_dir", "remove_stale_temporaries", "sha256_file"]
 
 TMP_MARK = ".partial-"
 
 
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_path` for ``path`` left by processes of this machine
+    that no longer run (a writer killed with SIGKILL cannot clean up); those of live processes stay.
+
+    Returns:
+        the files removed.
+    """
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+        try:
+            pid = int(stale.name.rsplit("-", 1)[-1])
+        except ValueError:
+            continue                          # not one of ours
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue                          # still running: leave it alone
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue                          # alive, another user's
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, clean_stale: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     The temporary name is hidden (leading dot) and carries the process id, so concurrent writers
     never collide and a crash leaves no file under the final name. On any exception the
-    temporary file is removed and the exception propagates.
+    temporary file is removed and the exception propagates. ``clean_stale`` first removes the
+    temporary files that killed writers of ``path`` on this machine left
+    (:func:`remove_stale_temporaries`); writers that share a folder across machines coordinate
+    that themselves (extraction's claims) and pass False.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if clean_stale:
+        remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         yield tmp

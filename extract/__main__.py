@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"extract: {exc}", file=sys.stderr)
         return 2
     print(f"extract: {len(report.written)} written, {len(report.skipped)} skipped (already done), "
+          f"{len(report.by_others)} written by other processes, {len(report.in_progress)} in progress elsewhere, "
           f"{len(report.failed)} failed -> {args.out}")
     if report.failed:
         print("extract: failed: " + "; ".join(f"{v} ({r})" for v, r in report.failed.items()), file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -9,8 +11,8 @@ import torch
 from common.config import Section
 from weights.specs import get_spec
 
-__all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "BACKENDS", "resolve_device", "autocast_dtype",
-           "SECTION"]
+__all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "BACKENDS", "resolve_device", "rank_device",
+           "autocast_dtype", "SECTION"]
 
 STREAMS = ("rgb", "flow")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -41,6 +43,13 @@ class ExtractConfig:
         workers: videos decoded at once, in threads (features are still written in input order).
         flow: flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) or opencv-tvl1 (OpenCV's CPU
             reference).
+        claim_heartbeat: seconds between refreshes of this process's claim files (extract.claims:
+            several processes share one output folder).
+        claim_timeout: seconds after its last heartbeat that a claim counts as abandoned and is taken
+            over (its owner on this machine is checked at once by pid); at least 2 x claim_heartbeat.
+        wait_for_others: once its own videos are done, wait for those other live processes are
+            writing (and take them over if their owner dies), so that a finished run means a finished
+            folder; --no-wait-for-others: count them as in progress and end.
     """
 
     streams: tuple[str, ...] = ("rgb",)
@@ -58,6 +67,9 @@ class ExtractConfig:
     queue_size: int = 2
     workers: int = 2
     flow: str = "tvl1"
+    claim_heartbeat: float = 10.0
+    claim_timeout: float = 60.0
+    wait_for_others: bool = True
 
     def __post_init__(self) -> None:
         self.streams = tuple(self.streams)
@@ -83,6 +95,9 @@ class ExtractConfig:
             raise ValueError(f"unknown precision {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if not (self.claim_heartbeat > 0 and self.claim_timeout >= 2 * self.claim_heartbeat):
+            raise ValueError(f"claim_heartbeat must be > 0 and claim_timeout >= 2 x claim_heartbeat, "
+                             f"got {self.claim_heartbeat}, {self.claim_timeout}")
 
 
 SECTION = Section("extract", ExtractConfig, choices={"precision": PRECISIONS, "backend": BACKENDS,
@@ -90,11 +105,28 @@ SECTION = Section("extract", ExtractConfig, choices={"precision": PRECISIONS, "b
 """The ``extract`` section of ``python -m extract --config FILE`` (:mod:`common.config`)."""
 
 
+def rank_device(device: str, env: Mapping[str, str], cuda_count: int) -> str:
+    """The device one process uses: ``device``, except that ``"auto"`` and ``"cuda"`` become
+    ``cuda:LOCAL_RANK`` (modulo the GPU count) when ``env`` has ``LOCAL_RANK`` (torchrun sets it,
+    one per process on a machine) and there are ``cuda_count`` > 0 GPUs; ``"auto"`` without GPUs is
+    ``"cpu"``, without LOCAL_RANK ``"cuda"``. An explicit ``cuda:N`` or ``cpu`` is kept."""
+    if device not in ("auto", "cuda"):
+        return device
+    if cuda_count < 1:
+        return "cpu" if device == "auto" else device
+    rank = env.get("LOCAL_RANK", "").strip()
+    if not rank:
+        return "cuda"
+    if not rank.isdigit():
+        raise ValueError(f"LOCAL_RANK must be a non-negative integer, got {rank!r}")
+    return f"cuda:{int(rank) % cuda_count}"
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU; otherwise the named device (CUDA must exist)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    """``"auto"``: CUDA when present, else the CPU; otherwise the named device (CUDA must exist).
+    Under torchrun, ``"auto"`` and ``"cuda"`` are each process's own GPU (:func:`rank_device`)."""
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    dev = torch.device(rank_device(device, os.environ, cuda_count))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but CUDA is not available")
     return dev

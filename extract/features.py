@@ -160,19 +160,20 @@ class FeatureWriter:
         num_snippets: T.
         streams: datasets to create, each float32 (T, dim).
         spatial: (h, w) of float16 Mixed_5c maps ``<stream>_spatial`` (T, dim, h, w), or None.
+        clean_stale: remove temporary files of killed writers first (see ``common.fileio.atomic_path``).
     """
 
     def __init__(self, path: str | os.PathLike, num_snippets: int, streams: tuple[str, ...], dim: int,
-                 spatial: tuple[int, int] | None = None):
+                 spatial: tuple[int, int] | None = None, clean_stale: bool = True):
         unknown = [s for s in streams if s not in STREAM_ORDER]
         if unknown or not streams:
             raise FeatureFileError(f"{path}: streams must be among {', '.join(STREAM_ORDER)}, got {streams}")
         self.path, self.num_snippets, self.streams = Path(path), num_snippets, streams
-        self.dim, self.spatial = dim, spatial
+        self.dim, self.spatial, self.clean_stale = dim, spatial, clean_stale
         self._attrs: dict = {}
 
     def __enter__(self) -> FeatureWriter:
-        self._atomic = atomic_path(self.path)
+        self._atomic = atomic_path(self.path, clean_stale=self.clean_stale)
         tmp = self._atomic.__enter__()
         try:
             self._h5 = h5py.File(tmp, "w")

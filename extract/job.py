@@ -83,7 +83,8 @@ def run_job(job: VideoJob, out_dir: Path, streams: list, config: ExtractConfig, 
     T = job.plan.num_snippets
     spatial = (map_size(crop), map_size(crop)) if config.spatial else None
     try:
-        with FeatureWriter(dest, T, tuple(s.name for s in streams), FEATURE_DIM, spatial) as writer:
+        # stale temporaries are removed under the video's claim (extract.pipeline), which also knows other hosts
+        with FeatureWriter(dest, T, tuple(s.name for s in streams), FEATURE_DIM, spatial, clean_stale=False) as writer:
             bar = tqdm(total=T, desc=job.path.name, unit="snippet", leave=False,
                        disable=(progress is False) or (progress is None and (T < 64 or not sys.stderr.isatty())))
             for stream in streams:

@@ -19,7 +19,8 @@ and keeps their public names importable from one place:
 * :mod:`extract.collect`: :func:`collect_videos`, the folder walk;
 * :mod:`extract.batches`: :func:`snippet_batches`, the snippet assembly;
 * :mod:`extract.prefetch`: :class:`Prefetcher`, the background decoding thread;
-* :mod:`extract.job`: :func:`extract_video`, one video's job and its feature file.
+* :mod:`extract.job`: :func:`extract_video`, one video's job and its feature file;
+* :mod:`extract.claims`: :class:`ClaimSet`, the claim files that let several processes share a folder.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 
 from common.fileio import TMP_MARK
 from extract.batches import snippet_batches
+from extract.claims import ClaimSet
 from extract.collect import collect_videos
 from extract.config import ExtractConfig, autocast_dtype, resolve_device
 from extract.job import VideoJob, extract_video, frame_crop, run_job
@@ -48,25 +51,35 @@ __all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "FlowStream", "reso
 
 @dataclass
 class ExtractionReport:
-    """Outcome of a batch run: written, skipped (file existed) and failed videos."""
+    """Outcome of a batch run in one process.
+
+    Attributes:
+        written: videos whose feature file this process wrote.
+        skipped: videos whose complete file existed when the run started.
+        failed: videos this process could not extract, with a one-line reason (a video that fails is
+            released, and a process waiting for it retries it: each reports it).
+        by_others: videos whose file another process wrote during this run.
+        in_progress: videos another live process was still writing when this one ended (only with
+            ``wait_for_others`` off).
+        taken_over: videos whose claim this process took over from a dead owner (also in ``written``
+            or ``failed``).
+    """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[Path, str] = field(default_factory=dict)
+    by_others: list[Path] = field(default_factory=list)
+    in_progress: list[Path] = field(default_factory=list)
+    taken_over: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
 
-def _remove_stale(dest: Path) -> None:
-    """Remove temporary files a killed earlier run left for ``dest``."""
+def _remove_partials(dest: Path) -> None:
+    """Remove temporary files that killed earlier owners of ``dest`` left (call while holding its claim)."""
     for stale in dest.parent.glob(f".{dest.name}{TMP_MARK}*"):
-        with contextlib.suppress(OSError):
-            pid = int(stale.name.rsplit("-", 1)[-1])
-            if pid != os.getpid():
-                os.kill(pid, 0)  # still running: leave it alone
-                continue
         with contextlib.suppress(OSError):
             stale.unlink()
 
@@ -82,6 +95,13 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     prepared at ``config.short_side`` / ``config.crop``, or where those are None at what the
     streams' weights' specs say.
 
+    Any number of processes (one per GPU under torchrun, or on several machines sharing the disk)
+    may run on the same ``out_dir`` at once: each claims a video before decoding it
+    (:mod:`extract.claims`), skips videos that are done or claimed by a live process, takes over
+    claims of dead processes, and (``config.wait_for_others``) waits at the end for the videos
+    others are still writing. With ``overwrite``, a file written since this process started counts
+    as done by another process.
+
     Args:
         streams: ready stream objects (default: built from ``config`` by :func:`build_streams`,
             which loads the weights before anything is decoded).
@@ -90,6 +110,7 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         on_error: called with (video, reason) as each failure happens.
     """
     config = config or ExtractConfig()
+    started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos, problems = collect_videos(inputs)
@@ -97,14 +118,25 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     for bad, reason in problems.items():
         if on_error:
             on_error(bad, reason)
-    todo = []
+
+    def dest_of(video: Path) -> Path:
+        return out_dir / f"{video.stem}.h5"
+
+    def done(video: Path) -> bool:
+        """A complete file exists (with overwrite: one written since this run started)."""
+        try:
+            mtime = dest_of(video).stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return not config.overwrite or mtime >= started
+
+    upcoming: deque[Path] = deque()
     for video in videos:
-        dest = out_dir / f"{video.stem}.h5"
-        if dest.exists() and not config.overwrite:
+        if dest_of(video).exists() and not config.overwrite:
             report.skipped.append(video)
         else:
-            todo.append(video)
-    if not todo:
+            upcoming.append(video)
+    if not upcoming:
         return report
     streams = streams if streams is not None else build_streams(config, weights_root)
     short_side, crop = input_geometry(streams, config.short_side, config.crop)
@@ -118,19 +150,52 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         except expected as exc:
             return exc
 
-    # Up to `workers` videos are open and decoding at once; features are computed in input order.
+    # Up to `workers` videos are claimed, open and decoding at once; features are computed in claim order.
     ahead: deque[tuple[Path, VideoJob | Exception]] = deque()
-    upcoming = iter(todo)
-    bar = tqdm(total=len(todo), desc="videos", unit="video",
+    busy: list[Path] = []                   # claimed by a live process when we reached them
+    poll = min(config.claim_heartbeat, 2.0)
+    bar = tqdm(total=len(upcoming), desc="videos", unit="video",
                disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
     try:
-        with bar:
+        with bar, ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
             while True:
-                while len(ahead) < config.workers and (video := next(upcoming, None)) is not None:
-                    _remove_stale(out_dir / f"{video.stem}.h5")
+                while len(ahead) < config.workers and upcoming:
+                    video = upcoming.popleft()
+                    if done(video):
+                        report.by_others.append(video)
+                        bar.update(1)
+                        continue
+                    how = claims.acquire(dest_of(video))
+                    if how is None:
+                        busy.append(video)
+                        continue
+                    if done(video):              # finished by its owner between our two looks
+                        claims.release(dest_of(video))
+                        report.by_others.append(video)
+                        bar.update(1)
+                        continue
+                    if how == "taken over":
+                        report.taken_over.append(video)
+                    _remove_partials(dest_of(video))
                     ahead.append((video, start(video)))
                 if not ahead:
-                    break
+                    if not busy:
+                        break
+                    if not config.wait_for_others:
+                        report.in_progress.extend(busy)
+                        break
+                    time.sleep(poll)             # wait for others' videos: done, or free/stale to take
+                    still = []
+                    for video in busy:
+                        if done(video):
+                            report.by_others.append(video)
+                            bar.update(1)
+                        elif claims.state(dest_of(video)) == "live":
+                            still.append(video)
+                        else:
+                            upcoming.append(video)
+                    busy = still
+                    continue
                 video, job = ahead.popleft()
                 try:
                     if isinstance(job, Exception):
@@ -141,10 +206,11 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                     report.failed[video] = reason
                     if on_error:
                         on_error(video, reason)
+                finally:
+                    claims.release(dest_of(video))
                 bar.update(1)
     finally:
         for _, job in ahead:
             if isinstance(job, VideoJob):
                 job.close()
     return report
-

@@ -1,5 +1,9 @@
 """Fault injection: commands killed with SIGKILL at random points, then rerun.
 
+Commands: extraction, ``refactor train`` and ``detect train`` (resume from ``OUT.state``),
+``refactor apply`` (one output file per input) and ``detect run`` (one predictions JSON), on small
+synthetic feature files (:func:`tests.featfiles.detection_dataset`).
+
 For each command: after every kill no visible output is partial (each file under its final name
 is complete and equal to an uninterrupted run's), work finished before a kill is kept by the
 rerun (same inode and modification time: skipped, not redone), and once a rerun completes the
@@ -21,7 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import torch
+
+from common.checkpoint import load_checkpoint
+from detect.checkpoint import load_detector
 from extract import read_features
+from refactor import RefactorError, load_refactor
+from tests.featfiles import detection_dataset
 from tests.videos import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,11 +54,13 @@ def extract_cmd(out: Path, videos: list[Path]) -> list[str]:
     return [sys.executable, "-c", EXTRACT_SCRIPT, str(out), *map(str, videos)]
 
 
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run_to_end(cmd: list[str]) -> float:
     """Run ``cmd`` to completion (exit 0 required); returns its wall time in seconds."""
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return time.monotonic() - start
 
@@ -62,15 +74,26 @@ def run_and_kill(cmd: list[str], out: Path, after: float) -> bool:
     """Start ``cmd``; once it is writing an output (a temporary file of its own exists in ``out``;
     a killed run's are left until a rerun reaches their video), SIGKILL it ``after`` seconds later.
     True if it was killed, False if it ended first."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    mine = None
+
+    def writing() -> bool:
+        return any(name.endswith(mine) for name in hidden(out))
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    mine = f"-{proc.pid}"
+    return kill_after(proc, writing, after)
+
+
+def kill_after(proc: subprocess.Popen, started, after: float) -> bool:
+    """Once ``started()`` is true (polled every 5 ms), SIGKILL ``proc`` ``after`` seconds later.
+    True if it was killed, False if it ended first."""
     try:
-        mine = f"-{proc.pid}"
-        while proc.poll() is None and not any(name.endswith(mine) for name in hidden(out)):
+        while proc.poll() is None and not started():
             time.sleep(0.005)
-        proc.wait(timeout=after)
-        return False
-    except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + after
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(min(0.002, max(0.0, deadline - time.monotonic())))
+        if proc.poll() is not None:
+            return False
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return True
@@ -134,3 +157,248 @@ def test_extraction_killed_at_random_points(tmp_path):
         assert_features_equal(out / name, ref_out / name)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
+
+
+# ---- RefactorNet training, detector training, refactor apply, detect run ----------------------------------
+
+REFACTOR_EPOCHS, DETECT_EPOCHS = 20, 6
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """(feature folder, annotations, a scratch folder): 10 synthetic videos of 40-80 snippets, 2 x 16 dims."""
+    root = tmp_path_factory.mktemp("faults")
+    features, ann, _ = detection_dataset(root / "data", videos=10, num_snippets=(40, 80), dim_per_stream=16, seed=1)
+    return features, ann, root
+
+
+def refactor_train_cmd(data, out: Path) -> list[str]:
+    features, ann, _ = data
+    return [sys.executable, "-m", "refactor", "train", "--features", str(features), "--annotations", str(ann),
+            "--out", str(out), "--epochs", str(REFACTOR_EPOCHS), "--batch-size", "4", "--hidden-dim", "16",
+            "--seed", "3"]
+
+
+def detect_train_cmd(data, out: Path) -> list[str]:
+    features, ann, _ = data
+    return [sys.executable, "-m", "detect", "train", "--features", str(features), "--annotations", str(ann),
+            "--out", str(out), "--epochs", str(DETECT_EPOCHS), "--window", "32", "--batch-size", "8",
+            "--max-duration", "16", "--base-dim", "16", "--boundary-hidden", "16", "--head-hidden", "32",
+            "--seed", "5"]
+
+
+def timed_run(cmd: list[str], started) -> tuple[float, float]:
+    """Run ``cmd`` to completion (exit 0 required): (seconds until ``started()`` first held, total seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    first = None
+    while proc.poll() is None:
+        if first is None and started():
+            first = time.monotonic() - t0
+        time.sleep(0.002)
+    total = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    return (total if first is None else first), total
+
+
+def stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+
+
+@pytest.fixture(scope="module")
+def refactor_ref(data):
+    """The uninterrupted `refactor train`: (checkpoint, seconds from its first per-epoch state to its end)."""
+    out = data[2] / "ref_refactor" / "r.pt"
+    state = Path(str(out) + ".state")
+    first, total = timed_run(refactor_train_cmd(data, out), state.exists)
+    return out, total - first
+
+
+@pytest.fixture(scope="module")
+def detect_ref(data):
+    """The uninterrupted `detect train`: (checkpoint, seconds from its first per-epoch state to its end)."""
+    out = data[2] / "ref_detect" / "det.pt"
+    state = Path(str(out) + ".state")
+    first, total = timed_run(detect_train_cmd(data, out), state.exists)
+    return out, total - first
+
+
+def assert_same_model(got: tuple, want: tuple) -> None:
+    """(model, checkpoint dict) pairs: equal weights (CPU, one thread: bit for bit) and history."""
+    assert got[1]["history"] == want[1]["history"]
+    for (k, a), b in zip(want[0].state_dict().items(), got[0].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=k)
+
+
+def kill_training(cmd: list[str], out: Path, ref_history: list[dict], span: float, read_state, seed: int,
+                  check_out) -> set[str]:
+    """Kill a training command 3 times, each time a seeded random moment (up to 40% of ``span``, the
+    uninterrupted run's training time) after this run saved its first per-epoch state; after each kill
+    the state file is complete (its history a prefix of the uninterrupted run's) and never loses an epoch,
+    and the checkpoint ``out`` is either absent or complete (``check_out``). Returns the killed runs'
+    temporary-name suffixes (``-PID``)."""
+    state = Path(str(out) + ".state")
+    rng = np.random.default_rng(seed)
+    killed, done = set(), 0
+    for after in rng.uniform(0.0, 0.4, size=3) * span:
+        before = stamp(state)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        if not kill_after(proc, lambda b=before: stamp(state) not in (None, b), float(after)):
+            break                                           # it finished: a rerun would train anew
+        killed.add(f"-{proc.pid}")
+        if out.exists():                                    # killed between the checkpoint and the state's removal
+            check_out()
+        if state.exists():
+            history = read_state(state)
+            assert history == ref_history[:len(history)], "the state's history differs from an uninterrupted run's"
+            assert len(history) >= done, "a resumed run lost finished epochs"
+            done = len(history)
+        else:
+            assert out.exists(), "killed with neither a state nor a checkpoint"
+    return killed
+
+
+@pytest.mark.slow
+def test_refactor_train_killed_at_random_points(data, refactor_ref, tmp_path):
+    """`refactor train` SIGKILLed at 3 seeded random moments while it trains, rerun each time: it resumes
+    from OUT.state and the final checkpoint equals an uninterrupted run's (weights bit for bit, history);
+    no state is left (temporary files: only a killed run's, test_stale_temporaries_removed_by_rerun)."""
+    ref_out, span = refactor_ref
+    want = load_refactor(ref_out)
+    out = tmp_path / "r.pt"
+    cmd = refactor_train_cmd(data, out)
+
+    def read_state(path: Path) -> list[dict]:
+        return list(load_checkpoint(path, RefactorError, "RefactorNet training state")["history"])
+
+    killed = kill_training(cmd, out, want[1]["history"], span, read_state, seed=141,
+                           check_out=lambda: assert_same_model(load_refactor(out), want))
+    assert len(killed) >= 2, "the random kill times fell after the run ended: nothing was tested"
+    run_to_end(cmd)
+    assert_same_model(load_refactor(out), want)
+    assert list(visible(tmp_path)) == ["r.pt"]                           # no state left
+    assert hidden(tmp_path) == []                                        # killed writers' temporaries removed
+
+
+@pytest.mark.slow
+def test_detect_train_killed_at_random_points(data, detect_ref, tmp_path):
+    """`detect train` SIGKILLed at 3 seeded random moments while it trains, rerun each time: it resumes
+    from OUT.state; the final checkpoint and its log OUT.log.jsonl equal an uninterrupted run's."""
+    from detect.validation import read_log
+
+    ref_out, span = detect_ref
+    want = load_detector(ref_out)
+    out = tmp_path / "det.pt"
+    cmd = detect_train_cmd(data, out)
+
+    def read_state(path: Path) -> list[dict]:
+        return list(torch.load(path, weights_only=True)["history"])
+
+    killed = kill_training(cmd, out, want[1]["history"], span, read_state, seed=142,
+                           check_out=lambda: assert_same_model(load_detector(out), want))
+    assert len(killed) >= 2, "the random kill times fell after the run ended: nothing was tested"
+    run_to_end(cmd)
+    assert_same_model(load_detector(out), want)
+    assert read_log(tmp_path / "det.log.jsonl") == read_log(ref_out.parent / "det.log.jsonl") == want[1]["history"]
+    assert list(visible(tmp_path)) == ["det.log.jsonl", "det.pt"]        # no state left
+    assert hidden(tmp_path) == []                                        # killed writers' temporaries removed
+
+
+@pytest.mark.slow
+def test_refactor_apply_killed_at_random_points(data, refactor_ref, tmp_path):
+    """`refactor apply` SIGKILLed 4 times at a seeded random moment after it starts writing (up to
+    twice what one file takes: within a file or past its end), rerun each time: every file under its
+    final name equals the uninterrupted run's, files written before a kill are skipped by the rerun
+    (same inode and time), and the last rerun completes the folder."""
+    ckpt, _ = refactor_ref                      # longer videos than it was trained on: each file takes a while
+    features, _, _ = detection_dataset(tmp_path / "long", videos=10, num_snippets=(8000, 12000), dim_per_stream=16,
+                                       seed=2)
+    names = {p.name for p in features.glob("*.h5")}
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "refactor", "apply", "--features", str(features), "--checkpoint", str(ckpt),
+                "--out", str(out)]
+    ref_out = tmp_path / "ref"
+    run_to_end(cmd(ref_out))
+    done = sorted(st.st_mtime_ns for st in visible(ref_out).values())
+    assert len(done) == len(names)
+    per_file = max(0.002, (done[-1] - done[0]) / 1e9 / (len(names) - 1))       # from the files' times
+
+    out = tmp_path / "out"
+    rng = np.random.default_rng(143)
+    kept: dict[str, os.stat_result] = {}
+    kills, killed = 0, set()
+    for after in rng.uniform(0.0, 2.0, size=4) * per_file:
+        start = set(visible(out))
+        proc = subprocess.Popen(cmd(out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        mine = f"-{proc.pid}"
+        if kill_after(proc, lambda s=start, m=mine: any(n.endswith(m) for n in hidden(out)) or
+                      set(visible(out)) != s, float(after)):
+            kills += 1
+            killed.add(mine)
+        now = visible(out)
+        assert set(now) <= names
+        for name in now:                                   # nothing partial under a final name
+            assert_features_equal(out / name, ref_out / name)
+        for name, st in kept.items():                      # finished work is never redone
+            assert (now[name].st_ino, now[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+        kept = now
+    assert kills >= 2, "the random kill times fell after the run ended: nothing was tested"
+    run_to_end(cmd(out))
+    final = visible(out)
+    assert set(final) == names
+    for name, st in kept.items():
+        assert (final[name].st_ino, final[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    for name in names:
+        assert_features_equal(out / name, ref_out / name)
+    assert hidden(out) == []                                             # killed writers' temporaries removed
+
+
+def test_stale_temporaries_removed_by_rerun(data, refactor_ref, tmp_path):
+    """A run killed while writing leaves its temporary file (atomic write, hidden); the rerun that
+    writes that output must remove it, as extraction does (extract.pipeline)."""
+    features, _, _ = data
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".video_000.h5.partial-999999"          # what SIGKILL during that file's write leaves
+    stale.write_bytes(b"\x89HDF half")
+    run_to_end([sys.executable, "-m", "refactor", "apply", "--features", str(features), "--checkpoint",
+                str(refactor_ref[0]), "--out", str(out)])
+    assert (out / "video_000.h5").is_file()
+    assert hidden(out) == []
+
+
+@pytest.mark.slow
+def test_detect_run_killed_at_random_points(data, detect_ref, tmp_path):
+    """`detect run` SIGKILLed 3 times at a seeded random moment (up to the uninterrupted run's time),
+    rerun each time: the predictions JSON is absent or equal to the uninterrupted run's, never partial,
+    and the last rerun writes it, equal."""
+    import json
+
+    features, _, _ = data
+    ckpt, _ = detect_ref
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "detect", "run", "--features", str(features), "--checkpoint", str(ckpt),
+                "--out", str(out)]
+    ref = tmp_path / "ref.json"
+    _, total = timed_run(cmd(ref), lambda: False)
+    want = json.loads(ref.read_text())
+    assert set(want["results"]) == {p.stem for p in features.glob("*.h5")}
+
+    out = tmp_path / "out" / "pred.json"
+    rng = np.random.default_rng(144)
+    kills, marks = 0, set()
+    for after in rng.uniform(0.3, 1.0, size=3) * total:
+        proc = subprocess.Popen(cmd(out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        killed = kill_after(proc, lambda: True, float(after))
+        kills += killed
+        marks |= {f"-{proc.pid}"} if killed else set()
+        if out.exists():                                   # never partial
+            assert json.loads(out.read_text()) == want
+        if killed:
+            out.unlink(missing_ok=True)                    # the next kill must find no finished output
+    assert kills >= 2, "the random kill times fell after the run ended: nothing was tested"
+    run_to_end(cmd(out))
+    assert json.loads(out.read_text()) == want
+    assert hidden(out.parent) == []                                      # killed writers' temporaries removed

@@ -4,6 +4,7 @@ segment geometry (one implementation for NumPy and torch)."""
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from common.annotations import (AnnotationError, default_subsets, load_ground_truth, read_database, same_subset,
                                 subset_videos, write_annotations)
 from common.checkpoint import checkpoint_kind, load_checkpoint, save_checkpoint
+from common.fileio import TMP_MARK, atomic_path
 from common.predictions import load_predictions, write_predictions
 from common.segments import segment_intersection, segment_iou
 from extract.features import (FORMAT_VERSION, FeatureFileError, FeatureWriter, has_spatial, read_features,
@@ -188,3 +190,17 @@ def test_feature_writer_rows_and_refusals(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]            # failures leave nothing behind
     with h5py.File(tmp_path / "w.h5") as f:
         assert f["rgb"].dtype == np.float32
+
+
+def test_atomic_path_removes_temporaries_of_dead_writers_only(tmp_path):
+    dead = tmp_path / f".out.json{TMP_MARK}999999"               # a writer killed with SIGKILL
+    alive = tmp_path / f".out.json{TMP_MARK}{os.getppid()}"      # a writer still running
+    other = tmp_path / f".other.json{TMP_MARK}999999"            # another output's
+    for p in (dead, alive, other):
+        p.write_text("half")
+    with atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("{}")
+    assert not dead.exists() and alive.exists() and other.exists()
+    with atomic_path(tmp_path / "other.json", clean_stale=False) as tmp:
+        tmp.write_text("{}")
+    assert other.exists()                                        # shared-folder writers clean up themselves
