@@ -259,9 +259,15 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
                                       "weights": _weights_identity(cfg.streams, extract_streams, weights_root)})
 
     def extract() -> dict:
-        rec = stages.record("features")
-        if rec is not None and rec.get("key") != feat_key and feats.exists():
-            shutil.rmtree(feats)                 # made with other settings or videos: start over
+        # the folder's key is written before extraction starts, so a run killed half-way and resumed with
+        # other settings never mixes files of both
+        marker = work / "stages" / "features.started"
+        made_with = marker.read_text().strip() if marker.is_file() else None
+        if feats.exists() and made_with != feat_key:
+            shutil.rmtree(feats)                 # made with other settings or videos (or unknown): start over
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(marker) as tmp:
+            tmp.write_text(feat_key)
         failures: dict[str, str] = {}
         result = extract_videos(sorted(paths.values()), feats, ecfg, streams=extract_streams,
                                 weights_root=weights_root, progress=progress,

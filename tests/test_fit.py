@@ -195,3 +195,14 @@ def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_pa
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "bad.yaml"),
                            "--print-config"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown key fit.epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_features_of_a_killed_run_with_other_settings_are_not_mixed(world, tmp_path):
+    work = tmp_path / "w"
+    run(world, work)
+    (work / "stages" / "features.json").unlink()              # as if the first run was killed while extracting
+    stale = {p.name: p.stat().st_mtime_ns for p in (work / "features").glob("*.h5")}
+    report = run(world, work, replace(CFG, stride=16))
+    assert report.ran["features"] is True
+    fresh = {p.name: p.stat().st_mtime_ns for p in (work / "features").glob("*.h5")}
+    assert set(fresh) == set(stale) and all(fresh[k] != stale[k] for k in stale)   # every file redone
