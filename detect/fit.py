@@ -81,6 +81,9 @@ class FitError(ValueError):
     """Unusable input for ``detect fit``; the message says why in one line."""
 
 
+_EXTRACT = ExtractConfig()
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Everything that decides a fit's results (one default per field; ``detect fit``'s flags and
@@ -108,12 +111,13 @@ class FitConfig:
         device: auto (CUDA when present), cpu, cuda, cuda:N (extraction and training).
     """
 
-    streams: tuple[str, ...] = ("rgb",)
-    fps: float | None = None
-    window: int = 16
-    stride: int = 16
-    short_side: int | None = None
-    crop: int | None = None
+    # extraction fields take ExtractConfig's defaults (one default per setting in the whole system)
+    streams: tuple[str, ...] = _EXTRACT.streams
+    fps: float | None = _EXTRACT.fps
+    window: int = _EXTRACT.window
+    stride: int = _EXTRACT.stride
+    short_side: int | None = _EXTRACT.short_side
+    crop: int | None = _EXTRACT.crop
     spatial: bool = True
     train_subset: str | None = None
     test_subset: str | None = None
