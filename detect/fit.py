@@ -421,7 +421,7 @@ class _Variant:
         plot_history(ckpt["history"], written[-1])
         gt = load_ground_truth(self.annotations, self.test_subset)
         pred = load_predictions(self.root / "predictions.json", gt, unknown_labels="ignore")
-        result = evaluate_detection(gt, pred, parse_thresholds(self.cfg.tiou))
+        result = _result_obj(json.loads((self.root / "result.json").read_text()))   # the evaluate stage's
         written.append(folder / "map_vs_tiou.png")
         plot_map_vs_tiou(result, written[-1])
         annotated = [gt.videos[i] for i in dict.fromkeys(gt.video.tolist())][:self.cfg.figure_videos]

@@ -108,6 +108,18 @@ def visible(out: Path) -> dict[str, os.stat_result]:
     return {p.name: p.stat() for p in sorted(out.iterdir()) if not p.name.startswith(".")} if out.exists() else {}
 
 
+def check_after_kill(out: Path, ref_out: Path, names: set[str], kept: dict) -> dict:
+    """After a kill: only expected files, none partial (each equals the reference), and every file kept
+    from before the kill untouched (same inode and time). Returns the files now visible."""
+    now = visible(out)
+    assert set(now) <= names
+    for name in now:                                   # nothing partial under a final name
+        assert_features_equal(out / name, ref_out / name)
+    for name, st in kept.items():                      # finished work is never redone
+        assert (now[name].st_ino, now[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    return now
+
+
 def assert_features_equal(path: Path, ref: Path) -> None:
     """Complete and equal to the uninterrupted run's file (features, attributes but the source path)."""
     got, want = read_features(path), read_features(ref)
@@ -140,13 +152,7 @@ def test_extraction_killed_at_random_points(tmp_path):
     per_video = max(0.05, (full - one) / (len(videos) - 1))
     for after in rng.uniform(0.0, 2.5, size=4) * per_video:
         kills += run_and_kill(extract_cmd(out, videos), out, float(after))
-        now = visible(out)
-        assert set(now) <= names
-        for name in now:                                   # nothing partial under a final name
-            assert_features_equal(out / name, ref_out / name)
-        for name, st in kept.items():                      # finished work is never redone
-            assert (now[name].st_ino, now[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
-        kept = now
+        kept = check_after_kill(out, ref_out, names, kept)
     assert kills >= 3, "the random kill times fell after the run ended: nothing was tested"
     run_to_end(extract_cmd(out, videos))
     final = visible(out)
@@ -336,13 +342,7 @@ def test_refactor_apply_killed_at_random_points(data, refactor_ref, tmp_path):
                       set(visible(out)) != s, float(after)):
             kills += 1
             killed.add(mine)
-        now = visible(out)
-        assert set(now) <= names
-        for name in now:                                   # nothing partial under a final name
-            assert_features_equal(out / name, ref_out / name)
-        for name, st in kept.items():                      # finished work is never redone
-            assert (now[name].st_ino, now[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
-        kept = now
+        kept = check_after_kill(out, ref_out, names, kept)
     assert kills >= 2, "the random kill times fell after the run ended: nothing was tested"
     run_to_end(cmd(out))
     final = visible(out)
