@@ -21,7 +21,8 @@ edges and it also appears without any action; only the weak w_k marks the true b
 videos are subset "validation", the held-out test videos subset "test" of one annotation file.
 
 Variants (all with the same DetectorConfig, detector TrainConfig and seeds; stage 1 = ``build_pairs`` +
-``train_refactor`` with ``RefactorConfig(in_dim=dim, hidden_dim=--refactor-hidden)`` and the default
+``train_refactor`` with ``RefactorConfig(in_dim=dim, hidden_dim=--refactor-hidden, form="paper")`` (this
+benchmark is the paper's Table 2; ``benchmarks/refactor_study.py`` compares the forms) and the default
 SampleConfig (threshold 0.5, top-k 5), then ``save_checkpoint``):
 
 * ``baseline``: ``train_detector(front="none")`` on the raw features;
@@ -256,7 +257,7 @@ def run_seed(seed: int, args, data_cfg: DataConfig, det_cfg: DetectorConfig, det
         for name in needed:
             t0 = time.perf_counter()
             rcfg = RefactorConfig(in_dim=data_cfg.dim, hidden_dim=args.refactor_hidden, use_kl=(name != "no_kl"),
-                                  action_only=(name == "action_only"))
+                                  action_only=(name == "action_only"), form="paper")
             rtrain = RefactorTrainConfig(epochs=args.refactor_epochs, seed=seed)
             model, history = train_refactor(pairs, rcfg, rtrain, progress=False)
             ckpts[name] = save_checkpoint(root / f"stage1_{name}.pt", model, pairs, samples, rtrain, history)

@@ -203,8 +203,8 @@ def main(argv=None) -> int:
             samples = SampleConfig(threshold, top_k)
             t0 = time.perf_counter()
             pairs = build_pairs(tmp / "train", tmp / "train" / "annotations.json", "validation", samples)
-            model, history = train_refactor(pairs, RefactorConfig(in_dim=args.dim, hidden_dim=args.hidden_dim),
-                                            TrainConfig(epochs=epochs, seed=args.seed), progress=False)
+            config = RefactorConfig(in_dim=args.dim, hidden_dim=args.hidden_dim, form="paper")
+            model, history = train_refactor(pairs, config, TrainConfig(epochs=epochs, seed=args.seed), progress=False)
             train_s = time.perf_counter() - t0
             views = [components(model, f) for f in test_feats]
             row = {"threshold": threshold, "top_k": top_k, "pairs": int(len(pairs.similarity)),

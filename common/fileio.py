@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TMP_MARK", "atomic_path", "cache_dir", "remove_stale_temporaries", "sha256_file"]
+__all__ = ["TMP_MARK", "append_line", "atomic_path", "cache_dir", "remove_stale_temporaries", "sha256_file"]
 
 TMP_MARK = ".partial-"
 
@@ -83,3 +83,14 @@ def cache_dir() -> Path:
         return Path(env).expanduser().resolve()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return (Path(base).expanduser() / "refactornet").resolve()
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line (a newline is added) and fsync, so a record is either wholly in the file or absent
+    when the process is killed (readers skip a last line without its newline)."""
+    if "\n" in line:
+        raise ValueError("append_line takes a single line")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

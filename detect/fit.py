@@ -60,7 +60,7 @@ from extract.pipeline import ExtractConfig, extract_videos
 from extract.video import VIDEO_EXTENSIONS
 from refactor.apply import apply_refactor
 from refactor.cam import draw_cams
-from refactor.model import RefactorConfig
+from refactor.model import FORMS, RefactorConfig
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
@@ -71,10 +71,11 @@ __all__ = ["ABLATION_VARIANTS", "FIT_SECTION", "FitConfig", "FitError", "FitRepo
            "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
-ABLATION_VARIANTS = ("baseline", "deep", "no_kl", "refactor", "action_only", "stage1")
+ABLATION_VARIANTS = ("baseline", "deep", "refactor", "paper", "no_kl", "action_only", "stage1")
 VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
-                 "no_kl": "RefactorNet, L_A & L_C only", "refactor": "RefactorNet (full)",
-                 "action_only": "Action component only", "stage1": "Stage 1 only (frozen f')"}
+                 "refactor": "RefactorNet (the fit's form)", "paper": "RefactorNet, paper's form",
+                 "no_kl": "Paper's form, L_A & L_C only", "action_only": "Paper's form, action component only",
+                 "stage1": "Paper's stage 1 only (frozen f')"}
 
 
 class FitError(ValueError):
@@ -99,6 +100,7 @@ class FitConfig:
         spatial: store the Mixed_5c maps the CAM figures need (--no-cam: neither maps nor CAM figures).
         train_subset: training subset (none: THUMOS14 validation, ActivityNet training; any case).
         test_subset: test subset (none: THUMOS14 test, ActivityNet validation; any case).
+        refactor_form: RefactorNet's form (``refactor.model.FORMS``): gated (the default) or paper.
         refactor_epochs: RefactorNet stage-1 epochs.
         detector_epochs: detector (stage 2) epochs.
         window_snippets: the detector's training window, in snippets.
@@ -121,6 +123,7 @@ class FitConfig:
     spatial: bool = True
     train_subset: str | None = None
     test_subset: str | None = None
+    refactor_form: str = "gated"
     refactor_epochs: int = 30
     detector_epochs: int = 20
     window_snippets: int = 256
@@ -133,7 +136,7 @@ class FitConfig:
 
 
 FIT_SECTION = Section("fit", FitConfig, flags={"detector_epochs": "--epochs"},
-                      aliases={"--no-cam": ("spatial", False)})
+                      aliases={"--no-cam": ("spatial", False)}, choices={"refactor_form": tuple(FORMS)})
 
 
 @dataclass
@@ -286,7 +289,7 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
 
     # 2.-4. the main model: RefactorNet stage 1, stage 2, detections and evaluation ------------------------
     main = _Variant(work, feats, annotations, train_subset, test_subset, cfg, stages)
-    ref_key = main.stage1("refactor", feat_key)
+    ref_key = main.stage1("refactor", feat_key, form=cfg.refactor_form)
     det_key = main.detector("detector", ref_key, front="refactor")
     report.result = main.evaluate("evaluate", det_key, work / "predictions.json", work / "result.json", log)
     log(detection_table(_result_obj(report.result), per_class=True))
@@ -346,20 +349,21 @@ class _Variant:
     def _name(self, stage: str) -> str:
         return f"{self.prefix}{stage}"
 
-    def stage1(self, stage: str, upstream: str, use_kl: bool = True, action_only: bool = False) -> str:
-        """Train RefactorNet stage 1 (the paper's model, or an ablation's switch) into ROOT/refactor.pt."""
+    def stage1(self, stage: str, upstream: str, form: str, use_kl: bool = True, action_only: bool = False) -> str:
+        """Train RefactorNet stage 1 (a form, or an ablation's switch) into ROOT/refactor.pt."""
         out = self.root / "refactor.pt"
         samples = SampleConfig()
         train = RefactorTrainConfig(epochs=self.cfg.refactor_epochs, seed=self.cfg.seed, subset=self.train_subset,
                                     device=_train_device(self.cfg.device))
-        switches = {"use_kl": use_kl, "action_only": action_only}
+        switches = {"use_kl": use_kl, "action_only": action_only, "form": form}
         key = stage_key(self._name(stage), {"features": upstream, "annotations": self.ann_hash,
                                             "samples": asdict(samples),
                                             "train": asdict(train) | {"device": None}, "switches": switches})
 
         def build() -> dict:
             pairs = build_pairs(self.feats, self.annotations, self.train_subset, samples)
-            model_cfg = RefactorConfig(in_dim=pairs.action.shape[1], use_kl=use_kl, action_only=action_only)
+            model_cfg = RefactorConfig(in_dim=pairs.action.shape[1], use_kl=use_kl, action_only=action_only,
+                                       form=form)
             model, history = train_refactor(pairs, model_cfg, train, progress=None)
             save_checkpoint(out, model, pairs, samples, train, history)
             return {"pairs": int(len(pairs.similarity)), "final_loss": history[-1]["loss"] if history else None}
@@ -460,8 +464,9 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
               log: Callable[[str], None]) -> dict:
     """The paper's comparisons (Tables 2, 4, 5 and Table 3's columns) on the same features."""
     rows = {}
+    paper_stage1 = (work / "refactor.pt", ref_key) if cfg.refactor_form == "paper" else None
     for variant in ABLATION_VARIANTS:
-        if variant == "refactor":
+        if variant == "refactor" or (variant == "paper" and cfg.refactor_form == "paper"):
             rows[variant] = main_result
             continue
         root = work / "ablation" / variant
@@ -474,16 +479,19 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
             shutil.copyfile(work / "refactor.pt", root / "refactor.pt")          # its size and depth to match
             key = v.detector("detector", ref_key, front="deep")
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
-        elif variant in ("no_kl", "action_only"):
-            k1 = v.stage1("refactor", feat_key, use_kl=variant != "no_kl", action_only=variant == "action_only")
+        elif variant in ("paper", "no_kl", "action_only"):
+            k1 = v.stage1("refactor", feat_key, form="paper", use_kl=variant != "no_kl",
+                          action_only=variant == "action_only")
+            if variant == "paper":
+                paper_stage1 = (root / "refactor.pt", k1)
             key = v.detector("detector", k1, front="refactor")
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
-        else:                                     # stage1: f' of the frozen stage-1 model, a plain detector
+        else:                                     # stage1: f' of the paper's frozen stage-1 model, a plain detector
             frozen = root / "features"
-            k_apply = stage_key(f"ablation-{variant}-apply", {"refactor": ref_key})
+            ckpt, k_paper = paper_stage1
+            k_apply = stage_key(f"ablation-{variant}-apply", {"refactor": k_paper})
             stages.run(f"ablation-{variant}-apply", k_apply, [frozen],
-                       lambda out=frozen: {"files": len(apply_refactor(work / "refactor.pt", feats, out,
-                                                                       overwrite=True))})
+                       lambda out=frozen, ckpt=ckpt: {"files": len(apply_refactor(ckpt, feats, out, overwrite=True))})
             key = v.detector("detector", k_apply, front="none", features=frozen)
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json",
                                        features=frozen)

@@ -80,7 +80,7 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.refactor, dict):
-            self.refactor = RefactorConfig(**self.refactor)
+            self.refactor = RefactorConfig.from_dict(self.refactor)
         self.bins = tuple(int(b) for b in self.bins)
         kind = get_front(self.front)          # ValueError naming the registered fronts
         if kind.uses_refactor_config and self.refactor is None:

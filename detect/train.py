@@ -119,6 +119,8 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
         pair_a = torch.from_numpy(pairs.action).to(device)
         pair_c = torch.from_numpy(pairs.coupling).to(device)
         pair_w = torch.from_numpy(pairs.similarity.astype(np.float32)).to(device)
+        pair_y = torch.from_numpy(pairs.label.astype(np.int64)).to(device)
+        ref_weight = model.front.config.stage2_weight
         ref_loss = RefactorLoss(model.front)
     windows = [_Window(v, s, e) for v in videos for s, e in make_windows(v.num_snippets, train.window, train.overlap)]
     history = list(history)
@@ -155,9 +157,9 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
             if pairs is not None:
                 idx = torch.as_tensor(rng.integers(len(pair_a), size=min(train.pair_batch, len(pair_a))),
                                       device=device)
-                r = ref_loss(pair_a[idx], pair_c[idx], pair_w[idx])
+                r = ref_loss(pair_a[idx], pair_c[idx], pair_w[idx], pair_y[idx])
                 parts["refactor"] = r["loss"]
-                loss = loss + r["loss"]
+                loss = loss + ref_weight * r["loss"]
             parts["loss"] = loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,13 +261,16 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     torch.manual_seed(train.seed)                  # model initialisation
     device = torch.device(train.device)
     model = Detector(config)
+    encoders_learn = kind.stage1 and config.refactor.stage2_encoders
     if kind.stage1:
         model.front.load_state_dict(ref_model.state_dict())
+        if not encoders_learn:
+            model.front.freeze_encoders()
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
     pairs = None
-    if kind.stage1:
+    if encoders_learn:
         try:
             pairs = build_pairs(feature_dir, annotations, train.subset, SampleConfig(**ref_ckpt["samples"]))
         except RefactorError as exc:

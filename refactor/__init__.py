@@ -2,7 +2,8 @@
 recombine them, ``f' = φA(f) ⊕ φC(f)``.
 
 >>> from refactor import RefactorConfig, RefactorNet, RefactorLoss
->>> model = RefactorNet(RefactorConfig(in_dim=2048))
+>>> model = RefactorNet(RefactorConfig(in_dim=2048))          # the default form, "gated"
+>>> paper = RefactorNet(RefactorConfig(in_dim=2048, form="paper"))
 >>> out = model(x)                        # x: (N, 2048, T) -> out.features (N, 2048, T)
 >>> from refactor import load_refactor     # a trained stage-1 checkpoint, for stage 2
 
@@ -13,11 +14,13 @@ Modules: ``model`` (φA, φC, the losses), ``samples`` (action and coupling samp
 
 from refactor.apply import apply_refactor
 from refactor.errors import RefactorError
-from refactor.model import RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence, pair_losses
+from refactor.model import (FORMS, RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence,
+                            pair_losses, reconstruction_loss, spread_loss)
 from refactor.pairs import PairSet, build_pairs
 from refactor.samples import SampleConfig, SampleError, VideoSamples, collect_samples
 from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_refactor
 
-__all__ = ["RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
+__all__ = ["FORMS", "RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
+           "spread_loss", "reconstruction_loss",
            "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",
            "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor"]

@@ -100,9 +100,12 @@ def _train(args) -> int:
     state.unlink(missing_ok=True)
     last = history[-1] if history else {"loss": float("nan"), "action": float("nan"), "cooccurrence": float("nan"),
                                         "kl": float("nan")}
-    print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; final loss "
+    extra = "".join(f", {name} {last[key]:.4f}" for key, name, weight in
+                    (("spread", "L_S", config.spread_weight), ("reconstruction", "L_rec", config.recon_weight))
+                    if weight > 0 and key in last)
+    print(f"refactor: {len(pairs.similarity)} pairs from {len(pairs.videos)} videos; form {config.form}; final loss "
           f"{last['loss']:.4f} (L_A {last['action']:.4f}, L_C {last['cooccurrence']:.4f}, "
-          f"KL {last['kl']:.2f}) -> {args.out}")
+          f"KL {last['kl']:.2f}{extra}) -> {args.out}")
     return 0
 
 

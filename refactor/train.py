@@ -37,7 +37,7 @@ from common.checkpoint import load_checkpoint
 from common.checkpoint import save_checkpoint as write_checkpoint
 from common.config import Section, effective_settings
 from refactor.errors import RefactorError
-from refactor.model import RefactorConfig, RefactorLoss, RefactorNet
+from refactor.model import FORMS, RefactorConfig, RefactorLoss, RefactorNet
 from refactor.pairs import PairSet, build_pairs
 from refactor.samples import SampleConfig
 
@@ -134,6 +134,7 @@ def train_refactor(pairs: PairSet, config: RefactorConfig | None = None,
     a = torch.from_numpy(pairs.action).to(device)
     c = torch.from_numpy(pairs.coupling).to(device)
     alpha = torch.from_numpy(pairs.similarity.astype(np.float32)).to(device)
+    labels = torch.from_numpy(pairs.label.astype(np.int64)).to(device)
     gen = torch.Generator().manual_seed(train.seed)
     history: list[dict] = []
     fingerprint = _fingerprint(config, train, pairs) if state_path is not None else None
@@ -143,11 +144,11 @@ def train_refactor(pairs: PairSet, config: RefactorConfig | None = None,
                total=train.epochs, disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
     for epoch in bar:
         model.train()
-        totals = {"loss": 0.0, "action": 0.0, "cooccurrence": 0.0, "kl": 0.0}
+        totals = {"loss": 0.0, "action": 0.0, "cooccurrence": 0.0, "kl": 0.0, "spread": 0.0, "reconstruction": 0.0}
         order = torch.randperm(len(a), generator=gen).to(device)
         for start in range(0, len(a), train.batch_size):
             idx = order[start:start + train.batch_size]
-            parts = criterion(a[idx], c[idx], alpha[idx])
+            parts = criterion(a[idx], c[idx], alpha[idx], labels[idx])
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             opt.step()
@@ -165,19 +166,22 @@ def sections() -> list[Section]:
     ``model`` is :class:`RefactorConfig` (``in_dim`` comes from the features; the historical ``--no-kl``
     is ``--no-use-kl``), ``samples`` :class:`SampleConfig` (``--threshold -1`` and ``--top-k 0`` switch
     a rule off, as ``none`` does), ``train`` :class:`TrainConfig`."""
-    return [Section("model", RefactorConfig, exclude=("in_dim",), aliases={"--no-kl": ("use_kl", False)}),
+    return [Section("model", RefactorConfig, exclude=("in_dim",), aliases={"--no-kl": ("use_kl", False)},
+                    choices={"form": tuple(FORMS)}),
             Section("samples", SampleConfig), Section("train", TrainConfig)]
 
 
 def settings_of(config: RefactorConfig, samples: SampleConfig, train: TrainConfig) -> dict[str, dict]:
     """``{model, samples, train}`` (every settable field, :func:`sections`): what a checkpoint
     stores and ``refactor train --print-config`` prints. Component sizes that are the defaults derived
-    from ``in_dim`` are written as None, so the settings apply to features of any size."""
+    from ``in_dim`` are written as None, so the settings apply to features of any size, and so are the
+    fields that have their form's value (:data:`refactor.model.FORMS`)."""
     model, samp, tr = sections()
     out = effective_settings([(model, config), (samp, samples), (tr, train)])
     derived = RefactorConfig(in_dim=config.in_dim)
     if (config.action_dim, config.cooc_dim) == (derived.action_dim, derived.cooc_dim):
         out["model"] |= {"action_dim": None, "cooc_dim": None}
+    out["model"] |= {k: None for k, v in FORMS[config.form].items() if getattr(config, k) == v}
     return out
 
 
@@ -207,7 +211,7 @@ def load_refactor(path: str | os.PathLike, in_dim: int | None = None) -> tuple[R
     if "state_dict" not in ckpt:
         raise RefactorError(f"{path} is not a {what} of format {FORMAT_VERSION} (no state_dict)")
     try:   # a damaged or hand-edited checkpoint: one clear line, not a multi-line load_state_dict error
-        config = RefactorConfig(**ckpt["config"])
+        config = RefactorConfig.from_dict(ckpt["config"])
         streams = list(ckpt["feature_layout"]["streams"])
         model = RefactorNet(config)
         model.load_state_dict(ckpt["state_dict"], strict=True)

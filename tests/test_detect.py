@@ -277,9 +277,9 @@ def test_deep_baseline_matches_refactornet_size_and_depth():
         ref = sum(p.numel() for p in RefactorNet(rc).parameters())
         det = Detector(DetectorConfig(in_dim=rc.in_dim, front="deep", refactor=rc))
         deep = sum(p.numel() for p in det.front.parameters())
-        assert abs(deep - ref) / ref < 0.01, (deep, ref)
+        assert abs(deep - ref) / ref < 0.02, (deep, ref)          # one hidden unit is 1.5 % at C = 64
         assert len(det.front.convs) == rc.num_layers and det.front.convs[-1].out_channels == rc.out_dim
-    assert deep_baseline_hidden(RefactorConfig(in_dim=2048), 3) == 598        # (7,345,152 - 2048) / (3 * 4096 + 1)
+    assert deep_baseline_hidden(RefactorConfig(in_dim=2048), 3) == 598    # (7,347,200 - 2048) / 12289, γ in
 
 
 @pytest.mark.parametrize("front", ["none", "refactor", "deep"])
@@ -491,7 +491,8 @@ def test_refactor_front_stage2(dataset, tmp_path):
 
     features, ann, _ = dataset
     pairs = build_pairs(features, ann)
-    ref, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=8), RefTrain(epochs=2), progress=False)
+    ref, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=8, form="paper"), RefTrain(epochs=2),
+                               progress=False)
     save_checkpoint(tmp_path / "ref.pt", ref, pairs, SampleConfig(), RefTrain(epochs=2), hist)
     zero, _ = train_detector(features, ann, SMALL, TrainConfig(epochs=0), refactor_checkpoint=tmp_path / "ref.pt",
                              front="refactor")

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.features import FeatureFileError, read_features
-from refactor import (RefactorConfig, RefactorError, RefactorLoss, RefactorNet, RefactorOutput, SampleConfig,
+from refactor import (FORMS, RefactorConfig, RefactorError, RefactorLoss, RefactorNet, RefactorOutput, SampleConfig,
                       SampleError, TrainConfig, apply_refactor, build_pairs, collect_samples, kl_divergence,
                       load_refactor, pair_losses, save_checkpoint, train_refactor)
 from refactor.__main__ import main as cli_main
@@ -71,7 +71,8 @@ def output(action, cooc) -> RefactorOutput:
 
 def hand_model(use_kl: bool = True) -> RefactorNet:
     """in_dim 4, one layer: φA(f) = f[0:2], μ = f[2:4], log σ² = 0."""
-    model = RefactorNet(RefactorConfig(in_dim=4, hidden_dim=4, action_dim=2, cooc_dim=2, num_layers=1, use_kl=use_kl))
+    model = RefactorNet(RefactorConfig(in_dim=4, hidden_dim=4, action_dim=2, cooc_dim=2, num_layers=1, use_kl=use_kl,
+                                       form="paper"))
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -141,7 +142,7 @@ def test_refactor_loss_hand_model():
 
 def test_refactor_loss_matches_components_of_random_model():
     torch.manual_seed(0)
-    model = RefactorNet(RefactorConfig(in_dim=6, hidden_dim=5, beta=0.01)).eval()
+    model = RefactorNet(RefactorConfig(in_dim=6, hidden_dim=5, beta=0.01, form="paper")).eval()
     a, c, alpha = torch.randn(7, 6), torch.randn(7, 6), torch.rand(7)
     parts = RefactorLoss(model)(a, c, alpha)
     act_a, act_c = model.phi_a(a[..., None])[..., 0], model.phi_a(c[..., None])[..., 0]
@@ -294,7 +295,7 @@ def test_coupling_rules_property(seed, threshold, top_k):
 ])
 def test_output_shapes(cfg, shapes):
     torch.manual_seed(0)
-    model = RefactorNet(RefactorConfig(**cfg))
+    model = RefactorNet(RefactorConfig(**cfg, form="paper"))
     out = model(torch.randn(3, cfg["in_dim"], 11))
     f_dim, a_dim, c_dim = shapes
     assert model.out_dim == f_dim
@@ -351,7 +352,7 @@ def _grads(module) -> list:
 
 def test_gradients_reach_the_right_encoders():
     torch.manual_seed(0)
-    model = RefactorNet(RefactorConfig(in_dim=8, hidden_dim=8)).train()
+    model = RefactorNet(RefactorConfig(in_dim=8, hidden_dim=8, form="paper")).train()
     a = torch.randn(6, 8)
     c = a + 0.05 * torch.randn(6, 8)          # similar pairs: cos(φA) > 0, so L_A is not clamped
     parts = RefactorLoss(model)(a, c, torch.ones(6))
@@ -481,24 +482,31 @@ def test_checkpoint_kind(trained, tmp_path):
 
 
 def test_kindless_checkpoint_of_the_old_layout_loads(trained, dataset, tmp_path):
-    """Checkpoints written before kinds existed: the same entries, no ``kind``, saved by ``torch.save``."""
+    """Checkpoints written before kinds and forms existed: the same entries, no ``kind``, a config
+    without ``form`` and its five fields (the paper's form), saved by ``torch.save``."""
     pairs, model, history, _ = trained
     feature_dir, _ = dataset
-    old = {"format_version": 1, "config": asdict(model.config), "samples": asdict(SampleConfig()),
+    old_config = {k: v for k, v in asdict(model.config).items() if k not in ("form", *FORMS["paper"])}
+    paper = RefactorNet(RefactorConfig(**old_config, form="paper")).eval()
+    state = {k: v for k, v in model.state_dict().items() if k != "gamma"}
+    paper.load_state_dict(state, strict=True)
+    old = {"format_version": 1, "config": old_config, "samples": asdict(SampleConfig()),
            "train": asdict(TrainConfig(epochs=8, seed=1)),
            "feature_layout": {"streams": list(pairs.streams), "dim": int(pairs.action.shape[1])},
            "classes": pairs.classes, "num_pairs": int(len(pairs.similarity)), "history": history,
-           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+           "state_dict": {k: v.detach().cpu() for k, v in state.items()}}
     torch.save(old, tmp_path / "old.pt")
     loaded, ckpt = load_refactor(tmp_path / "old.pt", in_dim=16)
     assert "kind" not in ckpt and ckpt["classes"] == ["Jump", "Run", "Swim"]
+    assert loaded.config.form == "paper" and not loaded.config.residual and loaded.gamma is None
     x = torch.randn(2, 16, 5)
     with torch.no_grad():
-        assert torch.equal(loaded(x).features, model(x).features)
+        assert torch.equal(loaded(x).features, paper(x).features)
+        assert torch.equal(loaded(x).features, torch.cat([model(x).action, model(x).mu], 1))
     written = apply_refactor(tmp_path / "old.pt", feature_dir, tmp_path / "out", progress=False)
     assert len(written) == 6
     np.testing.assert_allclose(read_features(written[0]).features,
-                               model_on(model, read_features(feature_dir / written[0].name).features).features[0].T,
+                               model_on(paper, read_features(feature_dir / written[0].name).features).features[0].T,
                                rtol=1e-6, atol=1e-6)
 
 
@@ -512,7 +520,7 @@ def test_apply_writes_model_outputs(trained, dataset, tmp_path):
         out = model_on(model, src.features)
         assert ff.streams == ("action", "cooccurrence")
         assert ff.features.shape == (len(src.features), 16) and ff.features.dtype == np.float32
-        np.testing.assert_allclose(ff.features, out.features[0].T.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ff.features[:, :8], out.action[0].T.numpy(), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(ff.features[:, 8:], out.mu[0].T.numpy(), rtol=1e-6, atol=1e-6)
         np.testing.assert_array_equal(ff.times, src.times)
         for key in ("fps", "window", "stride", "num_frames", "duration", "source", "flow_method", "format_version"):
@@ -529,7 +537,8 @@ def test_apply_action_only(dataset, tmp_path):
     feature_dir, ann = dataset
     pairs = build_pairs(feature_dir, ann)
     train = TrainConfig(epochs=1)
-    model, history = train_refactor(pairs, RefactorConfig(in_dim=16, action_only=True, **TINY), train, progress=False)
+    model, history = train_refactor(pairs, RefactorConfig(in_dim=16, action_only=True, form="paper", **TINY), train,
+                                    progress=False)
     ckpt = save_checkpoint(tmp_path / "a.pt", model, pairs, SampleConfig(), train, history)
     apply_refactor(ckpt, feature_dir, tmp_path / "out", progress=False)
     ff = read_features(tmp_path / "out" / "jump_0.h5")
@@ -702,8 +711,9 @@ def test_apply_rgb_checkpoint_to_two_stream_files(tmp_path):
     rgb = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     write_features(tmp_path / "two" / "v.h5", {"rgb": rgb, "flow": np.ones((5, 16))})
     apply_refactor(ckpt, tmp_path / "two", tmp_path / "out", progress=False)
+    out = model_on(model, rgb)
     np.testing.assert_allclose(read_features(tmp_path / "out" / "v.h5").features,
-                               model_on(model, rgb).features[0].T.numpy(), rtol=1e-6, atol=1e-6)
+                               torch.cat([out.action, out.mu], 1)[0].T.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_mixed_stream_layouts(dataset, tmp_path):

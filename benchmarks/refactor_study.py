@@ -1,0 +1,499 @@
+"""When does refactoring help? A sweep over the synthetic world family (``benchmarks/feature_worlds.py``):
+detectors with each front and RefactorNet form, several seeds, paired differences, and the measurements
+that explain them.
+
+For every world point and seed the world is written as feature files, the (action, coupling) pairs are
+built once (``refactor.build_pairs``, default SampleConfig), each RefactorNet configuration a variant
+needs is trained once (stage 1), and each variant's detector is trained (``detect.train_detector``),
+run on the test videos and scored at tIoU 0.3:0.7:0.1. Every finished (point, seed, variant) is
+appended to ``--out`` (JSON lines) at once, so an interrupted sweep resumes where it stopped.
+
+Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutions of RefactorNet's size),
+``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the
+baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
+parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...).
+
+Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
+
+* ``phiC_ctx`` / ``phiC_bg``: mean cosine of φC (μ) between action snippets and the same video's context
+  / background snippets (a collapsed φC scores ≈ 1 on both);
+* ``phiC_pair``: mean cosine of φC between random snippets of all test videos (spread: 1 = one direction);
+* ``phiA_drift``: 1 − mean cos(φA after stage 1, φA after stage 2) over test snippets;
+* ``recon_r2``: R² of the best linear map f' -> f (ridge 1e-3, fit on even test videos, scored on odd);
+* per seed, the coupling samples' kinds (context / background / mixed) and whether they come from
+  the action's own class's context.
+
+    python benchmarks/refactor_study.py --out study.jsonl [--points centre | --axes dim,classes]
+        [--seeds 0,1,2,3,4] [--variants baseline,deep,paper,default] [--world dim=512,classes=20]
+    python benchmarks/refactor_study.py --report study.jsonl [--figure delta.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
+                                       FeatureWorld, write_world)
+from benchmarks.synthetic import mean_cosine, normalize_rows  # noqa: E402
+from common.fileio import append_line  # noqa: E402
+from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
+from detect import TrainConfig as DetectTrainConfig  # noqa: E402
+from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
+from refactor import RefactorConfig, SampleConfig, apply_refactor, build_pairs, save_checkpoint, train_refactor  # noqa: E402
+from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
+
+TIOU = "0.3:0.7:0.1"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A detector to train: its front and, for RefactorNet, the configuration overrides of its model.
+
+    Attributes:
+        front: ``none``, ``deep`` or ``refactor``.
+        refactor: RefactorConfig fields that differ from the paper's form.
+        frozen: stage 1 only: f' of the frozen stage-1 model written to files, then the baseline detector.
+    """
+
+    front: str
+    refactor: dict = field(default_factory=dict)
+    frozen: bool = False
+
+
+PAPER = {"form": "paper"}
+VARIANTS: dict[str, Variant] = {
+    "baseline": Variant("none"),
+    "deep": Variant("deep"),
+    "paper": Variant("refactor", PAPER),
+    "paper_stage1": Variant("none", PAPER, frozen=True),
+    "action_only": Variant("refactor", PAPER | {"action_only": True}),
+    "no_kl": Variant("refactor", PAPER | {"use_kl": False}),
+    "residual": Variant("refactor", PAPER | {"residual": True}),
+    "spread": Variant("refactor", PAPER | {"spread_weight": 1.0}),
+    "recon": Variant("refactor", PAPER | {"recon_weight": 1.0}),
+    "w0.1": Variant("refactor", PAPER | {"stage2_weight": 0.1}),
+    "w10": Variant("refactor", PAPER | {"stage2_weight": 10.0}),
+    "residual_spread_w10": Variant("refactor", PAPER | {"residual": True, "spread_weight": 1.0, "stage2_weight": 10.0}),
+    "residual_spread": Variant("refactor", PAPER | {"residual": True, "spread_weight": 1.0}),
+    "residual_recon": Variant("refactor", PAPER | {"residual": True, "recon_weight": 1.0}),
+    "spread_recon": Variant("refactor", PAPER | {"spread_weight": 1.0, "recon_weight": 1.0}),
+    "residual_spread_recon": Variant("refactor", PAPER | {"residual": True, "spread_weight": 1.0,
+                                                          "recon_weight": 1.0}),
+    "residual_frozen": Variant("refactor", PAPER | {"residual": True, "stage2_encoders": False}),
+    "residual_spread_frozen": Variant("refactor", PAPER | {"residual": True, "spread_weight": 1.0,
+                                                          "stage2_encoders": False}),
+    "residual_recon_frozen": Variant("refactor", PAPER | {"residual": True, "recon_weight": 1.0,
+                                                         "stage2_encoders": False}),
+    "default": Variant("refactor", {}),
+}
+
+# values of each axis in an axis sweep (the centre's value is included)
+AXIS_VALUES: dict[str, list] = {
+    "dim": [64, 256, 1024, 2048],
+    "classes": [4, 8, 20],
+    "train_videos": [24, 64, 200],
+    "action_norm": [0.15, 0.3, 0.6],
+    "context_norm": [0.0, 0.5, 1.0],
+    "context_overlap": [0.0, 0.3, 0.6],
+    "context_extent": [0.0, 8.0, 16.0],
+    "context_alone": [0.0, 1.5, 4.0],
+    "distractor_p": [0.0, 0.15, 0.4],
+    "nuisance_rank": [0, 4, 16],
+}
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Detector and stage-1 settings shared by every variant (one default per field)."""
+
+    detector_epochs: int = 20
+    window: int = 64
+    refactor_epochs: int = 30
+    refactor_hidden: int | None = None       # None: max(64, C / 2)
+
+    def hidden(self, dim: int) -> int:
+        return self.refactor_hidden or max(64, dim // 2)
+
+
+def detector_config() -> DetectorConfig:
+    return DetectorConfig(base_dim=64, boundary_hidden=64, head_hidden=128, max_duration=32)
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements
+
+
+@torch.no_grad()
+def _components(model, test: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """φA, μ and f' of every test video ((T, ·) arrays, in the dict's order)."""
+    model = model.eval()
+    out = {"action": [], "mu": [], "features": []}
+    for feats in test.values():
+        o = model(torch.from_numpy(np.ascontiguousarray(feats.T))[None])
+        out["action"].append(o.action[0].T.numpy())
+        out["mu"].append(o.mu[0].T.numpy())
+        out["features"].append(o.features[0].T.numpy())
+    return out
+
+
+def _pair_cosine(spaces: list[np.ndarray], rng: np.random.Generator, n: int = 4000) -> float:
+    x = normalize_rows(np.concatenate(spaces).astype(np.float64))
+    i, j = rng.integers(len(x), size=(2, n))
+    keep = i != j
+    return float((x[i[keep]] * x[j[keep]]).sum(1).mean())
+
+
+def linear_r2(source: list[np.ndarray], target: list[np.ndarray], ridge: float = 1e-3) -> float:
+    """R² of the ridge map source -> target fit on the even-indexed videos and scored on the odd ones."""
+    xs = [np.concatenate(v[p::2]).astype(np.float64) for v, p in ((source, 0), (target, 0), (source, 1), (target, 1))]
+    x_fit, y_fit, x_te, y_te = xs
+    mx, my = x_fit.mean(0), y_fit.mean(0)
+    a = (x_fit - mx).T @ (x_fit - mx)
+    w = np.linalg.solve(a + ridge * np.trace(a) / len(a) * np.eye(len(a)), (x_fit - mx).T @ (y_fit - my))
+    pred = (x_te - mx) @ w + my
+    return float(1 - ((pred - y_te) ** 2).sum() / ((y_te - y_te.mean(0)) ** 2).sum())
+
+
+def measure(model, stage1, test: dict[str, np.ndarray], kinds: list[np.ndarray]) -> dict[str, float]:
+    """The collapse, spread, drift and recoverability figures of one RefactorNet model (see the docstring)."""
+    comp = _components(model, test)
+    rng = np.random.default_rng(0)
+    out = {"phiC_ctx": mean_cosine(comp["mu"], kinds, ACTION, CONTEXT),
+           "phiC_bg": mean_cosine(comp["mu"], kinds, ACTION, BACKGROUND),
+           "phiA_ctx": mean_cosine(comp["action"], kinds, ACTION, CONTEXT),
+           "phiA_bg": mean_cosine(comp["action"], kinds, ACTION, BACKGROUND),
+           "phiC_pair": _pair_cosine(comp["mu"], rng),
+           "recon_r2": linear_r2(comp["features"], list(test.values()))}
+    if stage1 is not None:
+        before = _components(stage1, test)["action"]
+        cos = [(normalize_rows(a.astype(np.float64)) * normalize_rows(b.astype(np.float64))).sum(1)
+               for a, b in zip(before, comp["action"])]
+        out["phiA_drift"] = float(1 - np.concatenate(cos).mean())
+    return out
+
+
+def coupling_quality(pairs, kinds: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of coupling samples of each kind (the kind of the snippet; context = the class's own scene)."""
+    counts = np.zeros(len(KINDS))
+    for v in pairs.videos:
+        k = kinds[v.video_id][v.pair_snippet]
+        counts += np.bincount(k, minlength=len(KINDS))
+    counts /= max(counts.sum(), 1)
+    return {f"coupling_{name}": float(c) for name, c in zip(KINDS, counts)} | {"pairs": int(len(pairs.label))}
+
+
+# ----------------------------------------------------------------------------------------------
+# one world point, one seed
+
+
+def _score(model, meta, feature_dir: Path, annotations: Path, ckpt: Path, thresholds) -> dict:
+    save_detector(ckpt, model, meta)
+    dets = run_detector(ckpt, feature_dir, subset="test", progress=False)
+    gt = load_ground_truth(annotations, "test")
+    pred = load_predictions({"results": {vid: [d.to_json() for d in ds] for vid, ds in dets.items()}}, gt)
+    res = evaluate_detection(gt, pred, thresholds)
+    return {"mAP": [float(m) for m in res.mAP], "average_mAP": float(res.average_mAP)}
+
+
+def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: StudySettings, tmp: Path,
+              done: set[str], emit) -> None:
+    """Train and score every variant of ``variants`` not in ``done`` on one seed of ``world``; ``emit``
+    receives one record per variant."""
+    todo = [v for v in variants if v not in done]
+    if not todo:
+        return
+    root = tmp / f"w{abs(hash((json.dumps(world.to_dict(), sort_keys=True), seed))) % 10**12}"
+    raw, ann = root / "raw", root / "raw" / "annotations.json"
+    data = write_world(world, seed, raw)
+    test_kinds = [data["kinds"][v] for v in data["test"]]
+    thresholds = parse_thresholds(TIOU)
+    det_cfg = detector_config()
+    det_train = DetectTrainConfig(epochs=settings.detector_epochs, window=settings.window, batch_size=16, seed=seed)
+    pairs = build_pairs(raw, ann, "validation", SampleConfig())
+    quality = coupling_quality(pairs, data["kinds"])
+    stage1: dict[str, tuple] = {}
+
+    def stage1_model(overrides: dict):
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in stage1:
+            cfg = RefactorConfig(in_dim=world.dim, hidden_dim=settings.hidden(world.dim), **overrides)
+            rtrain = RefactorTrainConfig(epochs=settings.refactor_epochs, seed=seed)
+            model, history = train_refactor(pairs, cfg, rtrain, progress=False)
+            path = save_checkpoint(root / f"stage1_{len(stage1)}.pt", model, pairs, SampleConfig(), rtrain, history)
+            stage1[key] = (model, path)
+        return stage1[key]
+
+    for name in todo:
+        v = VARIANTS[name]
+        t0 = time.perf_counter()
+        feature_dir, ref_path, ref_model = raw, None, None
+        if v.front in ("deep", "refactor") or v.frozen:
+            ref_model, ref_path = stage1_model(v.refactor if v.front != "deep" else PAPER)
+        if v.frozen:
+            feature_dir = root / f"frozen_{name}"
+            apply_refactor(ref_path, raw, feature_dir, progress=False)
+        model, meta = train_detector(feature_dir, ann, det_cfg, det_train, front=v.front,
+                                     refactor_checkpoint=ref_path if v.front != "none" else None, progress=False)
+        rec = _score(model, meta, feature_dir, ann, root / f"det_{name}.pt", thresholds)
+        last = meta["history"][-1] if meta["history"] else {}
+        rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
+                "train_loss": {k: last[k] for k in ("proposal", "detection", "refactor") if k in last},
+                "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]}
+        if v.front == "refactor" or v.frozen:
+            rec["stage1"] = measure(ref_model, None, data["test"], test_kinds)
+        if v.front == "refactor":
+            rec["stage2"] = measure(model.front, ref_model, data["test"], test_kinds)
+            if model.front.gamma is not None:
+                rec["stage2"]["gamma_rms"] = float(model.front.gamma.detach().pow(2).mean().sqrt())
+        emit(rec)
+        print(f"  {name:<22} seed {seed} avg mAP {100 * rec['average_mAP']:5.1f}  ({rec['seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep and its report
+
+
+def world_key(world: dict) -> str:
+    return json.dumps(world, sort_keys=True)
+
+
+def points(centre: FeatureWorld, axes: dict[str, list | None],
+           with_centre: bool = True) -> list[tuple[str, object, FeatureWorld]]:
+    """(axis, value, world) of the centre (unless ``with_centre`` is False) and of every value of each
+    axis (None: :data:`AXIS_VALUES`), the centre once."""
+    out = [("centre", None, centre)] if with_centre else []
+    for axis, values in axes.items():
+        for value in values or AXIS_VALUES[axis]:
+            w = centre.with_axis(axis, value)
+            if w != centre:
+                out.append((axis, value, w))
+    return out
+
+
+def _ms(x) -> tuple[float, float]:
+    a = 100 * np.asarray(x, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def load_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]     # a last line without its newline is partial
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per world (key) and variant: mean ± std average mAP (%), paired Δ vs baseline and deep (%), seeds,
+    and the mean of each measurement."""
+    by_world: dict[str, dict[str, dict[int, dict]]] = {}
+    for r in records:
+        by_world.setdefault(world_key(r["world"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
+    out: dict[str, dict[str, dict]] = {}
+    for wk, per_variant in by_world.items():
+        out[wk] = {}
+        for name, runs in per_variant.items():
+            seeds = sorted(runs)
+            row = {"seeds": seeds, "average_mAP": _ms([runs[s]["average_mAP"] for s in seeds])}
+            for ref in ("baseline", "deep"):
+                other = per_variant.get(ref, {})
+                common = [s for s in seeds if s in other]
+                if common and name != ref:
+                    row[f"delta_{ref}"] = _ms([runs[s]["average_mAP"] - other[s]["average_mAP"] for s in common])
+            for stage in ("stage1", "stage2"):
+                if all(stage in runs[s] for s in seeds):
+                    keys = runs[seeds[0]][stage].keys()
+                    row[stage] = {k: float(np.mean([runs[s][stage][k] for s in seeds])) for k in keys}
+            row["coupling"] = {k: float(np.mean([runs[s]["coupling"][k] for s in seeds]))
+                               for k in runs[seeds[0]]["coupling"]}
+            out[wk][name] = row
+    return out
+
+
+def _label(world: dict, centre: dict) -> str:
+    diff = [f"{k}={world[k]}" for k in AXES if world[k] != centre.get(k)]
+    return ", ".join(diff) if diff else "centre"
+
+
+def _pm(x: tuple[float, float] | None, sign: bool = True) -> str:
+    if x is None:
+        return "—"
+    return f"{x[0]:+.1f} ± {x[1]:.1f}" if sign else f"{x[0]:.1f} ± {x[1]:.1f}"
+
+
+def verdict(per_variant: dict, name: str = "default") -> str:
+    """The issue's criteria for one world: ``ok`` when the variant is not below the baseline or the deep
+    baseline by more than one std of the paired difference, ``gain`` when it is also >= 2 points above
+    the baseline, ``loss`` otherwise (``—`` without the rows)."""
+    row = per_variant.get(name, {})
+    checks = [row.get(f"delta_{ref}") for ref in ("baseline", "deep") if ref in per_variant]
+    if not checks or any(c is None for c in checks):
+        return "—"
+    if any(m < -s for m, s in checks):
+        return "loss"
+    return "gain" if row["delta_baseline"][0] >= 2 else "ok"
+
+
+def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figure: Path | None = None) -> str:
+    """Markdown: the map (each world: the baseline, and each variant's paired Δ to it; the default's Δ to
+    the deep baseline and its verdict), every variant of the worlds that ran more than four, and the
+    measurements that explain them."""
+    summary = summarize(records)
+    c = centre.to_dict()
+    main = ("deep", "paper", "default")
+    lines = ["| world | seeds | baseline (%) | Δ deep | Δ paper | Δ default | default − deep | default |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for wk, per in summary.items():
+        if "baseline" not in per:
+            continue
+        cells = [_pm(per[v].get("delta_baseline")) if v in per else "—" for v in main]
+        lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
+                     f"{_pm(per['baseline']['average_mAP'], sign=False)} | {' | '.join(cells)} | "
+                     f"{_pm(per.get('default', {}).get('delta_deep'))} | {verdict(per)} |")
+    for wk, per in summary.items():
+        if len(per) <= 4:
+            continue
+        lines += ["", f"All variants, {_label(json.loads(wk), c)}:", "",
+                  "| variant | avg mAP (%) | Δ baseline | Δ deep | φC: cos(act, ctx) / cos(act, bg) | φC pair cos "
+                  "| φA drift | R² f'→f |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, row in per.items():
+            m = row.get("stage2") or row.get("stage1") or {}
+            meas = (f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f} | {m['phiC_pair']:.2f} | "
+                    f"{m['phiA_drift']:.2f} | {m['recon_r2']:.2f}" if "phiA_drift" in m else
+                    f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f} | {m['phiC_pair']:.2f} | — | {m['recon_r2']:.2f}"
+                    if m else "— | — | — | —")
+            lines.append(f"| {name} | {_pm(row['average_mAP'], sign=False)} | {_pm(row.get('delta_baseline'))} | "
+                         f"{_pm(row.get('delta_deep'))} | {meas} |")
+    lines += ["", "Measurements (stage 2 on the test videos; means over seeds):", "",
+              "| world | coupling: context / bg / mixed | paper φC ctx / bg | paper φA drift | paper R² "
+              "| default φC ctx / bg | default γ rms |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for wk, per in summary.items():
+        if "paper" not in per or "stage2" not in per["paper"]:
+            continue
+        cq = per["paper"]["coupling"]
+        pm, dm = per["paper"]["stage2"], per.get("default", {}).get("stage2", {})
+        lines.append(f"| {_label(json.loads(wk), c)} | {cq['coupling_context']:.2f} / {cq['coupling_background']:.2f}"
+                     f" / {cq['coupling_mixed']:.2f} | {pm['phiC_ctx']:.2f} / {pm['phiC_bg']:.2f} | "
+                     f"{pm['phiA_drift']:.2f} | {pm['recon_r2']:.2f} | "
+                     + (f"{dm['phiC_ctx']:.2f} / {dm['phiC_bg']:.2f} | {dm.get('gamma_rms', float('nan')):.3f} |"
+                        if dm else "— | — |"))
+    if figure is not None:
+        plot_axes(summary, c, figure)
+    return "\n".join(lines)
+
+
+def plot_axes(summary: dict, centre: dict, path: Path) -> None:
+    """One panel per swept axis: paired Δ average mAP vs the baseline (mean ± std over seeds) per variant."""
+    from common.plotting import new_figure, save_figure
+
+    axes = [a for a in AXES if any(json.loads(wk)[a] != centre[a] for wk in summary)]
+    if not axes:
+        axes = []
+    n = max(len(axes), 1)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = new_figure(4.0 * cols, 3.2 * rows)
+    variants = sorted({v for per in summary.values() for v in per if v != "baseline"})
+    for i, axis in enumerate(axes):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for v in variants:
+            xs, ms, ss = [], [], []
+            for wk, per in summary.items():
+                w = json.loads(wk)
+                if any(w[a] != centre[a] for a in AXES if a != axis) or v not in per or "delta_baseline" not in per[v]:
+                    continue
+                xs.append(w[axis])
+                ms.append(per[v]["delta_baseline"][0])
+                ss.append(per[v]["delta_baseline"][1])
+            if xs:
+                order = np.argsort(xs)
+                ax.errorbar(np.asarray(xs)[order], np.asarray(ms)[order], yerr=np.asarray(ss)[order], marker="o",
+                            capsize=3, label=v)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel(axis)
+        ax.set_ylabel("Δ avg mAP vs baseline (points)")
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _world_overrides(text: str) -> dict:
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, _, value = item.partition("=")
+        if key not in SCALARS:
+            raise argparse.ArgumentTypeError(f"--world keys must be among {', '.join(SCALARS)}, got {key!r}")
+        out[key] = value
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, help="results, JSON lines (appended; a rerun skips what is there)")
+    p.add_argument("--axes", default="",
+                   help=f"axes to sweep, a comma list of {', '.join(AXES)}, each optionally with its values "
+                        "(dim:64/1024); none: the centre only")
+    p.add_argument("--world", type=_world_overrides, default={}, help="centre overrides, e.g. dim=1024,classes=6")
+    p.add_argument("--no-centre", action="store_true", help="only the axes' other values (the centre runs elsewhere)")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--variants", default="baseline,deep,paper,default")
+    p.add_argument("--detector-epochs", type=int, default=StudySettings.detector_epochs)
+    p.add_argument("--refactor-epochs", type=int, default=StudySettings.refactor_epochs)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", type=Path, help="print the tables of these results and stop")
+    p.add_argument("--figure", type=Path, help="with --report: Δ average mAP along each axis (PNG)")
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(load_records(args.report), figure=args.figure))
+        return 0
+    if args.out is None:
+        p.error("--out is required (or --report)")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    axes: dict[str, list | None] = {}
+    for item in filter(None, (a.strip() for a in args.axes.split(","))):
+        name, _, values = item.partition(":")
+        if name not in AXES:
+            p.error(f"--axes must be among {', '.join(AXES)}, got {name!r}")
+        axes[name] = values.split("/") if values else None
+    torch.set_num_threads(max(1, args.threads))
+    centre = FeatureWorld()
+    for k, v in args.world.items():
+        centre = centre.with_axis(k, v)
+    settings = StudySettings(detector_epochs=args.detector_epochs, refactor_epochs=args.refactor_epochs)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    done: dict[tuple[str, int], set[str]] = {}
+    for r in load_records(args.out):
+        done.setdefault((world_key(r["world"]), r["seed"]), set()).add(r["variant"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(rec: dict) -> None:
+        append_line(args.out, json.dumps(rec | {"settings": asdict(settings)}))
+
+    with tempfile.TemporaryDirectory(prefix="refactor_study_") as tmp:
+        for axis, value, world in points(centre, axes, with_centre=not args.no_centre):
+            for seed in seeds:
+                print(f"{axis}={value} seed {seed}", file=sys.stderr, flush=True)
+                run_point(world, seed, variants, settings, Path(tmp), done.get((world_key(world.to_dict()), seed),
+                                                                                set()), emit)
+    print(report(load_records(args.out), centre))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

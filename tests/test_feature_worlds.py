@@ -1,0 +1,155 @@
+"""The refactoring study's world family (benchmarks/feature_worlds.py) does what its axes say, and the
+study's measurements (benchmarks/refactor_study.py) are right on data with known answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.feature_worlds import (ACTION, BACKGROUND, CONTEXT, MIXED, FeatureWorld, draw_vectors,  # noqa: E402
+                                       make_video, write_world)
+from benchmarks.refactor_study import (coupling_quality, linear_r2, load_records, points, report,  # noqa: E402
+                                       summarize)
+from common.fileio import append_line  # noqa: E402
+from extract.features import read_features  # noqa: E402
+from refactor import build_pairs  # noqa: E402
+
+
+@given(overlap=st.floats(0, 0.95), action_norm=st.floats(0.05, 2), context_norm=st.floats(0, 2),
+       rank=st.integers(0, 5))
+@settings(max_examples=25, deadline=None)
+def test_vectors_have_the_axes_geometry(overlap, action_norm, context_norm, rank):
+    world = FeatureWorld(dim=32, classes=3, action_norm=action_norm, context_norm=context_norm,
+                         context_overlap=overlap, nuisance_rank=rank)
+    v = draw_vectors(world, seed=4)
+    np.testing.assert_allclose(np.linalg.norm(v.action, axis=1), action_norm, rtol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(v.context, axis=1), context_norm, rtol=1e-9, atol=1e-12)
+    if context_norm > 0:
+        cos = (v.action * v.context).sum(1) / (action_norm * context_norm)
+        np.testing.assert_allclose(cos, overlap, atol=1e-9)                      # context leans on the action
+        cos_d = (v.distractor * v.context).sum(1) / context_norm
+        np.testing.assert_allclose(cos_d, 0.6, atol=1e-9)                        # the look-alike
+    assert v.nuisance.shape == (rank, 32)
+    if rank:
+        np.testing.assert_allclose(np.linalg.norm(v.nuisance, axis=1), 1, rtol=1e-9)
+        # half of each nuisance direction lies in the span of the action directions
+        q, _ = np.linalg.qr(v.action.T)
+        inside = np.linalg.norm(v.nuisance @ q, axis=1)
+        assert np.all(inside > 0.5)
+
+
+@pytest.mark.parametrize("extent, alone", [(0.0, 0.0), (8.0, 0.0), (8.0, 3.0)])
+def test_videos_follow_their_timeline(extent, alone):
+    world = FeatureWorld(dim=16, classes=2, context_extent=extent, context_alone=alone, noise=0.0, nuisance_rank=0,
+                         distractor_p=0.0)
+    vectors = draw_vectors(world, 0)
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        v = make_video(world, vectors, rng, k=1)
+        t = len(v["features"])
+        act = np.zeros(t, bool)
+        for s, e in v["instances"]:
+            assert 0 <= s < e <= t and 3.0 <= e - s <= 15.0
+            act[int(np.ceil(s)):int(np.floor(e))] = True                     # snippets wholly inside
+        assert np.all(v["kind"][act] == ACTION)
+        # noise-free features: an action snippet is exactly context + action
+        np.testing.assert_allclose(v["features"][v["kind"] == ACTION], (vectors.context[1] + vectors.action[1])[None]
+                                   .repeat((v["kind"] == ACTION).sum(), 0), atol=1e-5)
+        ctx = v["kind"] == CONTEXT
+        if alone == 0 and extent == 0:
+            assert not ctx.any()                                         # context exactly on the actions
+        if alone == 0 and extent > 0:
+            # context only next to an action: within `extent` seconds of an instance
+            near = np.zeros(t, bool)
+            for s, e in v["instances"]:
+                near[max(0, int(s - extent) - 1):int(e + extent) + 2] = True
+            assert np.all(near[ctx])
+        assert set(np.unique(v["kind"])) <= {BACKGROUND, CONTEXT, ACTION, MIXED}
+
+
+def test_noise_norm_does_not_depend_on_dim():
+    for dim in (16, 256):
+        world = FeatureWorld(dim=dim, classes=1, context_norm=0.0, action_norm=1e-9, nuisance_rank=0, distractor_p=0,
+                             context_alone=0, instances=(1, 1), backgrounds=1)
+        vectors = draw_vectors(world, 0)
+        v = make_video(world, vectors, np.random.default_rng(0), 0)
+        resid = v["features"] - vectors.backgrounds[0]
+        assert np.mean(np.linalg.norm(resid, axis=1)) == pytest.approx(1.6, rel=0.05)
+
+
+def test_write_world_files_and_pairs(tmp_path):
+    world = FeatureWorld(dim=16, classes=2, train_videos=4, test_videos=2, length=(40, 60))
+    data = write_world(world, 5, tmp_path)
+    db = json.loads((tmp_path / "annotations.json").read_text())["database"]
+    assert sorted(db) == sorted(data["kinds"]) and len(data["test"]) == 2
+    for vid in db:
+        ff = read_features(tmp_path / f"{vid}.h5")
+        assert ff.features.shape == (len(data["kinds"][vid]), 16) and ff.streams == ("rgb", "flow")
+        np.testing.assert_allclose(ff.times, np.arange(len(ff.features)) + 0.5)    # snippet i covers [i, i + 1)
+        if vid in data["test"]:
+            np.testing.assert_array_equal(ff.features, data["test"][vid])
+    assert sum(len(e["annotations"]) for e in db.values() if e["subset"] == "validation") == \
+        data["instances"]["validation"]
+    # the same seed gives the same world
+    again = write_world(world, 5, tmp_path / "again")
+    for vid in data["test"]:
+        np.testing.assert_array_equal(again["test"][vid], data["test"][vid])
+    pairs = build_pairs(tmp_path, tmp_path / "annotations.json", "validation")
+    q = coupling_quality(pairs, data["kinds"])
+    assert q["pairs"] == len(pairs.label)
+    assert sum(q[f"coupling_{k}"] for k in ("background", "context", "action", "mixed")) == pytest.approx(1.0)
+    assert q["coupling_action"] == 0                              # couplings are non-action snippets
+
+
+def test_linear_r2_known_answers():
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(50, 6)) for _ in range(6)]
+    m = rng.normal(size=(6, 4))
+    assert linear_r2(x, [a @ m + 1.0 for a in x]) == pytest.approx(1.0, abs=1e-4)      # exactly linear
+    assert abs(linear_r2(x, [rng.normal(size=(50, 4)) for _ in x])) < 0.1               # unrelated
+    half = [np.concatenate([a[:, :3], np.zeros((50, 3))], 1) for a in x]                 # half the channels lost
+    assert linear_r2(half, x) == pytest.approx(0.5, abs=0.1)
+
+
+def _rec(world, seed, variant, mAP):
+    return {"world": world, "seed": seed, "variant": variant, "average_mAP": mAP, "coupling": {"pairs": 1}}
+
+
+def test_summary_pairs_differences_by_seed(tmp_path):
+    w = FeatureWorld().to_dict()
+    recs = [_rec(w, s, "baseline", b) for s, b in zip(range(3), (0.5, 0.6, 0.7))]
+    recs += [_rec(w, s, "default", d) for s, d in zip(range(3), (0.52, 0.61, 0.75))]
+    recs += [_rec(w, s, "deep", d) for s, d in zip((0, 2), (0.4, 0.8))]
+    row = summarize(recs)[json.dumps(w, sort_keys=True)]
+    diffs = 100 * np.array([0.02, 0.01, 0.05])
+    assert row["default"]["delta_baseline"] == pytest.approx((diffs.mean(), diffs.std(ddof=1)))
+    assert row["default"]["delta_deep"] == pytest.approx((100 * np.mean([0.12, -0.05]),
+                                                          100 * np.std([0.12, -0.05], ddof=1)))
+    assert row["baseline"]["average_mAP"] == pytest.approx((60.0, 10.0))
+    assert "| centre | default | 3 |" in report(recs)
+    # records survive a kill: a partial last line is ignored, a rerun appends
+    path = tmp_path / "r.jsonl"
+    for r in recs[:2]:
+        append_line(path, json.dumps(r))
+    with open(path, "a") as fh:
+        fh.write('{"world": ')
+    assert load_records(path) == json.loads(json.dumps(recs[:2]))
+
+
+def test_points_cover_each_axis_once():
+    centre = FeatureWorld()
+    pts = points(centre, {"dim": None, "classes": ["4", "8"]})
+    assert pts[0] == ("centre", None, centre)
+    assert [(a, v) for a, v, _ in pts[1:]] == [("dim", 64), ("dim", 1024), ("dim", 2048), ("classes", "4")]
+    assert all(w.dim == 256 or a == "dim" for a, _, w in pts)
+    assert pts[-1][2].classes == 4
+    assert points(centre, {}, with_centre=False) == []
