@@ -25,7 +25,11 @@ Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
 
     python benchmarks/refactor_study.py --out study.jsonl [--points centre | --axes dim,classes]
         [--seeds 0,1,2,3,4] [--variants baseline,deep,paper,default] [--world dim=512,classes=20]
-    python benchmarks/refactor_study.py --report study.jsonl [--figure delta.png]
+    python benchmarks/refactor_study.py --report study.jsonl [more.jsonl ...] [--figures DIR]
+
+``--figures DIR`` writes ``delta_along_axes.png`` (paired Δ average mAP to the baseline along each
+swept axis, mean ± std over seeds) and ``mechanism.png`` (at the centre, per variant: φC's cosines to
+context and background, φA's drift in stage 2 and R² of f from f').
 """
 
 from __future__ import annotations
@@ -346,7 +350,7 @@ def verdict(per_variant: dict, name: str = "default") -> str:
     return "gain" if row["delta_baseline"][0] >= 2 else "ok"
 
 
-def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figure: Path | None = None) -> str:
+def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: Path | None = None) -> str:
     """Markdown: the map (each world: the baseline, and each variant's paired Δ to it; the default's Δ to
     the deep baseline and its verdict), every variant of the worlds that ran more than four, and the
     measurements that explain them."""
@@ -389,8 +393,10 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figure: P
                      f"{pm['phiA_drift']:.2f} | {pm['recon_r2']:.2f} | "
                      + (f"{dm['phiC_ctx']:.2f} / {dm['phiC_bg']:.2f} | {dm.get('gamma_rms', float('nan')):.3f} |"
                         if dm else "— | — |"))
-    if figure is not None:
-        plot_axes(summary, c, figure)
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+        plot_axes(summary, c, figures / "delta_along_axes.png")
+        plot_mechanism(summary.get(world_key(c), {}), figures / "mechanism.png")
     return "\n".join(lines)
 
 
@@ -417,15 +423,41 @@ def plot_axes(summary: dict, centre: dict, path: Path) -> None:
                 xs.append(w[axis])
                 ms.append(per[v]["delta_baseline"][0])
                 ss.append(per[v]["delta_baseline"][1])
-            if xs:
+            if len(xs) >= 2:
                 order = np.argsort(xs)
                 ax.errorbar(np.asarray(xs)[order], np.asarray(ms)[order], yerr=np.asarray(ss)[order], marker="o",
                             capsize=3, label=v)
         ax.axhline(0, color="grey", lw=0.8)
+        if axis in ("dim", "train_videos", "classes"):
+            ax.set_xscale("log")
         ax.set_xlabel(axis)
         ax.set_ylabel("Δ avg mAP vs baseline (points)")
         if i == 0:
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_mechanism(per_variant: dict, path: Path) -> None:
+    """Bars per RefactorNet variant of one world: φC cos(action, context), cos(action, background), φA drift
+    in stage 2 and R² of f from f' (the measurements of :func:`measure`, means over seeds)."""
+    from common.plotting import new_figure, save_figure
+
+    names = [n for n, row in per_variant.items() if "stage2" in row or "stage1" in row]
+    keys = [("phiC_ctx", "φC cos(action, context)"), ("phiC_bg", "φC cos(action, background)"),
+            ("phiA_drift", "φA drift in stage 2"), ("recon_r2", "R² of f from f'")]
+    fig = new_figure(max(6.0, 1.1 * len(names) + 2), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(keys)
+    for i, (key, label) in enumerate(keys):
+        vals = [(per_variant[n].get("stage2") or per_variant[n].get("stage1") or {}).get(key, np.nan) for n in names]
+        ax.bar(np.arange(len(names)) + (i - 1.5) * width, vals, width, label=label)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylim(top=1.4)
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
+    ax.set_title("centre world: what each variant does to φC, φA and f'", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -453,11 +485,11 @@ def main(argv=None) -> int:
     p.add_argument("--detector-epochs", type=int, default=StudySettings.detector_epochs)
     p.add_argument("--refactor-epochs", type=int, default=StudySettings.refactor_epochs)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--report", type=Path, help="print the tables of these results and stop")
-    p.add_argument("--figure", type=Path, help="with --report: Δ average mAP along each axis (PNG)")
+    p.add_argument("--report", type=Path, nargs="+", help="print the tables of these results and stop")
+    p.add_argument("--figures", type=Path, help="with --report: write the figures (PNG) to this folder")
     args = p.parse_args(argv)
     if args.report:
-        print(report(load_records(args.report), figure=args.figure))
+        print(report([r for path in args.report for r in load_records(path)], figures=args.figures))
         return 0
     if args.out is None:
         p.error("--out is required (or --report)")

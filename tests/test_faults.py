@@ -259,8 +259,9 @@ def kill_training(cmd: list[str], out: Path, ref_history: list[dict], span: floa
             assert history == ref_history[:len(history)], "the state's history differs from an uninterrupted run's"
             assert len(history) >= done, "a resumed run lost finished epochs"
             done = len(history)
-        else:
+        else:                                               # killed after its work was done (exiting)
             assert out.exists(), "killed with neither a state nor a checkpoint"
+            break                                           # a rerun would train anew
     return killed
 
 

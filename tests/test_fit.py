@@ -19,10 +19,12 @@ import yaml
 
 from common.annotations import read_database
 from detect.checkpoint import load_detector
-from detect.fit import FitConfig, FitError, fit
+from detect.fit import ABLATION_VARIANTS, FitConfig, FitError, fit
 from detect.world import WorldConfig, make_world
 from extract.config import ExtractConfig
+from extract.features import read_features
 from extract.streams import build_streams
+from refactor import load_refactor
 from tests.models import random_i3d_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,3 +208,28 @@ def test_features_of_a_killed_run_with_other_settings_are_not_mixed(world, tmp_p
     assert report.ran["features"] is True
     fresh = {p.name: p.stat().st_mtime_ns for p in (work / "features").glob("*.h5")}
     assert set(fresh) == set(stale) and all(fresh[k] != stale[k] for k in stale)   # every file redone
+
+
+@pytest.mark.parametrize("form", ["gated", "paper"])
+def test_ablation_puts_the_papers_form_beside_the_fits(world, tmp_path, form):
+    """``--ablation``: every variant is scored; the main model has the fit's form and the paper's form is
+    a row of its own (the main result when the fit's form is the paper's); the paper's ablations (no KL,
+    action only, frozen stage 1) are of the paper's form, stage 1 reading the paper's checkpoint."""
+    work = tmp_path / "work"
+    report = run(world, work, replace(CFG, ablation=True, figure_videos=0, refactor_form=form))
+    table = json.loads((work / "ablation.json").read_text())
+    assert list(table["variants"]) == list(ABLATION_VARIANTS)
+    main = json.loads((work / "result.json").read_text())
+    assert table["variants"]["refactor"]["average_mAP"] == pytest.approx(main["average_mAP"])
+    assert load_refactor(work / "refactor.pt")[0].config.form == form
+    assert load_detector(work / "detector.pt")[0].config.refactor.form == form
+    for variant in ("no_kl", "action_only"):
+        assert load_refactor(work / "ablation" / variant / "refactor.pt")[0].config.form == "paper"
+    paper_ckpt = work / "refactor.pt" if form == "paper" else work / "ablation" / "paper" / "refactor.pt"
+    assert (work / "ablation" / "paper").exists() == (form != "paper")
+    if form == "paper":
+        assert table["variants"]["paper"]["average_mAP"] == table["variants"]["refactor"]["average_mAP"]
+    assert load_refactor(paper_ckpt)[0].config.form == "paper"
+    frozen = sorted((work / "ablation" / "stage1" / "features").glob("*.h5"))
+    assert frozen and json.loads(read_features(frozen[0]).attrs["refactor"])["checkpoint"] == str(paper_ckpt.resolve())
+    assert report.ablation["variants"].keys() == table["variants"].keys()
