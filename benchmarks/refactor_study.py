@@ -55,7 +55,8 @@ from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
 from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
-from refactor import RefactorConfig, SampleConfig, apply_refactor, build_pairs, save_checkpoint, train_refactor  # noqa: E402
+from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
+                      save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
 
 TIOU = "0.3:0.7:0.1"
@@ -225,8 +226,11 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     thresholds = parse_thresholds(TIOU)
     det_cfg = detector_config()
     det_train = DetectTrainConfig(epochs=settings.detector_epochs, window=settings.window, batch_size=16, seed=seed)
-    pairs = build_pairs(raw, ann, "validation", SampleConfig())
-    quality = coupling_quality(pairs, data["kinds"])
+    try:
+        pairs = build_pairs(raw, ann, "validation", SampleConfig())
+    except RefactorError as exc:      # e.g. no context at all: no snippet is similar enough to be a coupling sample
+        pairs, skipped = None, str(exc)
+    quality = coupling_quality(pairs, data["kinds"]) if pairs is not None else {}
     stage1: dict[str, tuple] = {}
 
     def stage1_model(overrides: dict):
@@ -241,6 +245,10 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
 
     for name in todo:
         v = VARIANTS[name]
+        if pairs is None and (v.front != "none" or v.frozen):
+            emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
+            print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         feature_dir, ref_path, ref_model = raw, None, None
         if v.front in ("deep", "refactor") or v.frozen:
@@ -304,7 +312,8 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     and the mean of each measurement."""
     by_world: dict[str, dict[str, dict[int, dict]]] = {}
     for r in records:
-        by_world.setdefault(world_key(r["world"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
+        if "skipped" not in r:
+            by_world.setdefault(world_key(r["world"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
     out: dict[str, dict[str, dict]] = {}
     for wk, per_variant in by_world.items():
         out[wk] = {}

@@ -153,3 +153,27 @@ def test_points_cover_each_axis_once():
     assert all(w.dim == 256 or a == "dim" for a, _, w in pts)
     assert pts[-1][2].classes == 4
     assert points(centre, {}, with_centre=False) == []
+
+
+def test_run_point_records_and_skips(tmp_path):
+    """One seed of two worlds through the study: each variant's record has its scores and, for RefactorNet,
+    the measurements; without any context there are no coupling samples, so RefactorNet's variants are
+    recorded as skipped (with the reason) and the baseline still runs."""
+    from benchmarks.refactor_study import StudySettings, run_point
+
+    fast = StudySettings(detector_epochs=1, refactor_epochs=1)
+    world = FeatureWorld(dim=16, classes=2, train_videos=4, test_videos=2, length=(40, 60))
+    recs: list[dict] = []
+    run_point(world, 0, ["baseline", "paper", "default"], fast, tmp_path / "a", set(), recs.append)
+    assert [r["variant"] for r in recs] == ["baseline", "paper", "default"]
+    assert all(0 <= r["average_mAP"] <= 1 and len(r["mAP"]) == 5 for r in recs)
+    assert "stage2" not in recs[0] and recs[2]["stage2"]["phiA_drift"] == pytest.approx(0, abs=1e-6)  # frozen
+    assert recs[2]["stage2"]["recon_r2"] > 0.99 and 0 <= recs[1]["stage2"]["recon_r2"] <= 1        # residual keeps f
+    done: list[dict] = []
+    run_point(world, 0, ["baseline", "paper"], fast, tmp_path / "a", {"baseline", "paper"}, done.append)
+    assert done == []                                                                              # resumed: nothing
+    control = FeatureWorld(dim=256, classes=2, train_videos=4, test_videos=2, length=(40, 60), context_norm=0.0)
+    recs = []
+    run_point(control, 0, ["baseline", "paper"], fast, tmp_path / "b", set(), recs.append)
+    assert "average_mAP" in recs[0] and "no coupling samples" in recs[1]["skipped"]
+    assert list(summarize(recs).values())[0].keys() == {"baseline"}
