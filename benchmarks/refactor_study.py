@@ -409,37 +409,41 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     return "\n".join(lines)
 
 
+def _along(summary: dict, centre: dict, axis: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(axis values, mean Δ vs baseline, its std) of the worlds that differ from the centre in ``axis`` only
+    (the centre included), sorted by value."""
+    rows = []
+    for wk, per in summary.items():
+        w = json.loads(wk)
+        if any(w[a] != centre[a] for a in AXES if a != axis) or "delta_baseline" not in per.get(variant, {}):
+            continue
+        rows.append((w[axis], *per[variant]["delta_baseline"]))
+    rows.sort()
+    return tuple(np.asarray(col, dtype=np.float64) for col in zip(*rows)) if rows else (np.zeros(0),) * 3
+
+
 def plot_axes(summary: dict, centre: dict, path: Path) -> None:
-    """One panel per swept axis: paired Δ average mAP vs the baseline (mean ± std over seeds) per variant."""
+    """One panel per swept axis with at least two scored values: the paired Δ average mAP to the baseline
+    (mean ± std over seeds) of each variant."""
     from common.plotting import new_figure, save_figure
 
-    axes = [a for a in AXES if any(json.loads(wk)[a] != centre[a] for wk in summary)]
-    if not axes:
-        axes = []
-    n = max(len(axes), 1)
+    variants = sorted({v for per in summary.values() for v in per if v != "baseline"})
+    panels = [(axis, [(v, *_along(summary, centre, axis, v)) for v in variants]) for axis in AXES]
+    panels = [(axis, [line for line in lines if len(line[1]) >= 2]) for axis, lines in panels]
+    panels = [(axis, lines) for axis, lines in panels if lines]
+    n = max(len(panels), 1)
     cols = min(n, 4)
     rows = -(-n // cols)
     fig = new_figure(4.0 * cols, 3.2 * rows)
-    variants = sorted({v for per in summary.values() for v in per if v != "baseline"})
-    for i, axis in enumerate(axes):
+    colours = {v: f"C{i}" for i, v in enumerate(variants)}
+    for i, (axis, lines) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for v in variants:
-            xs, ms, ss = [], [], []
-            for wk, per in summary.items():
-                w = json.loads(wk)
-                if any(w[a] != centre[a] for a in AXES if a != axis) or v not in per or "delta_baseline" not in per[v]:
-                    continue
-                xs.append(w[axis])
-                ms.append(per[v]["delta_baseline"][0])
-                ss.append(per[v]["delta_baseline"][1])
-            if len(xs) >= 2:
-                order = np.argsort(xs)
-                ax.errorbar(np.asarray(xs)[order], np.asarray(ms)[order], yerr=np.asarray(ss)[order], marker="o",
-                            capsize=3, label=v)
+        for v, xs, ms, ss in lines:
+            ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=v, color=colours[v])
         ax.axhline(0, color="grey", lw=0.8)
-        if axis in ("dim", "train_videos", "classes"):
+        if axis in ("dim", "train_videos"):
             ax.set_xscale("log")
-        ax.set_xlabel(axis)
+        ax.set_xlabel(f"{axis} (centre {centre[axis]})")
         ax.set_ylabel("Δ avg mAP vs baseline (points)")
         if i == 0:
             ax.legend(fontsize=7)

@@ -8,14 +8,19 @@ temporal convolutions, i.e. an MLP per snippet):
   (N, cooc_dim, T), regularized towards N(0, 1) (Lu et al., CVPR 2019): sampled ``μ + σ ε`` while
   training, ``μ`` in eval mode.
 
-The refactored feature is ``f' = φA(f) ⊕ φC(f)`` (concatenated along channels), or ``φA(f)`` alone
-for the "action component only" ablation (Table 5).
+The refactored feature is ``f' = φA(f) ⊕ φC(f)`` (concatenated along channels) in the paper's form,
+or ``φA(f)`` alone for the "action component only" ablation (Table 5). The default form, "gated"
+(:data:`FORMS`; the README's "When does refactoring help?" says why), adds the components to the raw
+feature through a per-channel gate γ that starts at 0, ``f' = f + γ ⊙ (φA(f) ⊕ φC(f))``, keeps the
+encoders' stage-1 weights in stage 2, and adds L_S below.
 
 Losses per (action sample a, coupling sample c) pair with similarity α:
 ``L_A = max(0, cos(φA(a), φA(c)))`` pushes their action components apart,
 ``L_C = 1 - cos(φC(a), φC(c))`` pulls their co-occurrence components together,
 ``L_KL = ½ Σ (μ² + σ² - log σ² - 1)`` (summed over channels, averaged over samples), and
-``L_R = mean(α (L_A + L_C)) + β L_KL`` with β = 0.001.
+``L_R = mean(α (L_A + L_C)) + β L_KL`` with β = 0.001. Beyond the paper (weights 0 in its form):
+``L_S``, the mean of ``max(0, cos(φC(a_i), φC(c_j)))`` over pairs of different classes (without it a
+constant φC minimises L_C: φC collapses), and ``L_rec``, a linear reconstruction of f from φA ⊕ φC.
 """
 
 from __future__ import annotations
@@ -165,7 +170,7 @@ class RefactorNet(nn.Module):
     def freeze_encoders(self) -> RefactorNet:
         """Stop training φA, φC and the decoder (``stage2_encoders=False``); γ stays trainable. The
         co-occurrence component is still sampled in training mode (on the study's development seeds
-        sampling it was 1.6 and 3.2 points of average mAP better than using μ: it regularises γ)."""
+        sampling it was 2.0 and 1.6 points of average mAP better than using μ: it regularises γ)."""
         for module in (self.phi_a, self.phi_c, self.decoder):
             if module is not None:
                 module.requires_grad_(False)
