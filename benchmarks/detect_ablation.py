@@ -70,10 +70,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.synthetic import World, coverage, mean_cosine, write_database, write_two_stream  # noqa: E402
-from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
+from benchmarks.synthetic import (World, coverage, mean_cosine, score_detector, write_database,  # noqa: E402
+                                  write_two_stream)
+from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
-from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
+from evaluate import parse_thresholds  # noqa: E402
 from refactor import (RefactorConfig, SampleConfig, apply_refactor, build_pairs, load_refactor,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
@@ -226,16 +227,6 @@ def raw_cosines(truth: dict) -> dict[str, float]:
     return {"ctx": _mean_cos(feats, kinds, CONTEXT), "bg": _mean_cos(feats, kinds, BACKGROUND)}
 
 
-def evaluate_model(model, meta: dict, feature_dir: Path, annotations: Path, ckpt: Path, thresholds) -> dict:
-    save_detector(ckpt, model, meta)
-    dets = run_detector(ckpt, feature_dir, subset="test", progress=False)
-    gt = load_ground_truth(annotations, "test")
-    pred = load_predictions({"results": {vid: [d.to_json() for d in ds] for vid, ds in dets.items()}}, gt)
-    res = evaluate_detection(gt, pred, thresholds)
-    return {"mAP": [float(m) for m in res.mAP], "average_mAP": res.average_mAP,
-            "detections": int(sum(len(d) for d in dets.values()))}
-
-
 def run_seed(seed: int, args, data_cfg: DataConfig, det_cfg: DetectorConfig, det_train: DetectTrainConfig,
              thresholds: np.ndarray, tmp: Path) -> dict:
     root = tmp / f"seed{seed}"
@@ -279,7 +270,7 @@ def run_seed(seed: int, args, data_cfg: DataConfig, det_cfg: DetectorConfig, det
         model, meta = train_detector(feature_dir, ann, det_cfg, train, refactor_checkpoint=ref, front=front,
                                      progress=False)
         train_s = time.perf_counter() - t0
-        rec = evaluate_model(model, meta, feature_dir, ann, root / f"det_{variant}.pt", thresholds)
+        rec = score_detector(model, meta, feature_dir, ann, root / f"det_{variant}.pt", thresholds)
         rec.update({"train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s,
                     "front_params": 0 if model.front is None else int(sum(p.numel() for p in model.front.parameters())),
                     "loss_first": meta["history"][0]["loss"] if meta["history"] else None,

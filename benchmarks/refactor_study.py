@@ -35,6 +35,7 @@ context and background, φA's drift in stage 2 and R² of f from f').
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -50,11 +51,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
                                        FeatureWorld, write_world)
-from benchmarks.synthetic import mean_cosine, normalize_rows  # noqa: E402
+from benchmarks.synthetic import mean_cosine, normalize_rows, score_detector  # noqa: E402
 from common.fileio import append_line  # noqa: E402
-from detect import DetectorConfig, run_detector, save_detector, train_detector  # noqa: E402
+from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
-from evaluate import evaluate_detection, load_ground_truth, load_predictions, parse_thresholds  # noqa: E402
+from evaluate import parse_thresholds  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
@@ -203,15 +204,6 @@ def coupling_quality(pairs, kinds: dict[str, np.ndarray]) -> dict[str, float]:
 # one world point, one seed
 
 
-def _score(model, meta, feature_dir: Path, annotations: Path, ckpt: Path, thresholds) -> dict:
-    save_detector(ckpt, model, meta)
-    dets = run_detector(ckpt, feature_dir, subset="test", progress=False)
-    gt = load_ground_truth(annotations, "test")
-    pred = load_predictions({"results": {vid: [d.to_json() for d in ds] for vid, ds in dets.items()}}, gt)
-    res = evaluate_detection(gt, pred, thresholds)
-    return {"mAP": [float(m) for m in res.mAP], "average_mAP": float(res.average_mAP)}
-
-
 def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: StudySettings, tmp: Path,
               done: set[str], emit) -> None:
     """Train and score every variant of ``variants`` not in ``done`` on one seed of ``world``; ``emit``
@@ -219,7 +211,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     todo = [v for v in variants if v not in done]
     if not todo:
         return
-    root = tmp / f"w{abs(hash((json.dumps(world.to_dict(), sort_keys=True), seed))) % 10**12}"
+    root = tmp / ("w" + hashlib.sha1(f"{world_key(world.to_dict())}/{seed}".encode()).hexdigest()[:16])
     raw, ann = root / "raw", root / "raw" / "annotations.json"
     data = write_world(world, seed, raw)
     test_kinds = [data["kinds"][v] for v in data["test"]]
@@ -258,7 +250,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             apply_refactor(ref_path, raw, feature_dir, progress=False)
         model, meta = train_detector(feature_dir, ann, det_cfg, det_train, front=v.front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None, progress=False)
-        rec = _score(model, meta, feature_dir, ann, root / f"det_{name}.pt", thresholds)
+        rec = score_detector(model, meta, feature_dir, ann, root / f"det_{name}.pt", thresholds)
         last = meta["history"][-1] if meta["history"] else {}
         rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
                 "train_loss": {k: last[k] for k in ("proposal", "detection", "refactor") if k in last},

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common.annotations import write_annotations
+from common.annotations import load_ground_truth, write_annotations
 from common.segments import segment_intersection
+from detect import run_detector, save_detector
+from evaluate import evaluate_detection, load_predictions
 from extract.features import FeatureFileError, read_features, write_features
 
 __all__ = ["World", "unit_vectors", "normalize_rows", "coverage", "whole_window_frames", "write_two_stream",
-           "holds_snippets", "write_database", "mean_cosine"]
+           "holds_snippets", "write_database", "mean_cosine", "score_detector"]
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -136,3 +138,16 @@ def mean_cosine(spaces: list[np.ndarray], kinds: list[np.ndarray], kind: int, ot
         total += float(sims.sum())
         count += sims.size
     return total / max(count, 1)
+
+
+def score_detector(model, meta: dict, feature_dir: str | os.PathLike, annotations: str | os.PathLike,
+                   checkpoint: str | os.PathLike, thresholds, subset: str = "test") -> dict:
+    """Save a trained detector to ``checkpoint``, run it on ``subset``'s feature files and score it with
+    :func:`evaluate.evaluate_detection`: ``{"mAP": [per tIoU], "average_mAP", "detections"}`` (fractions)."""
+    save_detector(checkpoint, model, meta)
+    dets = run_detector(checkpoint, feature_dir, subset=subset, progress=False)
+    gt = load_ground_truth(annotations, subset)
+    pred = load_predictions({"results": {vid: [d.to_json() for d in ds] for vid, ds in dets.items()}}, gt)
+    res = evaluate_detection(gt, pred, thresholds)
+    return {"mAP": [float(m) for m in res.mAP], "average_mAP": float(res.average_mAP),
+            "detections": int(sum(len(d) for d in dets.values()))}

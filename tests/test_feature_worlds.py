@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.feature_worlds import (ACTION, BACKGROUND, CONTEXT, MIXED, FeatureWorld, draw_vectors,  # noqa: E402
                                        make_video, write_world)
 from benchmarks.refactor_study import (coupling_quality, linear_r2, load_records, points, report,  # noqa: E402
-                                       summarize)
+                                       summarize, verdict)
 from common.fileio import append_line  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import build_pairs  # noqa: E402
@@ -135,7 +135,13 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     assert row["default"]["delta_deep"] == pytest.approx((100 * np.mean([0.12, -0.05]),
                                                           100 * np.std([0.12, -0.05], ddof=1)))
     assert row["baseline"]["average_mAP"] == pytest.approx((60.0, 10.0))
-    assert "| centre | default | 3 |" in report(recs)
+    # the map row: Δ deep on seeds 0 and 2 (-10, +10); default - deep (+12, -5); "gain": within noise of
+    # both and at least 2 points above the baseline
+    assert "| centre | 3 | 60.0 ± 10.0 | +0.0 ± 14.1 | — | +2.7 ± 2.1 | +3.5 ± 12.0 | gain |" in report(recs)
+    assert verdict({"baseline": {}, "default": {"delta_baseline": (-3.0, 2.0)}}) == "loss"
+    assert verdict({"baseline": {}, "default": {"delta_baseline": (-1.0, 2.0)}}) == "ok"
+    assert verdict({"baseline": {}, "deep": {}, "default": {"delta_baseline": (2.5, 1.0), "delta_deep": (-2.0, 1.0)}}) \
+        == "loss"
     # records survive a kill: a partial last line is ignored, a rerun appends
     path = tmp_path / "r.jsonl"
     for r in recs[:2]:
