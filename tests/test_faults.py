@@ -193,18 +193,20 @@ def detect_train_cmd(data, out: Path) -> list[str]:
             "--seed", "5"]
 
 
-def timed_run(cmd: list[str], started) -> tuple[float, float]:
-    """Run ``cmd`` to completion (exit 0 required): (seconds until ``started()`` first held, total seconds)."""
+def timed_run(cmd: list[str], started) -> tuple[float, float, float]:
+    """Run ``cmd`` to completion (exit 0 required): (seconds until ``started()`` first held, seconds until
+    it last held, total seconds); the first two are the total when it never held."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
-    first = None
+    first = last = None
     while proc.poll() is None:
-        if first is None and started():
-            first = time.monotonic() - t0
+        if started():
+            last = time.monotonic() - t0
+            first = last if first is None else first
         time.sleep(0.002)
     total = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr.read()[-2000:]
-    return (total if first is None else first), total
+    return (total if first is None else first), (total if last is None else last), total
 
 
 def stamp(path: Path) -> tuple[int, int] | None:
@@ -213,20 +215,22 @@ def stamp(path: Path) -> tuple[int, int] | None:
 
 @pytest.fixture(scope="module")
 def refactor_ref(data):
-    """The uninterrupted `refactor train`: (checkpoint, seconds from its first per-epoch state to its end)."""
+    """The uninterrupted `refactor train`: (checkpoint, seconds from its first per-epoch state to the
+    state's removal, i.e. its training time; writing the checkpoint and the interpreter's exit come after)."""
     out = data[2] / "ref_refactor" / "r.pt"
     state = Path(str(out) + ".state")
-    first, total = timed_run(refactor_train_cmd(data, out), state.exists)
-    return out, total - first
+    first, last, _ = timed_run(refactor_train_cmd(data, out), state.exists)
+    return out, last - first
 
 
 @pytest.fixture(scope="module")
 def detect_ref(data):
-    """The uninterrupted `detect train`: (checkpoint, seconds from its first per-epoch state to its end)."""
+    """The uninterrupted `detect train`: (checkpoint, seconds from its first per-epoch state to the state's
+    removal: its training time)."""
     out = data[2] / "ref_detect" / "det.pt"
     state = Path(str(out) + ".state")
-    first, total = timed_run(detect_train_cmd(data, out), state.exists)
-    return out, total - first
+    first, last, _ = timed_run(detect_train_cmd(data, out), state.exists)
+    return out, last - first
 
 
 def assert_same_model(got: tuple, want: tuple) -> None:
@@ -238,15 +242,18 @@ def assert_same_model(got: tuple, want: tuple) -> None:
 
 def kill_training(cmd: list[str], out: Path, ref_history: list[dict], span: float, read_state, seed: int,
                   check_out) -> set[str]:
-    """Kill a training command 3 times, each time a seeded random moment (up to 40% of ``span``, the
-    uninterrupted run's training time) after this run saved its first per-epoch state; after each kill
+    """Kill a training command 3 times, each time a seeded random moment after this run saved its first
+    per-epoch state: up to half of the training time it has left (``span``, the uninterrupted run's
+    training time, times the share of epochs still to do after that first state), so that the kill
+    lands while it trains even when this run is faster than the uninterrupted one was. After each kill
     the state file is complete (its history a prefix of the uninterrupted run's) and never loses an epoch,
     and the checkpoint ``out`` is either absent or complete (``check_out``). Returns the killed runs'
     temporary-name suffixes (``-PID``)."""
     state = Path(str(out) + ".state")
     rng = np.random.default_rng(seed)
     killed, done = set(), 0
-    for after in rng.uniform(0.0, 0.4, size=3) * span:
+    for share in rng.uniform(0.0, 0.5, size=3):
+        after = share * span * max(len(ref_history) - done - 1, 0) / len(ref_history)
         before = stamp(state)
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         if not kill_after(proc, lambda b=before: stamp(state) not in (None, b), float(after)):
@@ -383,7 +390,7 @@ def test_detect_run_killed_at_random_points(data, detect_ref, tmp_path):
         return [sys.executable, "-m", "detect", "run", "--features", str(features), "--checkpoint", str(ckpt),
                 "--out", str(out)]
     ref = tmp_path / "ref.json"
-    _, total = timed_run(cmd(ref), lambda: False)
+    _, _, total = timed_run(cmd(ref), lambda: False)
     want = json.loads(ref.read_text())
     assert set(want["results"]) == {p.stem for p in features.glob("*.h5")}
 
