@@ -3,7 +3,10 @@
 Each step on a batch of windows computes ``L_P + L_D`` (:mod:`detect.losses`: boundary losses, the
 heads' proposals and their losses) and, with RefactorNet in front (``--refactor CKPT``), ``L_R`` on
 a batch of its (action, coupling) pairs, collected from the same training videos with the stage-1
-checkpoint's sample settings; the step minimises ``L_R + L_P + L_D`` end to end.
+checkpoint's sample settings; the step minimises ``w L_R + L_P + L_D`` end to end (``w``:
+``RefactorConfig.stage2_weight``, 1 in the paper). In the default form, "gated"
+(``RefactorConfig.stage2_encoders`` False), φA and φC keep their stage-1 weights: only the gate γ and
+the detector learn, and there is no L_R.
 
 With ``TrainConfig.val_subset``, the model is evaluated (average mAP, :mod:`detect.validation`) on
 that subset every ``val_every`` epochs and after the last; the results join the epoch's history
