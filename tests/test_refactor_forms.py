@@ -4,7 +4,6 @@ L_S does what it is for (φC does not collapse)."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import asdict
@@ -224,4 +223,3 @@ def test_spread_keeps_phi_c_apart_where_the_paper_collapses(tmp_path):
         gap[form] = (ctx, bg)
     assert gap["paper"][1] > 0.9 and gap["paper"][0] - gap["paper"][1] < 0.05   # collapse: one direction
     assert gap["gated"][0] > 0.8 and gap["gated"][0] - gap["gated"][1] > 0.5    # context close, background far
-    assert json.dumps(gap)                                        # plain floats
