@@ -124,6 +124,7 @@ AXIS_VALUES: dict[str, list] = {
 class StudySettings:
     """Detector and stage-1 settings shared by every variant (one default per field)."""
 
+    detector: str = "small"                  # small: base 64, heads 128, max duration 32; default: DetectorConfig()
     detector_epochs: int = 20
     window: int = 64
     refactor_epochs: int = 30
@@ -133,7 +134,13 @@ class StudySettings:
         return self.refactor_hidden or max(64, dim // 2)
 
 
-def detector_config() -> DetectorConfig:
+def detector_config(kind: str = "small") -> DetectorConfig:
+    """The study's detector: ``small`` (fast enough for 5 seeds of every world point) or ``default``
+    (the project's defaults, as a new user trains it)."""
+    if kind == "default":
+        return DetectorConfig()
+    if kind != "small":
+        raise ValueError(f"detector must be small or default, got {kind!r}")
     return DetectorConfig(base_dim=64, boundary_hidden=64, head_hidden=128, max_duration=32)
 
 
@@ -216,7 +223,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     data = write_world(world, seed, raw)
     test_kinds = [data["kinds"][v] for v in data["test"]]
     thresholds = parse_thresholds(TIOU)
-    det_cfg = detector_config()
+    det_cfg = detector_config(settings.detector)
     det_train = DetectTrainConfig(epochs=settings.detector_epochs, window=settings.window, batch_size=16, seed=seed)
     try:
         pairs = build_pairs(raw, ann, "validation", SampleConfig())
@@ -487,6 +494,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-centre", action="store_true", help="only the axes' other values (the centre runs elsewhere)")
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--variants", default="baseline,deep,paper,default")
+    p.add_argument("--detector", choices=("small", "default"), default=StudySettings.detector,
+                   help="small (the study's) or default (DetectorConfig's defaults); keep one per --out file")
     p.add_argument("--detector-epochs", type=int, default=StudySettings.detector_epochs)
     p.add_argument("--refactor-epochs", type=int, default=StudySettings.refactor_epochs)
     p.add_argument("--threads", type=int, default=1)
@@ -512,7 +521,8 @@ def main(argv=None) -> int:
     centre = FeatureWorld()
     for k, v in args.world.items():
         centre = centre.with_axis(k, v)
-    settings = StudySettings(detector_epochs=args.detector_epochs, refactor_epochs=args.refactor_epochs)
+    settings = StudySettings(detector=args.detector, detector_epochs=args.detector_epochs,
+                             refactor_epochs=args.refactor_epochs)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     done: dict[tuple[str, int], set[str]] = {}
     for r in load_records(args.out):

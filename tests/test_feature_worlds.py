@@ -151,6 +151,16 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     assert load_records(path) == json.loads(json.dumps(recs[:2]))
 
 
+def test_detector_choices():
+    from benchmarks.refactor_study import detector_config
+    from detect import DetectorConfig
+
+    assert detector_config("default") == DetectorConfig()
+    assert (detector_config().base_dim, detector_config().head_hidden, detector_config().max_duration) == (64, 128, 32)
+    with pytest.raises(ValueError, match="small or default"):
+        detector_config("huge")
+
+
 def test_points_cover_each_axis_once():
     centre = FeatureWorld()
     pts = points(centre, {"dim": None, "classes": ["4", "8"]})
