@@ -195,18 +195,25 @@ def test_detect_run_finishes_the_good_files_and_lists_the_bad_one(tmp_path):
     assert not any(g in failed[0] for g in good)
 
 
-def test_refactor_apply_finishes_the_good_files_and_lists_the_bad_ones(tmp_path):
-    rng = np.random.default_rng(1)
-    feats = tmp_path / "feats"
+def two_class_features(folder: Path, rng: np.random.Generator) -> dict:
+    """Four 16-snippet, 16-d two-stream feature files (Jump_0/1, Run_0/1; each class a shift on snippets
+    3-10) in ``folder``; returns their ground-truth database (one instance [5, 8] s each, subset validation)."""
     db = {}
     for k, name in enumerate(["Jump", "Run"]):
         for j in range(2):
             vid = f"{name}_{j}"
             x = rng.normal(scale=0.3, size=(16, 16))
             x[3:11] += k + 1
-            write_features(feats / f"{vid}.h5", split_streams(x, ("rgb", "flow")))
+            write_features(folder / f"{vid}.h5", split_streams(x, ("rgb", "flow")))
             db[vid] = {"subset": "validation", "duration": 16.0,
                        "annotations": [{"segment": [5.0, 8.0], "label": name}]}
+    return db
+
+
+def test_refactor_apply_finishes_the_good_files_and_lists_the_bad_ones(tmp_path):
+    rng = np.random.default_rng(1)
+    feats = tmp_path / "feats"
+    db = two_class_features(feats, rng)
     (tmp_path / "gt.json").write_text(json.dumps({"database": db}))
     pairs = build_pairs(feats, tmp_path / "gt.json", samples=SampleConfig(threshold=None, top_k=3))
     model, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=8), RefTrain(epochs=1), progress=False)
@@ -245,15 +252,7 @@ def test_instance_past_the_end_is_left_out_and_counted():
 
 def test_build_pairs_warns_about_past_end_instances_and_missing_feature_files(tmp_path, capsys):
     rng = np.random.default_rng(2)
-    db = {}
-    for k, name in enumerate(["Jump", "Run"]):
-        for j in range(2):
-            vid = f"{name}_{j}"
-            x = rng.normal(scale=0.3, size=(16, 16))
-            x[3:11] += k + 1
-            write_features(tmp_path / "f" / f"{vid}.h5", split_streams(x, ("rgb", "flow")))
-            db[vid] = {"subset": "validation", "duration": 16.0,
-                       "annotations": [{"segment": [5.0, 8.0], "label": name}]}
+    db = two_class_features(tmp_path / "f", rng)
     db["Jump_0"]["annotations"].append({"segment": [30.0, 32.0], "label": "Jump"})
     db["ghost"] = {"subset": "validation", "duration": 16.0, "annotations": [{"segment": [1.0, 2.0], "label": "Run"}]}
     (tmp_path / "gt.json").write_text(json.dumps({"database": db}))

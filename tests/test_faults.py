@@ -108,6 +108,17 @@ def visible(out: Path) -> dict[str, os.stat_result]:
     return {p.name: p.stat() for p in sorted(out.iterdir()) if not p.name.startswith(".")} if out.exists() else {}
 
 
+def check_final(out: Path, ref_out: Path, names: set[str], kept: dict) -> None:
+    """After the run to the end: exactly the expected files, each file kept across the kills untouched
+    (same inode and time), and every file equal to the uninterrupted run's."""
+    final = visible(out)
+    assert set(final) == names
+    for name, st in kept.items():
+        assert (final[name].st_ino, final[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    for name in names:
+        assert_features_equal(out / name, ref_out / name)
+
+
 def check_after_kill(out: Path, ref_out: Path, names: set[str], kept: dict) -> dict:
     """After a kill: only expected files, none partial (each equals the reference), and every file kept
     from before the kill untouched (same inode and time). Returns the files now visible."""
@@ -155,12 +166,7 @@ def test_extraction_killed_at_random_points(tmp_path):
         kept = check_after_kill(out, ref_out, names, kept)
     assert kills >= 3, "the random kill times fell after the run ended: nothing was tested"
     run_to_end(extract_cmd(out, videos))
-    final = visible(out)
-    assert set(final) == names
-    for name, st in kept.items():
-        assert (final[name].st_ino, final[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
-    for name in names:
-        assert_features_equal(out / name, ref_out / name)
+    check_final(out, ref_out, names, kept)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
@@ -353,12 +359,7 @@ def test_refactor_apply_killed_at_random_points(data, refactor_ref, tmp_path):
         kept = check_after_kill(out, ref_out, names, kept)
     assert kills >= 2, "the random kill times fell after the run ended: nothing was tested"
     run_to_end(cmd(out))
-    final = visible(out)
-    assert set(final) == names
-    for name, st in kept.items():
-        assert (final[name].st_ino, final[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
-    for name in names:
-        assert_features_equal(out / name, ref_out / name)
+    check_final(out, ref_out, names, kept)
     assert hidden(out) == []                                             # killed writers' temporaries removed
 
 
