@@ -25,6 +25,12 @@ A video of class k (1 snippet a second: snippet i covers [i, i + 1) s):
 The videos of a world are written as the project's feature files and annotation file (training videos
 in subset ``validation``, test videos in ``test``); :func:`write_world` returns the per-snippet kinds
 (background, context, action, mixed) the study's measurements need.
+
+Oracle layouts (:data:`LAYOUTS`) write the same videos (the same draws) as an ideal refactoring would
+present them, to bound what any learnt refactoring can gain: ``no_context`` is f − c s_k (the
+co-occurring context removed exactly, everything else, noise included, kept), and ``split`` is
+[f − c s_k, c s_k] (2C channels: the perfect decomposition into an action part and a noise-free
+co-occurrence part; f is their sum, so nothing is lost).
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ import numpy as np
 from benchmarks.synthetic import coverage, normalize_rows, unit_vectors, write_database, write_two_stream
 
 __all__ = ["FeatureWorld", "WorldVectors", "draw_vectors", "make_video", "write_world", "AXES", "KINDS",
-           "SCALARS", "BACKGROUND", "CONTEXT", "ACTION", "MIXED", "FPS", "WINDOW", "STRIDE"]
+           "SCALARS", "LAYOUTS", "BACKGROUND", "CONTEXT", "ACTION", "MIXED", "FPS", "WINDOW", "STRIDE"]
 
 FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i covers [i, i + 1) s, centred at i + 0.5 s
 BACKGROUND, CONTEXT, ACTION, MIXED = 0, 1, 2, 3
 KINDS = ("background", "context", "action", "mixed")
+LAYOUTS = ("raw", "no_context", "split")
 
 
 @dataclass(frozen=True)
@@ -138,8 +145,12 @@ def draw_vectors(world: FeatureWorld, seed: int) -> WorldVectors:
                         nuisance)
 
 
-def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Generator, k: int) -> dict:
-    """One video of class k: ``features`` (T, C) float32, ``kind`` (T,) int, ``instances`` [(start, end)] s."""
+def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Generator, k: int,
+               layout: str = "raw") -> dict:
+    """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"``; see :data:`LAYOUTS`),
+    ``kind`` (T,) int, ``instances`` [(start, end)] s. The layout does not change the draws."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     n_inst = int(rng.integers(world.instances[0], world.instances[1] + 1))
     n_alone = int(rng.poisson(world.context_alone))
     events = []                                   # (kind, before, length, after)
@@ -172,10 +183,15 @@ def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Genera
         bg[i:i + n] = (vectors.distractor[k] if rng.random() < world.distractor_p
                        else vectors.backgrounds[int(rng.integers(len(vectors.backgrounds)))])
         i += n
-    feats = (1 - ctx)[:, None] * bg + ctx[:, None] * vectors.context[k] + act[:, None] * vectors.action[k]
+    context = ctx[:, None] * vectors.context[k]                                         # c s_k, (T, C)
+    feats = (1 - ctx)[:, None] * bg + context + act[:, None] * vectors.action[k]
     if len(vectors.nuisance):
         feats += world.nuisance_std * rng.standard_normal((t, len(vectors.nuisance))) @ vectors.nuisance
     feats += world.noise / np.sqrt(world.dim) * rng.standard_normal(feats.shape)
+    if layout == "no_context":
+        feats = feats - context
+    elif layout == "split":
+        feats = np.concatenate([feats - context, context], axis=1)
     kind = np.full(t, MIXED)
     kind[(act >= 1) & (ctx >= 1)] = ACTION
     kind[(act == 0) & (ctx >= 1)] = CONTEXT
@@ -183,8 +199,9 @@ def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Genera
     return {"features": feats.astype(np.float32), "kind": kind, "instances": sorted(instances)}
 
 
-def write_world(world: FeatureWorld, seed: int, root: Path) -> dict:
-    """Write ``root/*.h5`` and ``root/annotations.json`` for one seed of a world.
+def write_world(world: FeatureWorld, seed: int, root: Path, layout: str = "raw") -> dict:
+    """Write ``root/*.h5`` and ``root/annotations.json`` for one seed of a world (features in ``layout``,
+    :data:`LAYOUTS`; the videos, annotations and kinds do not depend on it).
 
     Returns:
         ``{"kinds": {video: kind (T,)}, "test": {video: features (T, C)}, "snippets": {subset: n},
@@ -200,7 +217,7 @@ def write_world(world: FeatureWorld, seed: int, root: Path) -> dict:
         for j in range(n):
             k = j % world.classes
             vid = f"{subset}_{j:03d}_{names[k]}"
-            v = make_video(world, vectors, rng, k)
+            v = make_video(world, vectors, rng, k, layout)
             write_two_stream(root / f"{vid}.h5", v["features"], FPS, WINDOW, STRIDE)
             db[vid] = {"subset": subset, "duration": float(len(v["features"])),
                        "annotations": [{"segment": list(seg), "label": names[k]} for seg in v["instances"]]}

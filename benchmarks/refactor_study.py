@@ -11,7 +11,9 @@ appended to ``--out`` (JSON lines) at once, so an interrupted sweep resumes wher
 Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutions of RefactorNet's size),
 ``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the
 baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
-parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...).
+parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), and two oracles, the baseline
+detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed
+exactly) and ``oracle_split`` ([f − context, context]); they bound what refactoring can gain.
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
 
@@ -40,7 +42,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +73,15 @@ class Variant:
         front: ``none``, ``deep`` or ``refactor``.
         refactor: RefactorConfig fields that differ from the paper's form.
         frozen: stage 1 only: f' of the frozen stage-1 model written to files, then the baseline detector.
+        layout: the features the detector sees (``benchmarks.feature_worlds.LAYOUTS``): ``raw``, or an
+            oracle layout that bounds what a refactoring could gain (the context removed exactly, or the
+            exact split [f − context, context]).
     """
 
     front: str
     refactor: dict = field(default_factory=dict)
     frozen: bool = False
+    layout: str = "raw"
 
 
 PAPER = {"form": "paper"}
@@ -103,6 +109,8 @@ VARIANTS: dict[str, Variant] = {
     "residual_recon_frozen": Variant("refactor", PAPER | {"residual": True, "recon_weight": 1.0,
                                                          "stage2_encoders": False}),
     "default": Variant("refactor", {}),
+    "oracle_no_context": Variant("none", layout="no_context"),
+    "oracle_split": Variant("none", layout="split"),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -255,6 +263,9 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         if v.frozen:
             feature_dir = root / f"frozen_{name}"
             apply_refactor(ref_path, raw, feature_dir, progress=False)
+        if v.layout != "raw":
+            feature_dir = root / f"oracle_{v.layout}"
+            write_world(world, seed, feature_dir, v.layout)
         model, meta = train_detector(feature_dir, ann, det_cfg, det_train, front=v.front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None, progress=False)
         rec = score_detector(model, meta, feature_dir, ann, root / f"det_{name}.pt", thresholds)
@@ -335,7 +346,11 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def _label(world: dict, centre: dict) -> str:
-    diff = [f"{k}={world[k]}" for k in AXES if world[k] != centre.get(k)]
+    def text(v) -> str:
+        return "/".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    diff = [f"{k}={text(world[k])}" for k in world if world[k] != centre.get(k) and list(np.atleast_1d(world[k])) !=
+            list(np.atleast_1d(centre.get(k)))]
     return ", ".join(diff) if diff else "centre"
 
 
@@ -388,6 +403,21 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                     if m else "— | — | — | —")
             lines.append(f"| {name} | {_pm(row['average_mAP'], sign=False)} | {_pm(row.get('delta_baseline'))} | "
                          f"{_pm(row.get('delta_deep'))} | {meas} |")
+    oracles = ("oracle_no_context", "oracle_split")
+    rows = [(wk, per) for wk, per in summary.items() if "baseline" in per and any(o in per for o in oracles)]
+    if rows:
+        lines += ["", "What an ideal refactoring would gain (the baseline detector on the oracle layouts; the "
+                  "default's share of the split's gain):", "",
+                  "| world | seeds | baseline (%) | Δ oracle no-context | Δ oracle split | Δ default | default / split |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for wk, per in rows:
+            split, default = per.get("oracle_split", {}).get("delta_baseline"), per.get("default", {}).get(
+                "delta_baseline")
+            share = f"{default[0] / split[0]:.2f}" if split and default and split[0] > 0 else "—"
+            lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
+                         f"{_pm(per['baseline']['average_mAP'], sign=False)} | "
+                         f"{_pm(per.get('oracle_no_context', {}).get('delta_baseline'))} | {_pm(split)} | "
+                         f"{_pm(default)} | {share} |")
     lines += ["", "Measurements (stage 2 on the test videos; means over seeds):", "",
               "| world | coupling: context / bg / mixed | paper φC ctx / bg | paper φA drift | paper R² "
               "| default φC ctx / bg | default γ rms |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -475,12 +505,23 @@ def plot_mechanism(per_variant: dict, path: Path) -> None:
 
 
 def _world_overrides(text: str) -> dict:
+    """``dim=1024,instances=10/20`` -> {"dim": "1024", "instances": (10, 20)} (ranges as ``min/max``)."""
+    ranges = {f.name: f for f in fields(FeatureWorld) if f.name not in SCALARS}
     out = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         key, _, value = item.partition("=")
-        if key not in SCALARS:
-            raise argparse.ArgumentTypeError(f"--world keys must be among {', '.join(SCALARS)}, got {key!r}")
-        out[key] = value
+        if key in ranges:
+            kind = type(getattr(FeatureWorld(), key)[0])
+            try:
+                lo, hi = (kind(x) for x in value.split("/"))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"--world {key} takes min/max, got {value!r}") from None
+            out[key] = (lo, hi)
+        elif key in SCALARS:
+            out[key] = value
+        else:
+            raise argparse.ArgumentTypeError(f"--world keys must be among {', '.join(SCALARS + tuple(ranges))}, "
+                                             f"got {key!r}")
     return out
 
 
@@ -520,7 +561,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, args.threads))
     centre = FeatureWorld()
     for k, v in args.world.items():
-        centre = centre.with_axis(k, v)
+        centre = replace(centre, **{k: v}) if isinstance(v, tuple) else centre.with_axis(k, v)
     settings = StudySettings(detector=args.detector, detector_epochs=args.detector_epochs,
                              refactor_epochs=args.refactor_epochs)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

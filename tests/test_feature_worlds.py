@@ -24,7 +24,7 @@ from extract.features import read_features  # noqa: E402
 from refactor import build_pairs  # noqa: E402
 
 
-@given(overlap=st.floats(0, 0.95), action_norm=st.floats(0.05, 2), context_norm=st.floats(0, 2),
+@given(overlap=st.floats(0, 0.95), action_norm=st.floats(0.05, 2), context_norm=st.just(0.0) | st.floats(0.01, 2),
        rank=st.integers(0, 5))
 @settings(max_examples=25, deadline=None)
 def test_vectors_have_the_axes_geometry(overlap, action_norm, context_norm, rank):
@@ -138,6 +138,10 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     # the map row: Δ deep on seeds 0 and 2 (-10, +10); default - deep (+12, -5); "gain": within noise of
     # both and at least 2 points above the baseline
     assert "| centre | 3 | 60.0 ± 10.0 | +0.0 ± 14.1 | — | +2.7 ± 2.1 | +3.5 ± 12.0 | gain |" in report(recs)
+    oracle = recs + [_rec(w, s, "oracle_split", o) for s, o in zip(range(3), (0.54, 0.62, 0.79))]
+    assert "| centre | 3 | 60.0 ± 10.0 | — | +5.0 ± 3.6 | +2.7 ± 2.1 | 0.53 |" in report(oracle)
+    thumos = FeatureWorld(classes=20, instances=(10, 20)).to_dict()
+    assert "| classes=20, instances=10/20 | 1 |" in report([_rec(thumos, 0, "baseline", 0.9)])
     assert verdict({"baseline": {}, "default": {"delta_baseline": (-3.0, 2.0)}}) == "loss"
     assert verdict({"baseline": {}, "default": {"delta_baseline": (-1.0, 2.0)}}) == "ok"
     assert verdict({"baseline": {}, "deep": {}, "default": {"delta_baseline": (2.5, 1.0), "delta_deep": (-2.0, 1.0)}}) \
@@ -190,6 +194,42 @@ def test_run_point_records_and_skips(tmp_path):
     assert done == []                                                                              # resumed: nothing
     control = FeatureWorld(dim=256, classes=2, train_videos=4, test_videos=2, length=(40, 60), context_norm=0.0)
     recs = []
-    run_point(control, 0, ["baseline", "paper"], fast, tmp_path / "b", set(), recs.append)
+    run_point(control, 0, ["baseline", "paper", "oracle_split"], fast, tmp_path / "b", set(), recs.append)
     assert "average_mAP" in recs[0] and "no coupling samples" in recs[1]["skipped"]
-    assert list(summarize(recs).values())[0].keys() == {"baseline"}
+    assert "average_mAP" in recs[2]                              # an oracle needs no coupling samples
+    assert list(summarize(recs).values())[0].keys() == {"baseline", "oracle_split"}
+    assert read_features(tmp_path / "b" / next(p.name for p in (tmp_path / "b").iterdir()) / "oracle_split" /
+                         "test_000_class00.h5").features.shape[1] == 512           # [f − context, context]
+
+
+@given(seed=st.integers(0, 2**16), k=st.integers(0, 2))
+@settings(max_examples=10, deadline=None)
+def test_oracle_layouts_are_exact_splits_of_the_same_video(seed, k):
+    world = FeatureWorld(dim=16, classes=3, length=(40, 60))
+    vectors = draw_vectors(world, seed)
+    raw, no_ctx, split = (make_video(world, vectors, np.random.default_rng(seed), k, layout)
+                          for layout in ("raw", "no_context", "split"))
+    assert raw["instances"] == split["instances"] and np.array_equal(raw["kind"], split["kind"])
+    f = raw["features"].astype(np.float64)
+    action_part, context_part = split["features"][:, :16], split["features"][:, 16:]
+    np.testing.assert_allclose(action_part + context_part, f, atol=1e-5)          # nothing lost
+    np.testing.assert_array_equal(no_ctx["features"], action_part)
+    # the co-occurrence part is the class's context, noise-free: s_k on context snippets, 0 on background
+    kind = raw["kind"]
+    np.testing.assert_allclose(context_part[kind == CONTEXT], np.broadcast_to(vectors.context[k],
+                               ((kind == CONTEXT).sum(), 16)), atol=1e-6)
+    assert np.all(context_part[kind == BACKGROUND] == 0)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        make_video(world, vectors, np.random.default_rng(seed), k, "ideal")
+
+
+def test_world_overrides_take_ranges():
+    from benchmarks.refactor_study import _world_overrides
+
+    assert _world_overrides("dim=1024,instances=10/20,duration=2/8") == {
+        "dim": "1024", "instances": (10, 20), "duration": (2.0, 8.0)}
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match="min/max"):
+        _world_overrides("instances=10")
+    with pytest.raises(argparse.ArgumentTypeError, match="keys must be among"):
+        _world_overrides("colour=3")
