@@ -109,6 +109,12 @@ VARIANTS: dict[str, Variant] = {
     "residual_recon_frozen": Variant("refactor", PAPER | {"residual": True, "recon_weight": 1.0,
                                                          "stage2_encoders": False}),
     "default": Variant("refactor", {}),
+    "concat_spread_frozen": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0,
+                                                        "stage2_encoders": False}),
+    "concat_frozen": Variant("refactor", PAPER | {"keep_input": True, "stage2_encoders": False}),
+    "concat_spread": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0}),
+    "concat_spread_frozen_mu": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0,
+                                                           "stage2_encoders": False, "use_kl": False}),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
 }

@@ -61,6 +61,8 @@ class RefactorConfig:
         stage2_weight: weight of L_R in stage 2 (``L_R w + L_P + L_D``; 1 in the paper).
         stage2_encoders: train φA and φC in stage 2 (with L_R, as in the paper); False: they keep their
             stage-1 weights and only γ and the detector learn (no L_R in stage 2).
+        keep_input: f' = f ⊕ φA(f) ⊕ φC(f) (C + action_dim + cooc_dim channels): the raw feature beside
+            the components rather than summed with them (exclusive with ``residual``). Off in both forms.
     """
 
     in_dim: int = 2048
@@ -77,6 +79,7 @@ class RefactorConfig:
     recon_weight: float | None = None
     stage2_weight: float | None = None
     stage2_encoders: bool | None = None
+    keep_input: bool | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -90,6 +93,8 @@ class RefactorConfig:
             self.cooc_dim = self.in_dim - self.action_dim
         if min(self.in_dim, self.hidden_dim, self.action_dim, self.cooc_dim, self.num_layers) < 1:
             raise ValueError(f"all sizes must be >= 1: {self}")
+        if self.residual and self.keep_input:
+            raise ValueError("residual (f + γ ⊙ components) and keep_input (f ⊕ components) exclude each other")
         if self.residual and self.out_dim != self.in_dim:
             raise ValueError(f"a residual RefactorNet (form {self.form!r}) adds φA ⊕ φC to f and needs out_dim == "
                              f"in_dim, got {self.out_dim} != {self.in_dim}; for the action-only ablation or other "
@@ -100,7 +105,8 @@ class RefactorConfig:
     @property
     def out_dim(self) -> int:
         """Channels of f'."""
-        return self.action_dim if self.action_only else self.action_dim + self.cooc_dim
+        components = self.action_dim if self.action_only else self.action_dim + self.cooc_dim
+        return components + (self.in_dim if self.keep_input else 0)
 
     @classmethod
     def from_dict(cls, values: dict) -> RefactorConfig:
@@ -114,9 +120,9 @@ class RefactorConfig:
 # and the encoders keep their stage-1 weights in stage 2.
 FORMS: dict[str, dict] = {
     "paper": {"residual": False, "spread_weight": 0.0, "recon_weight": 0.0, "stage2_weight": 1.0,
-              "stage2_encoders": True},
+              "stage2_encoders": True, "keep_input": False},
     "gated": {"residual": True, "spread_weight": 1.0, "recon_weight": 0.0, "stage2_weight": 1.0,
-              "stage2_encoders": False},
+              "stage2_encoders": False, "keep_input": False},
 }
 
 
@@ -188,6 +194,8 @@ class RefactorNet(nn.Module):
         features = action if self.config.action_only else torch.cat([action, cooc], dim=1)
         if self.gamma is not None:
             features = x + self.gamma * features                               # (N, C, T)
+        elif self.config.keep_input:
+            features = torch.cat([x, features], dim=1)                         # (N, C + C', T)
         return RefactorOutput(features=features, action=action, cooccurrence=cooc, mu=mu, logvar=logvar)
 
 

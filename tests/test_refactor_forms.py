@@ -120,6 +120,19 @@ def test_residual_path_starts_at_the_raw_features():
     torch.testing.assert_close(out.features, x + torch.linspace(-1, 2, 8)[None, :, None] * comp)
 
 
+def test_keep_input_puts_the_raw_feature_beside_the_components():
+    torch.manual_seed(0)
+    cfg = RefactorConfig(in_dim=8, hidden_dim=6, form="paper", keep_input=True)
+    assert cfg.out_dim == 16 and RefactorConfig(in_dim=8, form="paper", keep_input=True, action_only=True).out_dim == 12
+    model = RefactorNet(cfg).eval()
+    x = torch.randn(2, 8, 5)
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(out.features, torch.cat([x, out.action, out.mu], 1), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        RefactorConfig(in_dim=8, keep_input=True)                  # the default form is residual
+
+
 def test_gated_stage1_trains_the_encoders_not_the_gate():
     torch.manual_seed(0)
     model = RefactorNet(RefactorConfig(in_dim=8, hidden_dim=8)).train()
