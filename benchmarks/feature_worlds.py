@@ -30,7 +30,10 @@ Oracle layouts (:data:`LAYOUTS`) write the same videos (the same draws) as an id
 present them, to bound what any learnt refactoring can gain: ``no_context`` is f − c s_k (the
 co-occurring context removed exactly, everything else, noise included, kept), and ``split`` is
 [f − c s_k, c s_k] (2C channels: the perfect decomposition into an action part and a noise-free
-co-occurrence part; f is their sum, so nothing is lost).
+co-occurrence part; f is their sum, so nothing is lost). ``projected`` is f ⊕ (f · ŝ_j)_j, f beside its
+projections on every class's unit context direction (C + K channels): what an ideal *linear* φC that
+knew the context directions would add, computed from f alone (noise included), so it adds no
+information to f.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ __all__ = ["FeatureWorld", "WorldVectors", "draw_vectors", "make_video", "write_
 FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i covers [i, i + 1) s, centred at i + 0.5 s
 BACKGROUND, CONTEXT, ACTION, MIXED = 0, 1, 2, 3
 KINDS = ("background", "context", "action", "mixed")
-LAYOUTS = ("raw", "no_context", "split")
+LAYOUTS = ("raw", "no_context", "split", "projected")
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,8 @@ def draw_vectors(world: FeatureWorld, seed: int) -> WorldVectors:
 
 def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Generator, k: int,
                layout: str = "raw") -> dict:
-    """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"``; see :data:`LAYOUTS`),
+    """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"``, T, C + K for
+    ``"projected"``; see :data:`LAYOUTS`),
     ``kind`` (T,) int, ``instances`` [(start, end)] s. The layout does not change the draws."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -192,6 +196,9 @@ def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Genera
         feats = feats - context
     elif layout == "split":
         feats = np.concatenate([feats - context, context], axis=1)
+    elif layout == "projected":
+        unit = normalize_rows(vectors.context) if world.context_norm > 0 else np.zeros_like(vectors.context)
+        feats = np.concatenate([feats, feats @ unit.T], axis=1)                       # (T, C + K)
     kind = np.full(t, MIXED)
     kind[(act >= 1) & (ctx >= 1)] = ACTION
     kind[(act == 0) & (ctx >= 1)] = CONTEXT

@@ -13,7 +13,8 @@ Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutio
 baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
 parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), and two oracles, the baseline
 detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed
-exactly) and ``oracle_split`` ([f − context, context]); they bound what refactoring can gain.
+exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
+``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
 
@@ -117,6 +118,7 @@ VARIANTS: dict[str, Variant] = {
                                                            "stage2_encoders": False, "use_kl": False}),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
+    "oracle_projected": Variant("none", layout="projected"),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)

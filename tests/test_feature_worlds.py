@@ -219,6 +219,12 @@ def test_oracle_layouts_are_exact_splits_of_the_same_video(seed, k):
     np.testing.assert_allclose(context_part[kind == CONTEXT], np.broadcast_to(vectors.context[k],
                                ((kind == CONTEXT).sum(), 16)), atol=1e-6)
     assert np.all(context_part[kind == BACKGROUND] == 0)
+    # the projections: f beside f · ŝ_j for every class j (computed from f, so linear in it)
+    projected = make_video(world, vectors, np.random.default_rng(seed), k, "projected")["features"]
+    assert projected.shape == (len(f), 16 + 3)
+    np.testing.assert_array_equal(projected[:, :16], raw["features"])
+    unit = vectors.context / np.linalg.norm(vectors.context, axis=1, keepdims=True)
+    np.testing.assert_allclose(projected[:, 16:], f @ unit.T, atol=1e-5)
     with pytest.raises(ValueError, match="layout must be one of"):
         make_video(world, vectors, np.random.default_rng(seed), k, "ideal")
 
