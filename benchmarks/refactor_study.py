@@ -32,7 +32,8 @@ Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
 
 ``--figures DIR`` writes ``delta_along_axes.png`` (paired Δ average mAP to the baseline along each
 swept axis, mean ± std over seeds) and ``mechanism.png`` (at the centre, per variant: φC's cosines to
-context and background, φA's drift in stage 2 and R² of f from f').
+context and background, φA's drift in stage 2 and R² of f from f') and ``oracle_bound.png`` (per world with
+an oracle: Δ of the oracles beside the default and the paper's form).
 """
 
 from __future__ import annotations
@@ -447,6 +448,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         figures.mkdir(parents=True, exist_ok=True)
         plot_axes(summary, c, figures / "delta_along_axes.png")
         plot_mechanism(summary.get(world_key(c), {}), figures / "mechanism.png")
+        plot_oracles(summary, c, figures / "oracle_bound.png")
     return "\n".join(lines)
 
 
@@ -488,6 +490,33 @@ def plot_axes(summary: dict, centre: dict, path: Path) -> None:
         ax.set_ylabel("Δ avg mAP vs baseline (points)")
         if i == 0:
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_oracles(summary: dict, centre: dict, path: Path,
+                 variants: tuple[str, ...] = ("oracle_split", "oracle_projected", "default", "paper")) -> None:
+    """One group of bars per world with an oracle: the paired Δ average mAP to the baseline (mean ± std over
+    seeds) of the oracles beside the default and the paper's form."""
+    from common.plotting import new_figure, save_figure
+
+    rows = [(_label(json.loads(wk), centre), per) for wk, per in summary.items()
+            if "oracle_split" in per and "delta_baseline" in per["oracle_split"]]
+    fig = new_figure(max(6.0, 0.9 * len(rows) + 2), 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        d = [per.get(v, {}).get("delta_baseline", (np.nan, 0.0)) for _, per in rows]
+        ax.bar(np.arange(len(rows)) + (i - (len(variants) - 1) / 2) * width, [m for m, _ in d], width,
+               yerr=[sd for _, sd in d], capsize=2, label=v)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(2, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(rows)))
+    ax.set_xticklabels([label for label, _ in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("Δ avg mAP vs baseline (points)")
+    ax.set_ylim(bottom=max(ax.get_ylim()[0], -30))
+    ax.legend(fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1.08))
+    ax.set_title("what an ideal refactoring would gain (oracles) and what the forms gain", fontsize=9, loc="right")
     fig.tight_layout()
     save_figure(fig, path)
 
