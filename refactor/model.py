@@ -49,7 +49,7 @@ class RefactorConfig:
         use_kl: KL regularization of the co-occurrence component (ablation, --no-kl: L_A & L_C only).
         action_only: f' = φA(f) (ablation of Table 5: the action component only).
         beta: weight of the KL term L_KL.
-        form: ``"gated"`` (the default) or ``"paper"``: a preset of the five fields below, each of
+        form: ``"gated"`` (the default) or ``"paper"``: a preset of the six fields below, each of
             which may also be set on its own (None: the form's value). See :data:`FORMS`.
         residual: f' = f + γ ⊙ (φA(f) ⊕ φC(f)) with a learnt per-channel γ that starts at 0 (so stage 2
             starts from the raw features; needs ``out_dim == in_dim``). Off in the paper.
