@@ -111,6 +111,7 @@ VARIANTS: dict[str, Variant] = {
     "residual_recon_frozen": Variant("refactor", PAPER | {"residual": True, "recon_weight": 1.0,
                                                          "stage2_encoders": False}),
     "default": Variant("refactor", {}),
+    "default_nokl": Variant("refactor", {"use_kl": False}),
     "concat_spread_frozen": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0,
                                                         "stage2_encoders": False}),
     "concat_frozen": Variant("refactor", PAPER | {"keep_input": True, "stage2_encoders": False}),
@@ -468,6 +469,8 @@ def _along(summary: dict, centre: dict, axis: str, variant: str) -> tuple[np.nda
 def plot_axes(summary: dict, centre: dict, path: Path) -> None:
     """One panel per swept axis with at least two scored values: the paired Δ average mAP to the baseline
     (mean ± std over seeds) of each variant."""
+    from matplotlib.lines import Line2D
+
     from common.plotting import new_figure, save_figure
 
     variants = sorted({v for per in summary.values() for v in per if v != "baseline"})
@@ -488,9 +491,10 @@ def plot_axes(summary: dict, centre: dict, path: Path) -> None:
             ax.set_xscale("log")
         ax.set_xlabel(f"{axis} (centre {centre[axis]})")
         ax.set_ylabel("Δ avg mAP vs baseline (points)")
-        if i == 0:
-            ax.legend(fontsize=7)
+    drawn = {v for _, lines in panels for v, *_ in lines}
+    handles = [Line2D([], [], color=colours[v], marker="o", label=v) for v in variants if v in drawn]
     fig.tight_layout()
+    fig.legend(handles=handles, fontsize=8, loc="lower right", ncol=2 if len(panels) % cols else 4)
     save_figure(fig, path)
 
 
