@@ -11,9 +11,10 @@ appended to ``--out`` (JSON lines) at once, so an interrupted sweep resumes wher
 Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutions of RefactorNet's size),
 ``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the
 baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
-parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), and two oracles, the baseline
-detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed
-exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
+parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), candidates with the components
+beside f (``concat*``, ``RefactorConfig.keep_input``), and three oracles, the baseline detector on an
+ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed exactly) and
+``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
@@ -76,8 +77,8 @@ class Variant:
         refactor: RefactorConfig fields that differ from the paper's form.
         frozen: stage 1 only: f' of the frozen stage-1 model written to files, then the baseline detector.
         layout: the features the detector sees (``benchmarks.feature_worlds.LAYOUTS``): ``raw``, or an
-            oracle layout that bounds what a refactoring could gain (the context removed exactly, or the
-            exact split [f − context, context]).
+            oracle layout (the context removed exactly, the exact split [f − context, context], or f
+            beside its projections on the true context directions).
     """
 
     front: str
@@ -361,11 +362,12 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def _label(world: dict, centre: dict) -> str:
-    def text(v) -> str:
-        return "/".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+    """The fields in which ``world`` differs from ``centre`` (ranges as ``min/max``), or ``centre``."""
+    def plain(v):                                      # a range read back from JSON is a list, in code a tuple
+        return list(v) if isinstance(v, (list, tuple)) else v
 
-    diff = [f"{k}={text(world[k])}" for k in world if world[k] != centre.get(k) and list(np.atleast_1d(world[k])) !=
-            list(np.atleast_1d(centre.get(k)))]
+    diff = [f"{k}=" + ("/".join(map(str, v)) if isinstance(v, list) else str(v))
+            for k, v in ((k, plain(world[k])) for k in world) if v != plain(centre.get(k))]
     return ", ".join(diff) if diff else "centre"
 
 
@@ -551,7 +553,7 @@ def plot_mechanism(per_variant: dict, path: Path) -> None:
 
 def _world_overrides(text: str) -> dict:
     """``dim=1024,instances=10/20`` -> {"dim": "1024", "instances": (10, 20)} (ranges as ``min/max``)."""
-    ranges = {f.name: f for f in fields(FeatureWorld) if f.name not in SCALARS}
+    ranges = tuple(f.name for f in fields(FeatureWorld) if f.name not in SCALARS)
     out = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         key, _, value = item.partition("=")
