@@ -457,11 +457,12 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
 
 def _along(summary: dict, centre: dict, axis: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(axis values, mean Δ vs baseline, its std) of the worlds that differ from the centre in ``axis`` only
-    (the centre included), sorted by value."""
+    (the centre included; any other field, an axis or not, must equal the centre's), sorted by value."""
     rows = []
+    c = json.loads(json.dumps(centre))                  # ranges as lists, as in the summary's keys
     for wk, per in summary.items():
         w = json.loads(wk)
-        if any(w[a] != centre[a] for a in AXES if a != axis) or "delta_baseline" not in per.get(variant, {}):
+        if any(w[k] != c.get(k) for k in w if k != axis) or "delta_baseline" not in per.get(variant, {}):
             continue
         rows.append((w[axis], *per[variant]["delta_baseline"]))
     rows.sort()

@@ -140,6 +140,13 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     assert "| centre | 3 | 60.0 ± 10.0 | +0.0 ± 14.1 | — | +2.7 ± 2.1 | +3.5 ± 12.0 | gain |" in report(recs)
     oracle = recs + [_rec(w, s, "oracle_split", o) for s, o in zip(range(3), (0.54, 0.62, 0.79))]
     assert "| centre | 3 | 60.0 ± 10.0 | — | +5.0 ± 3.6 | — | +2.7 ± 2.1 | 0.53 |" in report(oracle)
+    # along an axis only worlds that differ from the centre in that field alone: not one whose instances differ too
+    from benchmarks.refactor_study import _along
+    wide, wide_many = FeatureWorld(dim=512).to_dict(), FeatureWorld(dim=1024, instances=(10, 20)).to_dict()
+    along = oracle + [_rec(ww, s, v, m) for ww in (wide, wide_many) for s in range(2)
+                      for v, m in (("baseline", 0.5), ("default", 0.6))]
+    xs, ms, _ = _along(summarize(along), w, "dim", "default")
+    assert list(xs) == [256, 512] and ms == pytest.approx([100 * 0.08 / 3, 10.0])
     thumos = FeatureWorld(classes=20, instances=(10, 20)).to_dict()
     assert "| classes=20, instances=10/20 | 1 |" in report([_rec(thumos, 0, "baseline", 0.9)])
     assert verdict({"baseline": {}, "default": {"delta_baseline": (-3.0, 2.0)}}) == "loss"
