@@ -9,6 +9,8 @@
 * :func:`check_output_dir` / :func:`check_output_file`: raise :class:`OutputPathError` with a one-line
   reason when an output argument cannot be used (a regular file where a folder is expected, a folder
   where a file is expected, a parent that is a file, an unwritable place). They create nothing.
+* :func:`unusable_outputs`: what a command-line tool does with those checks: print ``prog: reason``
+  on one line for the first unusable output argument, and say whether there was one.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["MAX_NAME", "OutputPathError", "safe_name", "check_output_dir", "check_output_file"]
+__all__ = ["MAX_NAME", "OutputPathError", "safe_name", "check_output_dir", "check_output_file", "unusable_outputs"]
 
 MAX_NAME = 100                       # characters of a sanitised name, hash tail included
 _UNSAFE = re.compile(r"[^\w.+=-]", re.UNICODE)      # \w: letters, digits, underscore (any script)
@@ -88,3 +92,21 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
         raise OutputPathError(f"{what} {path} is a folder, not a file")
     _check_parent(path, what)
     return path
+
+
+def unusable_outputs(prog: str, files: dict[str, str | os.PathLike | None] | None = None,
+                     dirs: dict[str, str | os.PathLike | None] | None = None, stream: TextIO | None = None) -> bool:
+    """Check a tool's output arguments before it starts: ``files`` and ``dirs`` map each flag (as the
+    message should name it) to its value; None values are skipped. On the first one that cannot be used
+    print ``prog: reason`` on one line to ``stream`` (stderr) and return True; otherwise return False."""
+    checks = [(flag, value, check_output_file) for flag, value in (files or {}).items()]
+    checks += [(flag, value, check_output_dir) for flag, value in (dirs or {}).items()]
+    for flag, value, check in checks:
+        if value is None:
+            continue
+        try:
+            check(value, flag)
+        except OutputPathError as exc:
+            print(f"{prog}: {exc}", file=stream or sys.stderr)
+            return True
+    return False

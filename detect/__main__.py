@@ -18,7 +18,7 @@ from common.checkpoint import checkpoint_kind
 from common.config import (ConfigError, add_config_arguments, add_section_arguments, check_settings, dump_settings,
                            effective_settings, read_config_file, resolve_settings)
 from common.datasets import dataset_names, detect_dataset, get_dataset
-from common.paths import OutputPathError, check_output_dir, check_output_file, safe_name
+from common.paths import safe_name, unusable_outputs
 from detect.checkpoint import load_detector, run_files, save_detector
 from detect.config import DetectorError, InferenceConfig, TrainConfig
 from detect.data import DetectDataError, read_window, scan_videos
@@ -324,12 +324,13 @@ _OUTPUTS = {"train": [("--out", "out", False), ("--plot", "plot", True)],
             "fit": [("--work", "work", True)]}
 
 
-def check_outputs(args) -> None:
-    """Raise :class:`OutputPathError` (one line) when an output argument of ``args.command`` cannot be used."""
+def output_arguments(args) -> tuple[dict, dict]:
+    """The output files and folders of ``args.command``: ({flag: value}, {flag: value})."""
+    files: dict = {}
+    dirs: dict = {}
     for flag, attr, folder in _OUTPUTS.get(args.command, []):
-        value = getattr(args, attr, None)
-        if value is not None:
-            (check_output_dir if folder else check_output_file)(value, flag)
+        (dirs if folder else files)[flag] = getattr(args, attr, None)
+    return files, dirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = [f"--{n}" for n in required[args.command] if getattr(args, n) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
-    try:
-        check_outputs(args)
-    except OutputPathError as exc:
-        print(f"detect {args.command}: {exc}", file=sys.stderr)
+    if unusable_outputs(f"detect {args.command}", *output_arguments(args)):
         return 2
     try:
         if args.command == "train":

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from common.annotations import write_annotations
 from common.fileio import atomic_path
-from common.paths import OutputPathError, check_output_dir
+from common.paths import unusable_outputs
 
 __all__ = ["WorldConfig", "Episode", "VideoPlan", "plan_video", "render_frames", "make_world", "ACTOR_COLOR",
            "CLASS_NAMES", "SCENE_NAMES", "actor_area", "actor_mask", "scene_textures"]
@@ -391,10 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=d.fps, help=f"frame rate (default {d.fps:g})")
     p.add_argument("--size", default=f"{d.width}x{d.height}", help=f"WIDTHxHEIGHT (default {d.width}x{d.height})")
     args = p.parse_args(argv)
-    try:
-        check_output_dir(args.out, "out")
-    except OutputPathError as exc:
-        print(f"detect.world: {exc}", file=sys.stderr)
+    if unusable_outputs("detect.world", dirs={"out": args.out}):
         return 2
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))

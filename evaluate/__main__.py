@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.paths import OutputPathError, check_output_dir, check_output_file, safe_name
+from common.paths import safe_name, unusable_outputs
 from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection
 from evaluate.plots import plot_map_vs_tiou, plot_per_class_ap, plot_recall_vs_an, plot_timeline
@@ -55,13 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.out:
-            check_output_file(args.out, "--out")
-        if getattr(args, "plot", None):
-            check_output_dir(args.plot, "--plot")
-    except OutputPathError as exc:
-        print(f"evaluate {args.command}: {exc}", file=sys.stderr)
+    if unusable_outputs(f"evaluate {args.command}", files={"--out": args.out or None},
+                        dirs={"--plot": getattr(args, "plot", None) or None}):
         return 2
     try:
         gt = load_ground_truth(args.ground_truth, args.subset)

@@ -7,7 +7,7 @@ import sys
 
 from common.config import (ConfigError, add_config_arguments, add_section_arguments, dump_settings,
                            effective_settings, resolve_settings)
-from common.paths import OutputPathError, check_output_dir
+from common.paths import unusable_outputs
 from extract.config import SECTION, ExtractConfig
 from extract.pipeline import extract_videos
 from weights.hub import WeightsError
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [what for what, given in (("VIDEO_OR_DIR", args.inputs), ("--out", args.out)) if not given]
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
-    try:
-        check_output_dir(args.out, "--out")
-    except OutputPathError as exc:
-        print(f"extract: {exc}", file=sys.stderr)
+    if unusable_outputs("extract", dirs={"--out": args.out}):
         return 2
 
     def on_error(video, reason):

@@ -61,7 +61,7 @@ from common.annotations import AnnotationError, read_database, write_annotations
 from common.config import (ConfigError, Section, add_config_arguments, add_section_arguments, build_section,
                            dump_settings, effective_settings, resolve_settings)
 from common.fileio import atomic_path
-from common.paths import OutputPathError, check_output_dir, check_output_file
+from common.paths import unusable_outputs
 from extract.features import STREAM_ORDER, FeatureFileError, read_features, write_features
 from extract.snippets import SnippetPlan
 
@@ -331,12 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_error(name: str, reason: str) -> None:
         print(f"{cmd}: {name}: {reason}", file=sys.stderr)
 
-    try:
-        check_output_dir(args.out, "--out")
-        if getattr(args, "json_out", None):
-            check_output_file(args.json_out, "--json-out")
-    except OutputPathError as exc:
-        print(f"{cmd}: {exc}", file=sys.stderr)
+    if unusable_outputs(cmd, files={"--json-out": getattr(args, "json_out", None) or None}, dirs={"--out": args.out}):
         return 2
     try:
         if args.command == "import":

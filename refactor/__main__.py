@@ -11,7 +11,7 @@ from common.annotations import AnnotationError, subset_videos
 from common.checkpoint import checkpoint_kind
 from common.config import ConfigError, add_config_arguments, add_section_arguments, dump_settings, resolve_settings
 from common.datasets import dataset_names, detect_dataset, get_dataset
-from common.paths import OutputPathError, check_output_dir, check_output_file
+from common.paths import unusable_outputs
 from extract.features import FeatureFileError
 from extract.video import VideoError
 from refactor.apply import apply_refactor
@@ -116,13 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
-    try:
-        if args.command == "train" and args.out is not None:
-            check_output_file(args.out, "--out")
-        elif args.command in ("apply", "cam"):
-            check_output_dir(args.out, "--out")
-    except OutputPathError as exc:
-        print(f"refactor {args.command}: {exc}", file=sys.stderr)
+    if unusable_outputs(f"refactor {args.command}", files={"--out": args.out if args.command == "train" else None},
+                        dirs={"--out": args.out if args.command in ("apply", "cam") else None}):
         return 2
     try:
         if args.command == "train":

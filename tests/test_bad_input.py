@@ -4,6 +4,7 @@ aloud instead of being accepted silently."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.paths import MAX_NAME, OutputPathError, check_output_dir, check_output_file, safe_name
+from common.paths import MAX_NAME, OutputPathError, check_output_dir, check_output_file, safe_name, unusable_outputs
 from detect import DetectorConfig, TrainConfig, save_detector, scan_videos, train_detector
 from refactor import SampleConfig, build_pairs, save_checkpoint, train_refactor
 from refactor.model import RefactorConfig
@@ -116,6 +117,12 @@ def test_check_output_paths(tmp_path):
     assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
     assert check_output_file(afile) == afile                 # a file to replace
     assert not (tmp_path / "new").exists()                   # checks create nothing
+    # what the tools call: one line "prog: reason" for the first unusable argument, None values skipped
+    err = io.StringIO()
+    assert not unusable_outputs("tool", files={"--out": afile, "--json": None}, dirs={"--plot": tmp_path / "new"},
+                                stream=err)
+    assert unusable_outputs("tool sub", files={"--out": tmp_path}, dirs={"--plot": afile}, stream=err)
+    assert err.getvalue() == f"tool sub: --out {tmp_path} is a folder, not a file\n"
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir()

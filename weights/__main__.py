@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from common.paths import OutputPathError, check_output_dir
+from common.paths import unusable_outputs
 from weights.hub import WeightsError, describe_cache, fetch, import_checkpoint
 
 
@@ -41,12 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("fetch", "import") and args.cache is not None:
-        try:
-            check_output_dir(args.cache, "--cache")
-        except OutputPathError as exc:
-            print(f"weights {args.command}: {exc}", file=sys.stderr)
-            return 2
+    cache = args.cache if args.command in ("fetch", "import") else None
+    if unusable_outputs(f"weights {args.command}", dirs={"--cache": cache}):
+        return 2
     try:
         if args.command == "fetch":
             streams = ["rgb", "flow"] if args.stream == "all" else [args.stream]
