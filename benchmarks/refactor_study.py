@@ -124,6 +124,8 @@ VARIANTS: dict[str, Variant] = {
     "concat8_spread_frozen_mu": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0,
                                                             "action_dim": 8, "cooc_dim": 8, "stage2_encoders": False,
                                                             "use_kl": False}),
+    "default_t3": Variant("refactor", {"temporal_kernel": 3}),
+    "default_t3_encoders": Variant("refactor", {"temporal_kernel": 3, "stage2_encoders": True}),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),

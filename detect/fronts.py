@@ -146,7 +146,7 @@ class RefactorFront(Front):
 
     @classmethod
     def apply(cls, module, x, mask):
-        ref = module(x)
+        ref = module(x, mask)
         return masked(ref.features, mask), ref
 
 

@@ -1,7 +1,8 @@
 """RefactorNet's encoders and losses (CVPR 2022, §3.4-3.5).
 
 Two encoders of the same structure and separate weights, applied snippet by snippet (kernel-1
-temporal convolutions, i.e. an MLP per snippet):
+temporal convolutions, i.e. an MLP per snippet; with ``temporal_kernel`` k > 1 each layer also gets
+kernel-k taps that start at 0, see :class:`RefactorConfig`):
 
 * φA, the action encoder: f -> action component (N, action_dim, T);
 * φC, the co-occurrence encoder: f -> mean μ and log-variance log σ² of the co-occurrence component
@@ -63,6 +64,12 @@ class RefactorConfig:
             stage-1 weights and only γ and the detector learn (no L_R in stage 2).
         keep_input: f' = f ⊕ φA(f) ⊕ φC(f) (C + action_dim + cooc_dim channels): the raw feature beside
             the components rather than summed with them (exclusive with ``residual``). Off in both forms.
+        temporal_kernel: 1 (both forms): the encoders see one snippet. k > 1 (odd): every encoder layer
+            also has the side taps of a kernel-k temporal convolution (the neighbours t ± 1 .. k // 2;
+            no bias, no centre tap, 'same' zero padding) added to its per-snippet one. They start at 0,
+            so the model equals the kernel-1 one until they learn. Stage 1 trains on single snippets,
+            where they receive no gradient. They learn in stage 2 and stay trainable when
+            ``stage2_encoders`` is False.
     """
 
     in_dim: int = 2048
@@ -80,6 +87,7 @@ class RefactorConfig:
     stage2_weight: float | None = None
     stage2_encoders: bool | None = None
     keep_input: bool | None = None
+    temporal_kernel: int = 1
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -93,6 +101,8 @@ class RefactorConfig:
             self.cooc_dim = self.in_dim - self.action_dim
         if min(self.in_dim, self.hidden_dim, self.action_dim, self.cooc_dim, self.num_layers) < 1:
             raise ValueError(f"all sizes must be >= 1: {self}")
+        if self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel must be odd and >= 1, got {self.temporal_kernel}")
         if self.residual and self.keep_input:
             raise ValueError("residual (f + γ ⊙ components) and keep_input (f ⊕ components) exclude each other")
         if self.residual and self.out_dim != self.in_dim:
@@ -137,6 +147,45 @@ def _encoder(in_dim: int, hidden: int, out: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+class _SideTaps(nn.Conv1d):
+    """A kernel-k convolution (no bias, 'same' zero padding) whose centre tap is fixed at 0: what the
+    neighbours t ± 1 .. k // 2 add to snippet t. Its weights start at 0."""
+
+    def __init__(self, in_dim: int, out: int, kernel: int):
+        super().__init__(in_dim, out, kernel, padding=kernel // 2, bias=False)
+        nn.init.zeros_(self.weight)
+        side = torch.ones(kernel)
+        side[kernel // 2] = 0
+        self.register_buffer("side", side, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv1d(x, self.weight * self.side, None, padding=self.padding)
+
+
+def _temporal_taps(in_dim: int, hidden: int, out: int, layers: int, kernel: int) -> nn.ModuleList:
+    """One :class:`_SideTaps` per layer of :func:`_encoder`, added to it."""
+    dims = [in_dim] + [hidden] * (layers - 1) + [out]
+    return nn.ModuleList(_SideTaps(dims[i], dims[i + 1], kernel) for i in range(layers))
+
+
+def _encode(point: nn.Sequential, taps: nn.ModuleList | None, x: Tensor, mask: Tensor | None) -> Tensor:
+    """Run an encoder, (N, in, T) -> (N, out, T): its per-snippet layers, plus its temporal taps if any,
+    with positions past each sequence's length (``mask`` (N, 1, T) of 0 / 1) zeroed in the input and
+    between layers, so that padding never leaks into a valid snippet through a temporal tap."""
+    if taps is None:
+        return point(x)
+    if mask is not None:
+        x = x * mask
+    convs = [m for m in point if isinstance(m, nn.Conv1d)]
+    for i, (conv, tap) in enumerate(zip(convs, taps)):
+        x = conv(x) + tap(x)
+        if i < len(convs) - 1:
+            x = torch.relu(x)
+            if mask is not None:
+                x = x * mask
+    return x
+
+
 @dataclass
 class RefactorOutput:
     """What :class:`RefactorNet` returns (the same fields in train and eval mode).
@@ -165,6 +214,11 @@ class RefactorNet(nn.Module):
         c = config
         self.phi_a = _encoder(c.in_dim, c.hidden_dim, c.action_dim, c.num_layers)
         self.phi_c = _encoder(c.in_dim, c.hidden_dim, 2 * c.cooc_dim, c.num_layers)   # μ and log σ²
+        taps = c.temporal_kernel > 1
+        self.phi_a_taps = _temporal_taps(c.in_dim, c.hidden_dim, c.action_dim, c.num_layers,
+                                         c.temporal_kernel) if taps else None
+        self.phi_c_taps = _temporal_taps(c.in_dim, c.hidden_dim, 2 * c.cooc_dim, c.num_layers,
+                                         c.temporal_kernel) if taps else None
         # γ of the residual path (starts at 0: f' = f) and the linear decoder of L_rec
         self.gamma = nn.Parameter(torch.zeros(c.in_dim, 1)) if c.residual else None
         self.decoder = nn.Conv1d(c.action_dim + c.cooc_dim, c.in_dim, kernel_size=1) if c.recon_weight > 0 else None
@@ -174,7 +228,8 @@ class RefactorNet(nn.Module):
         return self.config.out_dim
 
     def freeze_encoders(self) -> RefactorNet:
-        """Stop training φA, φC and the decoder (``stage2_encoders=False``); γ stays trainable. The
+        """Stop training φA, φC and the decoder (``stage2_encoders=False``); γ and the temporal taps (if
+        ``temporal_kernel`` > 1) stay trainable. The
         co-occurrence component is still sampled in training mode (on the study's development seeds
         sampling it was 2.0 and 1.6 points of average mAP better than using μ: it regularises γ)."""
         for module in (self.phi_a, self.phi_c, self.decoder):
@@ -182,11 +237,13 @@ class RefactorNet(nn.Module):
                 module.requires_grad_(False)
         return self
 
-    def forward(self, x: Tensor) -> RefactorOutput:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> RefactorOutput:
+        """``x`` (N, C, T); ``mask`` (N, 1, T) of 0 / 1 marks each window's valid snippets (only the
+        temporal taps need it: the per-snippet encoders give valid snippets the same output either way)."""
         if x.dim() != 3 or x.shape[1] != self.config.in_dim:
             raise ValueError(f"RefactorNet expects (N, {self.config.in_dim}, T) features, got {tuple(x.shape)}")
-        action = self.phi_a(x)
-        mu, logvar = self.phi_c(x).chunk(2, dim=1)
+        action = _encode(self.phi_a, self.phi_a_taps, x, mask)
+        mu, logvar = _encode(self.phi_c, self.phi_c_taps, x, mask).chunk(2, dim=1)
         if self.training and self.config.use_kl:
             cooc = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)       # reparameterization
         else:

@@ -144,6 +144,91 @@ def test_gated_stage1_trains_the_encoders_not_the_gate():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
+def _with_random_taps(model: RefactorNet, seed: int = 1) -> RefactorNet:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tap in [*model.phi_a_taps, *model.phi_c_taps]:
+            tap.weight.copy_(0.3 * torch.randn(tap.weight.shape, generator=g))    # the centre is not used
+    return model
+
+
+def _hand_encoder(point: torch.nn.Sequential, taps, x: torch.Tensor) -> torch.Tensor:
+    """The encoder written out for one video (N = 1): per layer, the per-snippet affine map plus Σ_j W_j
+    x[t + j − k // 2] over the side taps j ≠ k // 2 (zero outside the video), ReLU between layers."""
+    convs = [m for m in point if isinstance(m, torch.nn.Conv1d)]
+    h = x[0]                                                                  # (C, T)
+    for i, (conv, tap) in enumerate(zip(convs, taps)):
+        k = tap.weight.shape[-1]
+        out = conv.weight[:, :, 0] @ h + conv.bias[:, None]
+        padded = torch.nn.functional.pad(h, (k // 2, k // 2))
+        for j in range(k):
+            if j != k // 2:
+                out = out + tap.weight[:, :, j] @ padded[:, j:j + h.shape[1]]
+        h = torch.relu(out) if i < len(convs) - 1 else out
+    return h[None]
+
+
+def test_temporal_taps_start_at_zero_then_see_the_neighbours():
+    torch.manual_seed(0)
+    point = RefactorNet(RefactorConfig(in_dim=8, hidden_dim=6)).eval()
+    temporal = RefactorNet(RefactorConfig(in_dim=8, hidden_dim=6, temporal_kernel=3)).eval()
+    missing = temporal.load_state_dict(point.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [f"phi_{e}_taps.{i}.weight" for e in "ac" for i in range(2)]
+    with torch.no_grad():
+        temporal.gamma.fill_(1.0)
+        point.gamma.fill_(1.0)
+    x = torch.randn(1, 8, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(temporal(x).features, point(x).features, rtol=0, atol=0)   # taps at 0
+        _with_random_taps(temporal)
+        out = temporal(x)
+        torch.testing.assert_close(out.action, _hand_encoder(temporal.phi_a, temporal.phi_a_taps, x))
+        mu, logvar = _hand_encoder(temporal.phi_c, temporal.phi_c_taps, x).chunk(2, dim=1)
+        torch.testing.assert_close(out.mu, mu)
+        torch.testing.assert_close(out.logvar, logvar)
+        # two layers of kernel 3: snippet 3 sees snippets 1..5 and nothing further
+        y = x.clone()
+        y[:, :, 6] += 1.0
+        changed = (temporal(y).features - out.features).abs().amax(1)[0] > 0
+        assert changed.tolist() == [False, False, False, False, True, True, True]
+    for bad in (0, 2, 4):
+        with pytest.raises(ValueError, match="temporal_kernel"):
+            RefactorConfig(in_dim=8, temporal_kernel=bad)
+
+
+def test_temporal_taps_never_see_padding():
+    """A padded window (garbage past its length) gives its valid snippets the outputs of the video alone."""
+    torch.manual_seed(0)
+    model = _with_random_taps(RefactorNet(RefactorConfig(in_dim=8, hidden_dim=6, temporal_kernel=3)).eval())
+    video = torch.randn(1, 8, 5)
+    window = torch.cat([video, 100 * torch.randn(1, 8, 4)], dim=2)
+    mask = torch.cat([torch.ones(1, 1, 5), torch.zeros(1, 1, 4)], dim=2)
+    with torch.no_grad():
+        alone, padded = model(video), model(window, mask)
+    for name in ("action", "mu", "logvar"):
+        torch.testing.assert_close(getattr(padded, name)[..., :5], getattr(alone, name))
+
+
+def test_temporal_taps_learn_only_in_stage2(small_world, tmp_path):
+    """Stage 1 (single snippets) leaves the taps at 0; stage 2 of the gated form trains them and γ while the
+    per-snippet encoders keep their stage-1 weights."""
+    feats, ann = small_world
+    samples = SampleConfig(threshold=None, top_k=3)
+    pairs = build_pairs(feats, ann, "validation", samples)
+    cfg = RefactorConfig(in_dim=16, hidden_dim=8, temporal_kernel=3)
+    ref, hist = train_refactor(pairs, cfg, TrainConfig(epochs=2), progress=False)
+    taps = [k for k in ref.state_dict() if "_taps." in k]
+    assert len(taps) == 4 and all(torch.count_nonzero(ref.state_dict()[k]) == 0 for k in taps)
+    ckpt = save_checkpoint(tmp_path / "r.pt", ref, pairs, samples, TrainConfig(epochs=2), hist)
+    model, _ = train_detector(feats, ann, DetectorConfig(base_dim=8, boundary_hidden=8, head_hidden=8, max_duration=8),
+                              DetectTrainConfig(epochs=2, window=32, batch_size=2), refactor_checkpoint=ckpt,
+                              front="refactor", progress=False)
+    assert model.config.refactor.temporal_kernel == 3
+    before, after = ref.state_dict(), model.front.state_dict()
+    assert all(torch.count_nonzero(after[k]) > 0 and torch.count_nonzero(after[k][:, :, 1]) == 0 for k in taps)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("phi_a.", "phi_c.")))
+
+
 # ---------------------------------------------------------------------------------------------
 # training: stage 2 of each form, checkpoints, settings
 
