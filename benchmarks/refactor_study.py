@@ -12,7 +12,8 @@ Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutio
 ``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the
 baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
 parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), candidates with the components
-beside f (``concat*``, ``RefactorConfig.keep_input``), and three oracles, the baseline detector on an
+beside f (``concat*``, ``RefactorConfig.keep_input``), the default with temporal side taps of kernel 3
+(``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and three oracles, the baseline detector on an
 ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed exactly) and
 ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
