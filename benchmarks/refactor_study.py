@@ -9,13 +9,13 @@ run on the test videos and scored at tIoU 0.3:0.7:0.1. Every finished (point, se
 appended to ``--out`` (JSON lines) at once, so an interrupted sweep resumes where it stopped.
 
 Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutions of RefactorNet's size),
-``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the
-baseline detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its
-parts (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), candidates with the components
-beside f (``concat*``, ``RefactorConfig.keep_input``), the default with temporal side taps of kernel 3
-(``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and three oracles, the baseline detector on an
-ideal refactoring of the same videos: ``oracle_no_context`` (f with its context removed exactly) and
-``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
+``paper`` (RefactorNet as in the paper, stage 2), ``paper_stage1`` (the paper's stage 1 frozen, the baseline
+detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its parts
+(``residual``, ``spread``, ``recon``, ``residual_spread``, ...), candidates with the components beside f
+(``concat*``, ``RefactorConfig.keep_input``), the default with temporal side taps of kernel 3
+(``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and three oracles, the
+baseline detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context
+removed exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
@@ -311,6 +311,19 @@ def world_key(world: dict) -> str:
     return json.dumps(world, sort_keys=True)
 
 
+def study_point(world: dict, settings: dict) -> dict:
+    """A world with the study settings it runs under that differ from the defaults (for example
+    ``detector: default``) as extra fields, so runs of one world under other settings are resumed and
+    reported (and labelled) apart, never paired or averaged together, and never drawn on an axis."""
+    defaults = asdict(StudySettings())
+    return world | {k: v for k, v in settings.items() if defaults.get(k, v) != v}
+
+
+def record_point(record: dict) -> dict:
+    """:func:`study_point` of a record (records written before settings were stored: the defaults)."""
+    return study_point(record["world"], record.get("settings", {}))
+
+
 def points(centre: FeatureWorld, axes: dict[str, list | None],
            with_centre: bool = True) -> list[tuple[str, object, FeatureWorld]]:
     """(axis, value, world) of the centre (unless ``with_centre`` is False) and of every value of each
@@ -342,7 +355,7 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     by_world: dict[str, dict[str, dict[int, dict]]] = {}
     for r in records:
         if "skipped" not in r:
-            by_world.setdefault(world_key(r["world"]), {}).setdefault(r["variant"], {})[r["seed"]] = r
+            by_world.setdefault(world_key(record_point(r)), {}).setdefault(r["variant"], {})[r["seed"]] = r
     out: dict[str, dict[str, dict]] = {}
     for wk, per_variant in by_world.items():
         out[wk] = {}
@@ -365,7 +378,8 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def _label(world: dict, centre: dict) -> str:
-    """The fields in which ``world`` differs from ``centre`` (ranges as ``min/max``), or ``centre``."""
+    """The fields in which ``world`` (a :func:`study_point`) differs from ``centre`` (ranges as ``min/max``),
+    or ``centre``."""
     def plain(v):                                      # a range read back from JSON is a list, in code a tuple
         return list(v) if isinstance(v, (list, tuple)) else v
 
@@ -618,7 +632,7 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     done: dict[tuple[str, int], set[str]] = {}
     for r in load_records(args.out):
-        done.setdefault((world_key(r["world"]), r["seed"]), set()).add(r["variant"])
+        done.setdefault((world_key(record_point(r)), r["seed"]), set()).add(r["variant"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(rec: dict) -> None:
@@ -628,8 +642,8 @@ def main(argv=None) -> int:
         for axis, value, world in points(centre, axes, with_centre=not args.no_centre):
             for seed in seeds:
                 print(f"{axis}={value} seed {seed}", file=sys.stderr, flush=True)
-                run_point(world, seed, variants, settings, Path(tmp), done.get((world_key(world.to_dict()), seed),
-                                                                                set()), emit)
+                key = world_key(study_point(world.to_dict(), asdict(settings)))
+                run_point(world, seed, variants, settings, Path(tmp), done.get((key, seed), set()), emit)
     print(report(load_records(args.out), centre))
     return 0
 

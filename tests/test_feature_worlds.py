@@ -4,6 +4,7 @@ study's measurements (benchmarks/refactor_study.py) are right on data with known
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import sys
 from pathlib import Path
 
@@ -147,6 +148,17 @@ def test_summary_pairs_differences_by_seed(tmp_path):
                       for v, m in (("baseline", 0.5), ("default", 0.6))]
     xs, ms, _ = _along(summarize(along), w, "dim", "default")
     assert list(xs) == [256, 512] and ms == pytest.approx([100 * 0.08 / 3, 10.0])
+    # runs under other study settings (the project's default detector) are a world of their own
+    other = [r | {"settings": {"detector": "default", "detector_epochs": 20}} for r in recs]
+    both = summarize(recs + other)
+    assert both[json.dumps(w, sort_keys=True)]["default"]["delta_baseline"] == pytest.approx(
+        (diffs.mean(), diffs.std(ddof=1)))
+    assert len(both) == 2 and "| detector=default | 3 | 60.0 ± 10.0 |" in report(recs + other)
+    xs, _, _ = _along(both, w, "dim", "default")
+    assert list(xs) == [256]
+    from benchmarks.refactor_study import StudySettings, study_point
+    assert study_point(w, asdict(StudySettings())) == w                        # the defaults add nothing
+    assert study_point(w, asdict(StudySettings(detector="default"))) == w | {"detector": "default"}
     thumos = FeatureWorld(classes=20, instances=(10, 20)).to_dict()
     assert "| classes=20, instances=10/20 | 1 |" in report([_rec(thumos, 0, "baseline", 0.9)])
     assert verdict({"baseline": {}, "default": {"delta_baseline": (-3.0, 2.0)}}) == "loss"
