@@ -4,8 +4,8 @@ study's measurements (benchmarks/refactor_study.py) are right on data with known
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
