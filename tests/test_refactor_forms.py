@@ -220,13 +220,20 @@ def test_temporal_taps_learn_only_in_stage2(small_world, tmp_path):
     taps = [k for k in ref.state_dict() if "_taps." in k]
     assert len(taps) == 4 and all(torch.count_nonzero(ref.state_dict()[k]) == 0 for k in taps)
     ckpt = save_checkpoint(tmp_path / "r.pt", ref, pairs, samples, TrainConfig(epochs=2), hist)
-    model, _ = train_detector(feats, ann, DetectorConfig(base_dim=8, boundary_hidden=8, head_hidden=8, max_duration=8),
-                              DetectTrainConfig(epochs=2, window=32, batch_size=2), refactor_checkpoint=ckpt,
-                              front="refactor", progress=False)
+    model, meta = train_detector(feats, ann, DetectorConfig(base_dim=8, boundary_hidden=8, head_hidden=8,
+                                                            max_duration=8),
+                                 DetectTrainConfig(epochs=2, window=32, batch_size=2), refactor_checkpoint=ckpt,
+                                 front="refactor", progress=False)
     assert model.config.refactor.temporal_kernel == 3
     before, after = ref.state_dict(), model.front.state_dict()
     assert all(torch.count_nonzero(after[k]) > 0 and torch.count_nonzero(after[k][:, :, 1]) == 0 for k in taps)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("phi_a.", "phi_c.")))
+    # the detector checkpoint rebuilds the taps from its stored configuration alone
+    from detect import load_detector, save_detector
+    loaded, _ = load_detector(save_detector(tmp_path / "d.pt", model, meta))
+    x = torch.randn(1, 16, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.front(x).features, model.eval().front(x).features, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
