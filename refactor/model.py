@@ -2,7 +2,7 @@
 
 Two encoders of the same structure and separate weights, applied snippet by snippet (kernel-1
 temporal convolutions, i.e. an MLP per snippet; with ``temporal_kernel`` k > 1 each layer also gets
-kernel-k taps that start at 0, see :class:`RefactorConfig`):
+the side taps of a kernel-k convolution, starting at 0, see :class:`RefactorConfig`):
 
 * φA, the action encoder: f -> action component (N, action_dim, T);
 * φC, the co-occurrence encoder: f -> mean μ and log-variance log σ² of the co-occurrence component
@@ -228,10 +228,10 @@ class RefactorNet(nn.Module):
         return self.config.out_dim
 
     def freeze_encoders(self) -> RefactorNet:
-        """Stop training φA, φC and the decoder (``stage2_encoders=False``); γ and the temporal taps (if
-        ``temporal_kernel`` > 1) stay trainable. The
-        co-occurrence component is still sampled in training mode (on the study's development seeds
-        sampling it was 2.0 and 1.6 points of average mAP better than using μ: it regularises γ)."""
+        """Stop training φA, φC and the decoder (``stage2_encoders=False``); γ and the temporal side taps
+        (if ``temporal_kernel`` > 1) stay trainable. The co-occurrence component is still sampled in
+        training mode (on the study's development seeds sampling it was 2.0 and 1.6 points of average
+        mAP better than using μ: it regularises γ)."""
         for module in (self.phi_a, self.phi_c, self.decoder):
             if module is not None:
                 module.requires_grad_(False)
