@@ -57,7 +57,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
                                        FeatureWorld, write_world)
-from benchmarks.synthetic import mean_cosine, normalize_rows, score_detector  # noqa: E402
+from benchmarks.synthetic import mean_cosine, normalize_rows, score_detector, write_database  # noqa: E402
+from common.annotations import read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
@@ -80,12 +81,16 @@ class Variant:
         layout: the features the detector sees (``benchmarks.feature_worlds.LAYOUTS``): ``raw``, or an
             oracle layout (the context removed exactly, the exact split [f − context, context], or f
             beside its projections on the true context directions).
+        select: choose among these variants by average mAP on held-out training videos (a quarter of
+            each class's, :func:`write_heldout`; every candidate trained on the other three quarters),
+            then score the choice trained on all of them (``front`` is then unused).
     """
 
     front: str
     refactor: dict = field(default_factory=dict)
     frozen: bool = False
     layout: str = "raw"
+    select: tuple[str, ...] = ()
 
 
 PAPER = {"form": "paper"}
@@ -114,6 +119,8 @@ VARIANTS: dict[str, Variant] = {
                                                          "stage2_encoders": False}),
     "default": Variant("refactor", {}),
     "default_nokl": Variant("refactor", {"use_kl": False}),
+    "default_s0.1": Variant("refactor", {"spread_weight": 0.1}),
+    "default_s0.3": Variant("refactor", {"spread_weight": 0.3}),
     "concat_spread_frozen": Variant("refactor", PAPER | {"keep_input": True, "spread_weight": 1.0,
                                                         "stage2_encoders": False}),
     "concat_frozen": Variant("refactor", PAPER | {"keep_input": True, "stage2_encoders": False}),
@@ -127,6 +134,7 @@ VARIANTS: dict[str, Variant] = {
                                                             "use_kl": False}),
     "default_t3": Variant("refactor", {"temporal_kernel": 3}),
     "default_t3_encoders": Variant("refactor", {"temporal_kernel": 3, "stage2_encoders": True}),
+    "select": Variant("none", select=("baseline", "default", "deep")),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
@@ -259,8 +267,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     quality = coupling_quality(pairs, data["kinds"]) if pairs is not None else {}
     stage1: dict[str, tuple] = {}
 
-    def stage1_model(overrides: dict):
-        key = json.dumps(overrides, sort_keys=True)
+    def stage1_model(overrides: dict, pairs, tag: str = ""):
+        key = tag + json.dumps(overrides, sort_keys=True)
         if key not in stage1:
             cfg = RefactorConfig(in_dim=world.dim, hidden_dim=settings.hidden(world.dim), **overrides)
             rtrain = RefactorTrainConfig(epochs=settings.refactor_epochs, seed=seed)
@@ -269,29 +277,54 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             stage1[key] = (model, path)
         return stage1[key]
 
-    for name in todo:
+    def train_variant(name: str, annotations: Path, pairs, subset: str = "test", tag: str = ""):
+        """(detector, its scores on ``subset``, the stage-1 model or None) of one variant trained on the
+        ``validation`` videos of ``annotations``."""
         v = VARIANTS[name]
-        if pairs is None and (v.front != "none" or v.frozen):
-            emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
-            print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
-            continue
-        t0 = time.perf_counter()
         feature_dir, ref_path, ref_model = raw, None, None
         if v.front in ("deep", "refactor") or v.frozen:
-            ref_model, ref_path = stage1_model(v.refactor if v.front != "deep" else PAPER)
+            ref_model, ref_path = stage1_model(v.refactor if v.front != "deep" else PAPER, pairs, tag)
         if v.frozen:
-            feature_dir = root / f"frozen_{name}"
+            feature_dir = root / f"frozen_{tag}{name}"
             apply_refactor(ref_path, raw, feature_dir, progress=False)
         if v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
-        model, meta = train_detector(feature_dir, ann, det_cfg, det_train, front=v.front,
+        model, meta = train_detector(feature_dir, annotations, det_cfg, det_train, front=v.front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None, progress=False)
-        rec = score_detector(model, meta, feature_dir, ann, root / f"det_{name}.pt", thresholds)
+        rec = score_detector(model, meta, feature_dir, annotations, root / f"det_{tag}{name}.pt", thresholds, subset)
         last = meta["history"][-1] if meta["history"] else {}
+        rec["train_loss"] = {k: last[k] for k in ("proposal", "detection", "refactor") if k in last}
+        return model, rec, ref_model
+
+    results: dict[str, dict] = {}
+    for name in todo:
+        v = VARIANTS[name]
+        if pairs is None and (v.front != "none" or v.frozen or v.select):
+            emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
+            print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
+            continue
+        t0 = time.perf_counter()
+        extra: dict = {}
+        if v.select:
+            # choose among v.select on held-out training videos, then take the choice trained on them all
+            held_ann = root / "heldout" / "annotations.json"
+            held = write_heldout(ann, held_ann)
+            held_pairs = build_pairs(raw, held_ann, "validation", SampleConfig())
+            scores = {c: train_variant(c, held_ann, held_pairs, HELDOUT, tag="heldout_")[1]["average_mAP"]
+                      for c in v.select}
+            chosen = max(v.select, key=lambda c: scores[c])            # ties: the first (the simplest)
+            extra = {"selected": chosen, "heldout_mAP": scores, "heldout_videos": len(held)}
+            if chosen not in results:
+                results[chosen] = dict(zip(("model", "rec", "stage1"), train_variant(chosen, ann, pairs)))
+            model, rec, ref_model = results[chosen]["model"], dict(results[chosen]["rec"]), results[chosen]["stage1"]
+            v = VARIANTS[chosen]
+        else:
+            model, rec, ref_model = train_variant(name, ann, pairs)
+            results[name] = {"model": model, "rec": rec, "stage1": ref_model}
+            rec = dict(rec)
         rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
-                "train_loss": {k: last[k] for k in ("proposal", "detection", "refactor") if k in last},
-                "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]}
+                "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]} | extra
         if v.front == "refactor" or v.frozen:
             rec["stage1"] = measure(ref_model, None, data["test"], test_kinds)
         if v.front == "refactor":
@@ -299,8 +332,29 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             if model.front.gamma is not None:
                 rec["stage2"]["gamma_rms"] = float(model.front.gamma.detach().pow(2).mean().sqrt())
         emit(rec)
-        print(f"  {name:<22} seed {seed} avg mAP {100 * rec['average_mAP']:5.1f}  ({rec['seconds']:.0f} s)",
-              file=sys.stderr, flush=True)
+        print(f"  {name:<22} seed {seed} avg mAP {100 * rec['average_mAP']:5.1f}  ({rec['seconds']:.0f} s)"
+              + (f"  chose {extra['selected']}" if extra else ""), file=sys.stderr, flush=True)
+
+
+HELDOUT = "heldout"
+
+
+def write_heldout(annotations: Path, out: Path, every: int = 4) -> list[str]:
+    """Copy ``annotations`` to ``out`` with every ``every``-th training (``validation``) video of each class
+    (the class of its first instance, videos in sorted order) moved to subset :data:`HELDOUT`; returns
+    those videos."""
+    db = read_database(annotations)
+    by_class: dict[str, list[str]] = {}
+    for vid in sorted(db):
+        entry = db[vid]
+        if entry["subset"] == "validation" and entry["annotations"]:
+            by_class.setdefault(entry["annotations"][0]["label"], []).append(vid)
+    held = [vid for vids in by_class.values() for i, vid in enumerate(vids) if i % every == every - 1]
+    for vid in held:
+        db[vid] = db[vid] | {"subset": HELDOUT}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_database(out, db)
+    return held
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,6 +427,9 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                     row[stage] = {k: float(np.mean([runs[s][stage][k] for s in seeds])) for k in keys}
             row["coupling"] = {k: float(np.mean([runs[s]["coupling"][k] for s in seeds]))
                                for k in runs[seeds[0]]["coupling"]}
+            if all("selected" in runs[s] for s in seeds):
+                row["selected"] = {c: sum(runs[s]["selected"] == c for s in seeds)
+                                   for c in sorted({runs[s]["selected"] for s in seeds})}
             out[wk][name] = row
     return out
 
@@ -414,15 +471,19 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     summary = summarize(records)
     c = centre.to_dict()
     main = ("deep", "paper", "default")
-    lines = ["| world | seeds | baseline (%) | Δ deep | Δ paper | Δ default | default − deep | default |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| world | seeds | baseline (%) | Δ deep | Δ paper | Δ default | default − deep | default | Δ select "
+             "(chosen) | select |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
     for wk, per in summary.items():
         if "baseline" not in per:
             continue
         cells = [_pm(per[v].get("delta_baseline")) if v in per else "—" for v in main]
+        sel = per.get("select", {})
+        chosen = ", ".join(f"{name} {n}" for name, n in sel.get("selected", {}).items())
         lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
                      f"{_pm(per['baseline']['average_mAP'], sign=False)} | {' | '.join(cells)} | "
-                     f"{_pm(per.get('default', {}).get('delta_deep'))} | {verdict(per)} |")
+                     f"{_pm(per.get('default', {}).get('delta_deep'))} | {verdict(per)} | "
+                     f"{_pm(sel.get('delta_baseline'))}{f' ({chosen})' if chosen else ''} | "
+                     f"{verdict(per, 'select')} |")
     for wk, per in summary.items():
         if len(per) <= 4:
             continue

@@ -20,6 +20,7 @@ from benchmarks.feature_worlds import (ACTION, BACKGROUND, CONTEXT, MIXED, Featu
                                        make_video, write_world)
 from benchmarks.refactor_study import (coupling_quality, linear_r2, load_records, points, report,  # noqa: E402
                                        summarize, verdict)
+from common.annotations import read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import build_pairs  # noqa: E402
@@ -219,6 +220,45 @@ def test_run_point_records_and_skips(tmp_path):
     assert list(summarize(recs).values())[0].keys() == {"baseline", "oracle_split"}
     assert read_features(tmp_path / "b" / next(p.name for p in (tmp_path / "b").iterdir()) / "oracle_split" /
                          "test_000_class00.h5").features.shape[1] == 512           # [f − context, context]
+
+
+def test_heldout_split_is_a_quarter_of_each_class(tmp_path):
+    """write_heldout moves every 4th training video of each class (in sorted order) to the held-out subset
+    and leaves everything else as it was."""
+    from benchmarks.refactor_study import HELDOUT, write_heldout
+
+    world = FeatureWorld(dim=16, classes=3, train_videos=14, test_videos=2, length=(40, 60))
+    write_world(world, 0, tmp_path / "w")
+    before = read_database(tmp_path / "w" / "annotations.json")
+    held = write_heldout(tmp_path / "w" / "annotations.json", tmp_path / "h" / "annotations.json")
+    after = read_database(tmp_path / "h" / "annotations.json")
+    per_class = {}
+    for vid in sorted(v for v in before if before[v]["subset"] == "validation"):
+        per_class.setdefault(before[vid]["annotations"][0]["label"], []).append(vid)
+    assert sorted(held) == sorted(v for vids in per_class.values() for v in vids[3::4])   # 5, 5, 4 videos: 1 each
+    assert {before[v]["annotations"][0]["label"] for v in held} == set(per_class)
+    assert {v for v in after if after[v]["subset"] == HELDOUT} == set(held)
+    assert all(after[v] == before[v] for v in before if v not in held)
+    assert all(after[v] | {"subset": "validation"} == before[v] for v in held)
+
+
+def test_select_scores_the_choice_made_on_heldout_videos(tmp_path):
+    """The ``select`` variant records the held-out mAP of each candidate, picks the best, and scores that
+    candidate trained on every training video: the same numbers as the candidate's own run."""
+    from benchmarks.refactor_study import VARIANTS, StudySettings, run_point
+
+    fast = StudySettings(detector_epochs=1, refactor_epochs=1)
+    world = FeatureWorld(dim=16, classes=2, train_videos=8, test_videos=2, length=(40, 60))
+    recs: list[dict] = []
+    run_point(world, 0, ["select"], fast, tmp_path / "a", set(), recs.append)
+    (sel,) = recs
+    scores = sel["heldout_mAP"]
+    assert set(scores) == set(VARIANTS["select"].select) and sel["heldout_videos"] == 2
+    assert scores[sel["selected"]] == max(scores.values())
+    assert sel["selected"] == next(c for c in VARIANTS["select"].select if scores[c] == max(scores.values()))
+    alone: list[dict] = []
+    run_point(world, 0, [sel["selected"]], fast, tmp_path / "b", set(), alone.append)
+    assert alone[0]["average_mAP"] == sel["average_mAP"] and alone[0]["mAP"] == sel["mAP"]
 
 
 @given(seed=st.integers(0, 2**16), k=st.integers(0, 2))
