@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
                                        FeatureWorld, write_world)
 from benchmarks.synthetic import mean_cosine, normalize_rows, score_detector, write_database  # noqa: E402
-from common.annotations import read_database  # noqa: E402
+from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
@@ -82,7 +82,7 @@ class Variant:
             oracle layout (the context removed exactly, the exact split [f − context, context], or f
             beside its projections on the true context directions).
         select: choose among these variants by average mAP on held-out training videos (a quarter of
-            each class's, :func:`write_heldout`; every candidate trained on the other three quarters),
+            each class's, :func:`common.annotations.hold_out`; every candidate trained on the other three quarters),
             then score the choice trained on all of them (``front`` is then unused).
     """
 
@@ -336,24 +336,12 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
               + (f"  chose {extra['selected']}" if extra else ""), file=sys.stderr, flush=True)
 
 
-HELDOUT = "heldout"
-
-
-def write_heldout(annotations: Path, out: Path, every: int = 4) -> list[str]:
-    """Copy ``annotations`` to ``out`` with every ``every``-th training (``validation``) video of each class
-    (the class of its first instance, videos in sorted order) moved to subset :data:`HELDOUT`; returns
-    those videos."""
-    db = read_database(annotations)
-    by_class: dict[str, list[str]] = {}
-    for vid in sorted(db):
-        entry = db[vid]
-        if entry["subset"] == "validation" and entry["annotations"]:
-            by_class.setdefault(entry["annotations"][0]["label"], []).append(vid)
-    held = [vid for vids in by_class.values() for i, vid in enumerate(vids) if i % every == every - 1]
-    for vid in held:
-        db[vid] = db[vid] | {"subset": HELDOUT}
+def write_heldout(annotations: Path, out: Path) -> list[str]:
+    """Write ``annotations`` to ``out`` with a quarter of each class's training (``validation``) videos in
+    subset :data:`HELDOUT` (:func:`common.annotations.hold_out`); returns those videos."""
+    database, held = hold_out(read_database(annotations), "validation")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_database(out, db)
+    write_database(out, database)
     return held
 
 

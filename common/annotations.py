@@ -56,7 +56,7 @@ from common.fileio import atomic_path, sha256_file
 
 __all__ = ["AnnotationError", "GroundTruth", "read_json", "read_database", "load_ground_truth", "subset_videos",
            "same_subset", "default_subsets", "read_thumos_folder", "write_thumos_folder", "THUMOS_SUBSETS",
-           "AMBIGUOUS", "ground_truth_digest", "write_annotations", "parse_segment"]
+           "AMBIGUOUS", "ground_truth_digest", "write_annotations", "parse_segment", "hold_out", "HELDOUT"]
 
 # THUMOS14 annotation file suffix -> subset name (as in the ActivityNet-layout JSON)
 THUMOS_SUBSETS = {"val": "validation", "test": "test"}
@@ -185,6 +185,31 @@ def subset_videos(source: str | os.PathLike | dict) -> dict[str, list[str]]:
     for vid, entry in read_database(source).items():
         out.setdefault(str(entry["subset"]), []).append(vid)
     return out
+
+
+HELDOUT = "heldout"
+
+
+def hold_out(database: dict[str, dict], subset: str, every: int = 4,
+             name: str = HELDOUT) -> tuple[dict[str, dict], list[str]]:
+    """Split a training subset for model selection: a copy of ``database`` in which every ``every``-th
+    video of ``subset`` of each class (the label of its first segment; videos in sorted id order) is moved
+    to subset ``name``. A class with 2 to ``every`` - 1 videos gives its last one; a class with a single
+    video, and videos without segments, stay in ``subset``.
+
+    Returns:
+        (the new database, the moved video ids in sorted order). ``database`` is not changed.
+    """
+    if every < 2:
+        raise ValueError(f"every must be >= 2, got {every}")
+    by_class: dict[str, list[str]] = {}
+    for vid in sorted(database):
+        entry = database[vid]
+        if same_subset(entry["subset"], subset) and entry.get("annotations"):
+            by_class.setdefault(str(entry["annotations"][0]["label"]), []).append(vid)
+    held = {vid for vids in by_class.values() for vid in (vids[every - 1::every] or vids[1:][-1:])}
+    out = {vid: (entry | {"subset": name} if vid in held else entry) for vid, entry in database.items()}
+    return out, sorted(held)
 
 
 def write_annotations(path: str | os.PathLike, database: dict[str, dict], **extra) -> Path:

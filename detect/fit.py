@@ -13,6 +13,13 @@ Stages, each writing into the work folder ``WORK``:
    (``WORK/result.json``, the RESULT layout of CONVENTIONS.md), printed as a table;
 5. ``figures``: loss curves, mAP against tIoU, timelines of a few test videos and CAM figures of
    action and coupling samples (``WORK/figures``);
+With ``--select-front`` the main model's front is chosen first: the baseline (raw features), the fit's
+RefactorNet and the deep baseline are each trained (stage 1 and detector) on three quarters of each
+class's training videos and scored on the other quarter (``WORK/select/<candidate>``,
+:func:`common.annotations.hold_out`); the best average mAP there (ties: in that order) is the front of
+stages 3-5, trained on every training video (``WORK/select.json``: the held-out videos, the scores, the
+choice).
+
 6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
    RefactorNet with L_A & L_C only (no KL), full RefactorNet (stage 3's model), action component
    only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
@@ -40,7 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.annotations import default_subsets, ground_truth_digest, load_ground_truth, read_database, same_subset
+from common.annotations import (HELDOUT, default_subsets, ground_truth_digest, hold_out, load_ground_truth,
+                                read_database, same_subset, write_annotations)
 from common.config import Section
 from common.fileio import atomic_path
 from common.paths import safe_name
@@ -67,11 +75,13 @@ from refactor.train import TrainConfig as RefactorTrainConfig
 from refactor.train import save_checkpoint, train_refactor
 from weights import find_weights, get_spec
 
-__all__ = ["ABLATION_VARIANTS", "FIT_SECTION", "FitConfig", "FitError", "FitReport", "ablation_table", "describe",
-           "find_videos", "fit", "stage_key"]
+__all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig", "FitError", "FitReport",
+           "ablation_table", "describe", "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
 ABLATION_VARIANTS = ("baseline", "deep", "refactor", "paper", "no_kl", "action_only", "stage1")
+# the fronts --select-front chooses among (ties: the first) and the detector front of each
+SELECT_CANDIDATES = {"baseline": "none", "refactor": "refactor", "deep": "deep"}
 VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
                  "refactor": "RefactorNet (the fit's form)", "paper": "RefactorNet, paper's form",
                  "no_kl": "Paper's form, L_A & L_C only", "action_only": "Paper's form, action component only",
@@ -107,6 +117,8 @@ class FitConfig:
         seed: seed of every model's initialisation and sampling.
         tiou: evaluation thresholds, start:stop:step or a comma list.
         ablation: also train and evaluate the paper's comparisons on the same features.
+        select_front: choose the main model's front (baseline, RefactorNet or deep baseline) by average
+            mAP on a held-out quarter of each class's training videos (about 3x the training time).
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -130,6 +142,7 @@ class FitConfig:
     seed: int = 0
     tiou: str = "0.3:0.7:0.1"
     ablation: bool = False
+    select_front: bool = False
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
@@ -147,6 +160,7 @@ class FitReport:
     seconds: dict[str, float] = field(default_factory=dict)
     result: dict | None = None
     ablation: dict | None = None
+    selection: dict | None = None
     failed_videos: dict[str, str] = field(default_factory=dict)
     missing_videos: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
@@ -289,8 +303,13 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
 
     # 2.-4. the main model: RefactorNet stage 1, stage 2, detections and evaluation ------------------------
     main = _Variant(work, feats, annotations, train_subset, test_subset, cfg, stages)
-    ref_key = main.stage1("refactor", feat_key, form=cfg.refactor_form)
-    det_key = main.detector("detector", ref_key, front="refactor")
+    ref_key = main.stage1("refactor", feat_key, form=cfg.refactor_form)    # the deep baseline takes its sizes
+    chosen = "refactor"
+    if cfg.select_front:
+        report.selection = _select(work, feats, annotations, train_subset, cfg, stages, feat_key, log)
+        chosen = report.selection["chosen"]
+    front = SELECT_CANDIDATES[chosen]
+    det_key = main.detector("detector", ref_key if front != "none" else feat_key, front=front)
     report.result = main.evaluate("evaluate", det_key, work / "predictions.json", work / "result.json", log)
     log(detection_table(_result_obj(report.result), per_class=True))
 
@@ -308,7 +327,7 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     # 6. ablation ------------------------------------------------------------------------------------------
     if cfg.ablation:
         report.ablation = _ablation(work, feats, annotations, train_subset, test_subset, cfg, stages, feat_key,
-                                    ref_key, det_key, report.result, log)
+                                    ref_key, chosen, report.result, log)
     return report
 
 
@@ -432,7 +451,7 @@ class _Variant:
         for vid in annotated:
             written.append(folder / f"timeline_{safe_name(vid)}.png")
             plot_timeline(gt, pred, vid, written[-1])
-        if self.cfg.spatial and "rgb" in self.cfg.streams:
+        if self.cfg.spatial and "rgb" in self.cfg.streams and model.config.front == "refactor":
             drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
                               videos=annotated, annotations=self.annotations, subset=self.test_subset,
                               samples=SampleConfig(), reference=self.cfg.cam_reference)
@@ -459,15 +478,60 @@ def _train_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: FitConfig, stages: _Stages,
+            feat_key: str, log: Callable[[str], None]) -> dict:
+    """``--select-front``: each of :data:`SELECT_CANDIDATES` trained on three quarters of each class's
+    training videos and scored on the rest; returns (and writes to ``WORK/select.json``) the held-out
+    videos, each candidate's average mAP on them and the choice."""
+    root = work / "select"
+    held_ann = root / "annotations.json"
+    split_key = stage_key("select-split", {"annotations": ground_truth_digest(annotations), "subset": train_subset})
+
+    def split() -> dict:
+        database, held = hold_out(read_database(annotations), train_subset)
+        if not held:
+            raise FitError(f"--select-front: no class of the training subset {train_subset!r} has two videos, "
+                           "so none can be held out")
+        write_annotations(held_ann, database)
+        return {"heldout": held}
+
+    held = stages.run("select-split", split_key, [held_ann], split)["heldout"]
+    scores: dict[str, float] = {}
+    k1 = ""                                      # the refactor candidate's stage 1 (it comes before deep)
+    for name, front in SELECT_CANDIDATES.items():
+        croot = root / name
+        croot.mkdir(parents=True, exist_ok=True)
+        v = _Variant(croot, feats, held_ann, train_subset, HELDOUT, cfg, stages, prefix=f"select-{name}-")
+        if front == "none":
+            key = v.detector("detector", feat_key, front=front)
+        else:
+            if front == "refactor":
+                k1 = v.stage1("refactor", feat_key, form=cfg.refactor_form)
+            else:                                # the deep baseline: the refactor candidate's sizes
+                shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")
+            key = v.detector("detector", k1, front=front)
+        scores[name] = v.evaluate("evaluate", key, croot / "predictions.json", croot / "result.json")["average_mAP"]
+    chosen = max(SELECT_CANDIDATES, key=scores.__getitem__)
+    table = {"heldout": held, "average_mAP": scores, "chosen": chosen}
+    write_json(table, work / "select.json")
+    log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
+        + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP)")
+    return table
+
+
 def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, test_subset: str, cfg: FitConfig,
-              stages: _Stages, feat_key: str, ref_key: str, det_key: str, main_result: dict,
+              stages: _Stages, feat_key: str, ref_key: str, main_variant: str, main_result: dict,
               log: Callable[[str], None]) -> dict:
-    """The paper's comparisons (Tables 2, 4, 5 and Table 3's columns) on the same features."""
+    """The paper's comparisons (Tables 2, 4, 5 and Table 3's columns) on the same features; the row of
+    ``main_variant`` (the main model's front, see :data:`SELECT_CANDIDATES`) is the main result."""
     rows = {}
     paper_stage1 = (work / "refactor.pt", ref_key) if cfg.refactor_form == "paper" else None
     for variant in ABLATION_VARIANTS:
-        if variant == "refactor" or (variant == "paper" and cfg.refactor_form == "paper"):
+        if variant == main_variant:
             rows[variant] = main_result
+            continue
+        if variant == "paper" and cfg.refactor_form == "paper":
+            rows[variant] = rows["refactor"]
             continue
         root = work / "ablation" / variant
         root.mkdir(parents=True, exist_ok=True)
@@ -475,9 +539,9 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
         if variant == "baseline":
             key = v.detector("detector", feat_key, front="none")
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
-        elif variant == "deep":
-            shutil.copyfile(work / "refactor.pt", root / "refactor.pt")          # its size and depth to match
-            key = v.detector("detector", ref_key, front="deep")
+        elif variant in ("deep", "refactor"):      # the main stage-1 model (the deep baseline: its size and depth)
+            shutil.copyfile(work / "refactor.pt", root / "refactor.pt")
+            key = v.detector("detector", ref_key, front=variant)
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
         elif variant in ("paper", "no_kl", "action_only"):
             k1 = v.stage1("refactor", feat_key, form="paper", use_kl=variant != "no_kl",
@@ -526,6 +590,11 @@ def describe(report: FitReport, work: Path) -> str:
     if report.result is not None:
         lines.append(f"average mAP {100 * report.result['average_mAP']:.2f} "
                      f"(tIoU {report.result['tiou'][0]:g}:{report.result['tiou'][-1]:g}) -> {work / 'result.json'}")
+    if report.selection is not None:
+        sel = report.selection
+        lines.append(f"front chosen on {len(sel['heldout'])} held-out training videos: {sel['chosen']} ("
+                     + ", ".join(f"{n} {100 * m:.2f}" for n, m in sel["average_mAP"].items()) + ") -> "
+                     + str(work / "select.json"))
     lines.append(f"figures: {work / 'figures'}")
     return "\n".join(lines)
 

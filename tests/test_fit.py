@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from common.annotations import read_database
+from common.annotations import hold_out, read_database
 from detect.checkpoint import load_detector
-from detect.fit import ABLATION_VARIANTS, FitConfig, FitError, fit
+from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, fit
 from detect.world import WorldConfig, make_world
 from extract.config import ExtractConfig
 from extract.features import read_features
@@ -233,3 +233,44 @@ def test_ablation_puts_the_papers_form_beside_the_fits(world, tmp_path, form):
     frozen = sorted((work / "ablation" / "stage1" / "features").glob("*.h5"))
     assert frozen and json.loads(read_features(frozen[0]).attrs["refactor"])["checkpoint"] == str(paper_ckpt.resolve())
     assert report.ablation["variants"].keys() == table["variants"].keys()
+
+
+def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
+    """``--select-front``: the three candidates are trained without a held-out quarter of each class's
+    training videos and scored on it alone; the best (ties: the first) becomes the main model's front,
+    trained on all of them; a rerun does nothing."""
+    work = tmp_path / "work"
+    report = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    table = json.loads((work / "select.json").read_text())
+    db = read_database(world / "annotations.json")
+    assert table["heldout"] and table["heldout"] == hold_out(db, "validation")[1]
+    assert list(table["average_mAP"]) == list(SELECT_CANDIDATES)
+    best = max(table["average_mAP"].values())
+    assert table["chosen"] == next(n for n, m in table["average_mAP"].items() if m == best)
+    for name, m in table["average_mAP"].items():
+        scored = json.loads((work / "select" / name / "predictions.json").read_text())["results"]
+        assert set(scored) <= set(table["heldout"])
+        assert json.loads((work / "select" / name / "result.json").read_text())["average_mAP"] == m
+    model, ckpt = load_detector(work / "detector.pt")
+    assert model.config.front == SELECT_CANDIDATES[table["chosen"]]
+    assert report.selection == table
+    again = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    assert not any(again.ran.values())
+
+
+def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path, monkeypatch):
+    """When the selection picks another front than RefactorNet (here the only candidate), the main detector
+    has that front, the ablation's row of it is the main result, and RefactorNet is trained as a row of its
+    own from the main stage-1 checkpoint."""
+    monkeypatch.setattr("detect.fit.SELECT_CANDIDATES", {"baseline": "none"})
+    work = tmp_path / "work"
+    report = run(world, work, replace(CFG, select_front=True, ablation=True, figure_videos=1))
+    assert report.selection["chosen"] == "baseline"
+    assert load_detector(work / "detector.pt")[0].config.front == "none"
+    table = json.loads((work / "ablation.json").read_text())
+    main = json.loads((work / "result.json").read_text())
+    assert table["variants"]["baseline"]["average_mAP"] == pytest.approx(main["average_mAP"])
+    assert load_detector(work / "ablation" / "refactor" / "detector.pt")[0].config.front == "refactor"
+    assert not (work / "ablation" / "baseline").exists()
+    assert not list((work / "figures").glob("cam_*"))              # no RefactorNet in front: no CAM figures
+    assert (work / "figures" / "map_vs_tiou.png").is_file()

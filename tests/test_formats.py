@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.annotations import (AnnotationError, default_subsets, load_ground_truth, read_database, same_subset,
+from common.annotations import (HELDOUT, AnnotationError, default_subsets, hold_out, load_ground_truth, read_database, same_subset,
                                 subset_videos, write_annotations)
 from common.checkpoint import checkpoint_kind, load_checkpoint, save_checkpoint
 from common.fileio import TMP_MARK, atomic_path
@@ -128,6 +128,29 @@ def test_subsets_match_without_case_and_defaults_follow_the_dataset():
 def test_annotations_refusals(data, message):
     with pytest.raises(AnnotationError, match=message):
         load_ground_truth(data, "test")
+
+
+@given(sizes=st.lists(st.integers(0, 11), min_size=1, max_size=5), every=st.integers(2, 5), unlabelled=st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_hold_out_takes_every_nth_video_of_each_class(sizes, every, unlabelled):
+    """hold_out moves n // every videos of each class with n videos (at least one when n >= 2, never
+    one when n = 1), spread over the class in sorted order, and changes nothing else."""
+    db = {f"v{k}_{i:02d}": {"subset": "Validation", "annotations": [{"label": f"c{k}", "segment": [0, 1]}]}
+          for k, n in enumerate(sizes) for i in range(n)}
+    db |= {f"u{i}": {"subset": "validation", "annotations": []} for i in range(unlabelled)}
+    db |= {"t0": {"subset": "test", "annotations": [{"label": "c0", "segment": [0, 1]}]}}
+    before = json.loads(json.dumps(db))
+    out, held = hold_out(db, "validation", every)
+    assert db == before and held == sorted(held) and set(out) == set(db)
+    for k, n in enumerate(sizes):
+        mine = [f"v{k}_{i:02d}" for i in range(n)]
+        picked = [v for v in mine if v in held]
+        assert len(picked) == (n // every or (1 if n > 1 else 0))
+        assert n // every == 0 or picked == mine[every - 1::every]
+        assert n == 0 or len(picked) < n                           # every class keeps a training video
+    assert {v for v in out if out[v]["subset"] == HELDOUT} == set(held)
+    assert all(out[v] == db[v] for v in db if v not in held)
+    assert all(out[v] | {"subset": db[v]["subset"]} == db[v] for v in held)
 
 
 def test_predictions_round_trip(tmp_path):
