@@ -5,7 +5,11 @@ Each seed is exactly ``python -m detect.demo --seed S --work ROOT/seedS`` (the s
 settings, ``detect.demo.DEMO_WORLD`` / ``DEMO_FIT``), so a seed already run (by this script or by the
 demo) is read from its cache in seconds.
 
-    python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json]
+    python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
+
+``--select-front`` fits with ``FitConfig.select_front`` (the same work folders: only the selection and,
+where it picks another front, the main detector are new) and adds the chosen front's row; the Grad-CAM
+table then covers the seeds whose choice is RefactorNet.
 """
 
 from __future__ import annotations
@@ -32,14 +36,18 @@ STAGE_GROUPS = {"features (I3D RGB)": ("features",), "RefactorNet stage 1": ("re
                 "detector, stage 2": ("detector",), "evaluation": ("evaluate",), "figures": ("figures",)}
 
 
-def run_seed(root: Path, seed: int) -> dict:
+def run_seed(root: Path, seed: int, select_front: bool = False) -> dict:
     world = root / f"seed{seed}" / "world"
     work = root / f"seed{seed}" / "fit"
     make_world(world, replace(DEMO_WORLD, seed=seed), progress=False)
-    report = fit(world / "videos", world / "annotations.json", work, replace(DEMO_FIT, device="cpu"),
-                 log=lambda m: None, progress=False)
-    return {"seed": seed, "ablation": report.ablation, "seconds": report.seconds,
-            "cam": cam_share(world, work)}
+    report = fit(world / "videos", world / "annotations.json", work,
+                 replace(DEMO_FIT, device="cpu", select_front=select_front), log=lambda m: None, progress=False)
+    out = {"seed": seed, "ablation": report.ablation, "seconds": report.seconds}
+    if report.selection is not None:
+        out["selection"], out["selected"] = report.selection, report.result
+    if report.selection is None or report.selection["chosen"] == "refactor":
+        out["cam"] = cam_share(world, work)
+    return out
 
 
 def _ms(values) -> str:
@@ -67,6 +75,15 @@ def summarize(runs: list[dict]) -> str:
         lines.append(f"| {VARIANT_NAMES[name]} | {_ms(avg)} | {'—' if name == 'baseline' else _ms(delta)} | "
                      f"{_ms([row['mAP'][at05] for row in rows])} | {_ms(acc) if acc else '—'} | "
                      + (f"{np.mean(miou):.3f} |" if miou else "— |"))
+    if all("selected" in r for r in runs):
+        avg = [r["selected"]["average_mAP"] for r in runs]
+        chosen = [r["selection"]["chosen"] for r in runs]
+        counts = ", ".join(f"{c} {chosen.count(c)}" for c in sorted(set(chosen)))
+        acc = _defined(r["selected"].get("quality", {}).get("accuracy") for r in runs)
+        miou = _defined(r["selected"].get("quality", {}).get("mean_tiou") for r in runs)
+        lines.append(f"| Front chosen on held-out training videos ({counts}) | {_ms(avg)} | "
+                     f"{_ms(np.subtract(avg, base))} | {_ms([r['selected']['mAP'][at05] for r in runs])} | "
+                     f"{_ms(acc) if acc else '—'} | " + (f"{np.mean(miou):.3f} |" if miou else "— |"))
     return "\n".join(lines)
 
 
@@ -82,6 +99,9 @@ def stage_times(runs: list[dict]) -> str:
 
 def cam_table(runs: list[dict]) -> str:
     lines = ["| model | samples | φA (%) | μ_C (%) | chance (%) |", "| --- | --- | ---: | ---: | ---: |"]
+    runs = [r for r in runs if "cam" in r]
+    if not runs:
+        return "(no seed has RefactorNet as its main model)"
     first = runs[0]["cam"]["models"]
     for model in first:
         for kind in first[model]["summary"]:
@@ -96,9 +116,10 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--root", default=None, help="default: <cache>/demo (the demo's own work folders)")
     p.add_argument("--json", default=None)
+    p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
     args = p.parse_args(argv)
     root = Path(args.root) if args.root else cache_dir() / "demo"
-    runs = [run_seed(root, int(s)) for s in args.seeds.split(",")]
+    runs = [run_seed(root, int(s), args.select_front) for s in args.seeds.split(",")]
     print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
           f"torch {torch.__version__}; seeds {args.seeds}")
     print(summarize(runs))
