@@ -13,17 +13,18 @@ Stages, each writing into the work folder ``WORK``:
    (``WORK/result.json``, the RESULT layout of CONVENTIONS.md), printed as a table;
 5. ``figures``: loss curves, mAP against tIoU, timelines of a few test videos and CAM figures of
    action and coupling samples (``WORK/figures``);
+6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
+   RefactorNet in the fit's form (stage 3's model, unless ``--select-front`` chose another front:
+   then that front's row is stage 3's), RefactorNet with L_A & L_C only (no KL), action component
+   only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
+   table with average mAP, mAP per tIoU and Table 3's two columns (``WORK/ablation.json``).
+
 With ``--select-front`` the main model's front is chosen first: the baseline (raw features), the fit's
 RefactorNet and the deep baseline are each trained (stage 1 and detector) on three quarters of each
 class's training videos and scored on the other quarter (``WORK/select/<candidate>``,
 :func:`common.annotations.hold_out`); the best average mAP there (ties: in that order) is the front of
 stages 3-5, trained on every training video (``WORK/select.json``: the held-out videos, the scores, the
 choice).
-
-6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
-   RefactorNet with L_A & L_C only (no KL), full RefactorNet (stage 3's model), action component
-   only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
-   table with average mAP, mAP per tIoU and Table 3's two columns (``WORK/ablation.json``).
 
 Caching: every stage has a key, the sha256 of its settings and of the keys of the stages it reads
 (the first stage: of the videos' names, sizes and modification times, the annotation file's
