@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.annotations import (HELDOUT, AnnotationError, default_subsets, hold_out, load_ground_truth, read_database, same_subset,
-                                subset_videos, write_annotations)
+from common.annotations import (HELDOUT, AnnotationError, default_subsets, hold_out, load_ground_truth, read_database,
+                                same_subset, subset_videos, write_annotations)
 from common.checkpoint import checkpoint_kind, load_checkpoint, save_checkpoint
 from common.fileio import TMP_MARK, atomic_path
 from common.predictions import load_predictions, write_predictions
@@ -130,7 +130,8 @@ def test_annotations_refusals(data, message):
         load_ground_truth(data, "test")
 
 
-@given(sizes=st.lists(st.integers(0, 11), min_size=1, max_size=5), every=st.integers(2, 5), unlabelled=st.integers(0, 3))
+@given(sizes=st.lists(st.integers(0, 11), min_size=1, max_size=5), every=st.integers(2, 5),
+       unlabelled=st.integers(0, 3))
 @settings(max_examples=60, deadline=None)
 def test_hold_out_takes_every_nth_video_of_each_class(sizes, every, unlabelled):
     """hold_out moves n // every videos of each class with n videos (at least one when n >= 2, never
