@@ -199,9 +199,16 @@ def hold_out(database: dict[str, dict], subset: str, every: int = 4,
 
     Returns:
         (the new database, the moved video ids in sorted order). ``database`` is not changed.
+
+    Raises:
+        AnnotationError: ``database`` already has a subset called ``name``.
     """
     if every < 2:
         raise ValueError(f"every must be >= 2, got {every}")
+    taken = next((v for v, e in database.items() if same_subset(e["subset"], name)), None)
+    if taken is not None:
+        raise AnnotationError(f"cannot hold videos out as subset {name!r}: the annotations already use it "
+                              f"(e.g. {taken})")
     by_class: dict[str, list[str]] = {}
     for vid in sorted(database):
         entry = database[vid]
