@@ -14,17 +14,22 @@ Stages, each writing into the work folder ``WORK``:
 5. ``figures``: loss curves, mAP against tIoU, timelines of a few test videos and CAM figures of
    action and coupling samples (``WORK/figures``);
 6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
-   RefactorNet in the fit's form (stage 3's model, unless ``--select-front`` chose another front:
+   RefactorNet in the fit's form (stage 3's model, unless the selection chose another front:
    then that front's row is stage 3's), RefactorNet with L_A & L_C only (no KL), action component
    only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
    table with average mAP, mAP per tIoU and Table 3's two columns (``WORK/ablation.json``).
 
-With ``--select-front`` the main model's front is chosen first: the baseline (raw features), the fit's
-RefactorNet and the deep baseline are each trained (stage 1 and detector) on three quarters of each
-class's training videos and scored on the other quarter (``WORK/select/<candidate>``,
-:func:`common.annotations.hold_out`); the best average mAP there (ties: in that order) is the front of
-stages 3-5, trained on every training video (``WORK/select.json``: the held-out videos, the scores, the
-choice).
+By default the main model's front is chosen first (``--no-select-front``: RefactorNet in the fit's form,
+about a third of the training time): the baseline (raw features), the fit's RefactorNet and the deep
+baseline are each trained (stage 1 and detector) on three quarters of each class's training videos and
+scored on the other quarter (``WORK/select/<candidate>``, :func:`common.annotations.hold_out`); the best
+average mAP there (ties: in that order) is the front of stages 3-5, trained on every training video
+(``WORK/select.json``: the held-out videos, the scores, the choice). Where no class has two training
+videos nothing can be held out: the fit says so in one line and keeps RefactorNet. Why this is the
+default: on the world family of ``benchmarks/refactor_study.py`` no single front stays within the
+noise of the baseline and the deep baseline on every world (RefactorNet's default form falls below the
+deep baseline with wide features, the deep baseline far below both with narrow ones), and the front
+chosen on held-out videos does (README, "When does refactoring help?").
 
 Caching: every stage has a key, the sha256 of its settings and of the keys of the stages it reads
 (the first stage: of the videos' names, sizes and modification times, the annotation file's
@@ -81,7 +86,7 @@ __all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig",
 
 STAGE_VERSION = 1
 ABLATION_VARIANTS = ("baseline", "deep", "refactor", "paper", "no_kl", "action_only", "stage1")
-# the fronts --select-front chooses among (ties: the first) and the detector front of each
+# the fronts the selection chooses among (ties: the first) and the detector front of each
 SELECT_CANDIDATES = {"baseline": "none", "refactor": "refactor", "deep": "deep"}
 VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
                  "refactor": "RefactorNet (the fit's form)", "paper": "RefactorNet, paper's form",
@@ -119,7 +124,8 @@ class FitConfig:
         tiou: evaluation thresholds, start:stop:step or a comma list.
         ablation: also train and evaluate the paper's comparisons on the same features.
         select_front: choose the main model's front (baseline, RefactorNet or deep baseline) by average
-            mAP on a held-out quarter of each class's training videos (about 3x the training time).
+            mAP on a held-out quarter of each class's training videos (about 3x the training time; off:
+            RefactorNet in the fit's form).
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -143,7 +149,7 @@ class FitConfig:
     seed: int = 0
     tiou: str = "0.3:0.7:0.1"
     ablation: bool = False
-    select_front: bool = False
+    select_front: bool = True
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
@@ -490,13 +496,17 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
 
     def split() -> dict:
         database, held = hold_out(read_database(annotations), train_subset)
-        if not held:
-            raise FitError(f"--select-front: no class of the training subset {train_subset!r} has two videos, "
-                           "so none can be held out")
-        write_annotations(held_ann, database)
+        write_annotations(held_ann, database)          # also when nothing is held out: the stage's output
         return {"heldout": held}
 
     held = stages.run("select-split", split_key, [held_ann], split)["heldout"]
+    if not held:
+        table = {"heldout": [], "average_mAP": {}, "chosen": "refactor",
+                 "note": f"no class of the training subset {train_subset!r} has two videos, so none can be "
+                         "held out to choose the front: RefactorNet kept"}
+        write_json(table, work / "select.json")
+        log(f"fit: {table['note']}")
+        return table
     scores: dict[str, float] = {}
     k1 = ""                                      # the refactor candidate's stage 1 (it comes before deep)
     for name, front in SELECT_CANDIDATES.items():
@@ -591,7 +601,9 @@ def describe(report: FitReport, work: Path) -> str:
     if report.result is not None:
         lines.append(f"average mAP {100 * report.result['average_mAP']:.2f} "
                      f"(tIoU {report.result['tiou'][0]:g}:{report.result['tiou'][-1]:g}) -> {work / 'result.json'}")
-    if report.selection is not None:
+    if report.selection is not None and "note" in report.selection:
+        lines.append(f"front not chosen: {report.selection['note']}")
+    elif report.selection is not None:
         sel = report.selection
         lines.append(f"front chosen on {len(sel['heldout'])} held-out training videos: {sel['chosen']} ("
                      + ", ".join(f"{n} {100 * m:.2f}" for n, m in sel["average_mAP"].items()) + ") -> "

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from common.annotations import hold_out, read_database
+from common.annotations import hold_out, read_database, write_annotations
 from detect.checkpoint import load_detector
 from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, fit
 from detect.world import WorldConfig, make_world
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORLD = WorldConfig(seed=5, num_classes=2, train_videos=4, test_videos=2, duration=(10.0, 12.0), action=(1.5, 3.0),
                     context=(1.0, 2.0), neutral=(1.0, 2.0), context_only=0.2, width=96, height=80)
 CFG = FitConfig(stride=8, short_side=72, crop=64, refactor_epochs=2, detector_epochs=2, window_snippets=32,
-                figure_videos=1, cam_reference=None, device="cpu")
+                figure_videos=1, cam_reference=None, device="cpu", select_front=False)
 STAGES = ["features", "refactor", "detector", "evaluate", "figures"]
 
 
@@ -188,10 +188,12 @@ def test_cli_reports_a_bad_work_folder(world, tmp_path):
 def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_path):
     (tmp_path / "fit.yaml").write_text("fit:\n  detector_epochs: 7\n  stride: 8\n  streams: [rgb, flow]\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "fit.yaml"), "--stride",
-                           "4", "--no-cam", "--print-config"], cwd=REPO, capture_output=True, text=True)
+                           "4", "--no-cam", "--no-select-front", "--print-config"],
+                          cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     printed = yaml.safe_load(proc.stdout)["fit"]
-    expected = replace(FitConfig(), detector_epochs=7, stride=4, streams=("rgb", "flow"), spatial=False)
+    expected = replace(FitConfig(), detector_epochs=7, stride=4, streams=("rgb", "flow"), spatial=False,
+                       select_front=False)
     assert printed == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.__dict__.items()}
     (tmp_path / "bad.yaml").write_text("fit:\n  epochz: 3\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "bad.yaml"),
@@ -255,6 +257,31 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
     assert report.selection == table
     again = run(world, work, replace(CFG, select_front=True, figure_videos=0))
     assert not any(again.ran.values())
+
+
+def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, tmp_path):
+    """Selection is ``FitConfig``'s default. With one training video per class nothing can be held out: the
+    fit says so in one line, records it in ``select.json`` and keeps RefactorNet, training no candidate."""
+    assert FitConfig().select_front
+    db = read_database(world / "annotations.json")
+    first: dict[str, str] = {}
+    for v, e in sorted(db.items()):
+        if e["subset"] == "validation" and e["annotations"]:
+            first.setdefault(e["annotations"][0]["label"], v)
+    single = {v: e | {"subset": "spare"} if e["subset"] == "validation" and v not in first.values() else e
+              for v, e in db.items()}
+    ann = tmp_path / "single.json"
+    write_annotations(ann, single)
+    lines: list[str] = []
+    work = tmp_path / "work"
+    report = fit(world / "videos", ann, work, replace(CFG, select_front=True, figure_videos=0), log=lines.append,
+                 progress=False, extract_streams=streams(CFG))
+    note = "no class of the training subset 'validation' has two videos, so none can be held out"
+    assert report.selection["chosen"] == "refactor" and report.selection["heldout"] == []
+    assert note in report.selection["note"] and [m for m in lines if note in m] == [f"fit: {report.selection['note']}"]
+    assert json.loads((work / "select.json").read_text()) == report.selection
+    assert not any((work / "select" / name).exists() for name in SELECT_CANDIDATES)
+    assert load_detector(work / "detector.pt")[0].config.front == "refactor"
 
 
 def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path, monkeypatch):
