@@ -39,7 +39,8 @@ Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
 ``--figures DIR`` writes ``delta_along_axes.png`` (paired Δ average mAP to the baseline along each
 swept axis, mean ± std over seeds) and ``mechanism.png`` (at the centre, per variant: φC's cosines to
 context and background, φA's drift in stage 2 and R² of f from f') and ``oracle_bound.png`` (per world with
-an oracle: Δ of the oracles beside the default and the paper's form).
+an oracle: Δ of the oracles beside the default and the paper's form) and ``select_map.png`` (per world
+with a ``select`` run: Δ of the deep baseline, the default and ``select``).
 """
 
 from __future__ import annotations
@@ -413,6 +414,12 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 common = [s for s in seeds if s in other]
                 if common and name != ref:
                     row[f"delta_{ref}"] = _ms([runs[s]["average_mAP"] - other[s]["average_mAP"] for s in common])
+            base, deep = per_variant.get("baseline", {}), per_variant.get("deep", {})
+            common = [s for s in seeds if s in base and s in deep]
+            if common and name not in ("baseline", "deep"):
+                # per seed, the difference to the better of the two plain fronts, in points
+                row["below_best"] = {s: 100 * (runs[s]["average_mAP"] - max(base[s]["average_mAP"],
+                                                                             deep[s]["average_mAP"])) for s in common}
             for stage in ("stage1", "stage2"):
                 if all(stage in runs[s] for s in seeds):
                     keys = runs[seeds[0]][stage].keys()
@@ -476,6 +483,19 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                      f"{_pm(per.get('default', {}).get('delta_deep'))} | {verdict(per)} | "
                      f"{_pm(sel.get('delta_baseline'))}{f' ({chosen})' if chosen else ''} | "
                      f"{verdict(per, 'select')} |")
+    rows = [(wk, per) for wk, per in summary.items() if "below_best" in per.get("select", {})]
+    if rows:
+        lines += ["", "Against the better of the baseline and the deep baseline on each seed (points of average "
+                  "mAP, mean and worst seed, on the seeds with all four):", "",
+                  "| world | seeds | default: mean | default: worst | select: mean | select: worst |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for wk, per in rows:
+            d, sel = per.get("default", {}).get("below_best", {}), per["select"]["below_best"]
+            seeds = [s for s in sel if s in d]
+            if not seeds:
+                continue
+            cells = [f"{f([g[s] for s in seeds]):+.1f}" for g in (d, sel) for f in (np.mean, np.min)]
+            lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
     for wk, per in summary.items():
         if len(per) <= 4:
             continue
@@ -522,6 +542,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         plot_axes(summary, c, figures / "delta_along_axes.png")
         plot_mechanism(summary.get(world_key(c), {}), figures / "mechanism.png")
         plot_oracles(summary, c, figures / "oracle_bound.png")
+        plot_select(summary, c, figures / "select_map.png")
     return "\n".join(lines)
 
 
@@ -575,10 +596,23 @@ def plot_oracles(summary: dict, centre: dict, path: Path,
                  variants: tuple[str, ...] = ("oracle_split", "oracle_projected", "default", "paper")) -> None:
     """One group of bars per world with an oracle: the paired Δ average mAP to the baseline (mean ± std over
     seeds) of the oracles beside the default and the paper's form."""
-    from common.plotting import new_figure, save_figure
-
     rows = [(_label(json.loads(wk), centre), per) for wk, per in summary.items()
             if "oracle_split" in per and "delta_baseline" in per["oracle_split"]]
+    _plot_deltas(rows, variants, path, "what an ideal refactoring would gain (oracles) and what the forms gain")
+
+
+def plot_select(summary: dict, centre: dict, path: Path,
+                variants: tuple[str, ...] = ("deep", "default", "select")) -> None:
+    """One group of bars per world with a ``select`` run: the paired Δ average mAP to the baseline (mean ±
+    std over seeds) of the deep baseline, the default and the front chosen on held-out videos."""
+    rows = [(_label(json.loads(wk), centre), per) for wk, per in summary.items()
+            if "delta_baseline" in per.get("select", {})]
+    _plot_deltas(rows, variants, path, "the front chosen on held-out training videos (select) beside the fixed ones")
+
+
+def _plot_deltas(rows: list[tuple[str, dict]], variants: tuple[str, ...], path: Path, title: str) -> None:
+    from common.plotting import new_figure, save_figure
+
     fig = new_figure(max(6.0, 0.9 * len(rows) + 2), 3.8)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(variants)
@@ -593,7 +627,7 @@ def plot_oracles(summary: dict, centre: dict, path: Path,
     ax.set_ylabel("Δ avg mAP vs baseline (points)")
     ax.set_ylim(bottom=max(ax.get_ylim()[0], -30))
     ax.legend(fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1.08))
-    ax.set_title("what an ideal refactoring would gain (oracles) and what the forms gain", fontsize=9, loc="right")
+    ax.set_title(title, fontsize=9, loc="right")
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -137,6 +137,14 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     assert row["default"]["delta_deep"] == pytest.approx((100 * np.mean([0.12, -0.05]),
                                                           100 * np.std([0.12, -0.05], ddof=1)))
     assert row["baseline"]["average_mAP"] == pytest.approx((60.0, 10.0))
+    # against the better plain front, on the seeds that have both: seed 0 max(0.5, 0.4), seed 2 max(0.7, 0.8)
+    assert row["default"]["below_best"] == pytest.approx({0: 2.0, 2: -5.0})
+    assert "below_best" not in row["baseline"] and "below_best" not in row["deep"]
+    chosen = recs + [_rec(w, s, "select", m) | {"selected": "x"} for s, m in ((0, 0.45), (1, 0.6), (2, 0.8))]
+    assert "| centre | 2 | -1.5 | -5.0 | -2.5 | -5.0 |" in report(chosen)      # select: -5 on seed 0, 0 on seed 2
+    report(chosen, figures=tmp_path / "figs")
+    for name in ("delta_along_axes", "mechanism", "oracle_bound", "select_map"):
+        assert (tmp_path / "figs" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the map row: Δ deep on seeds 0 and 2 (-10, +10); default - deep (+12, -5); "gain": within noise of
     # both and at least 2 points above the baseline
     assert "| centre | 3 | 60.0 ± 10.0 | +0.0 ± 14.1 | — | +2.7 ± 2.1 | +3.5 ± 12.0 | gain |" in report(recs)
