@@ -17,7 +17,7 @@ detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default 
 baseline detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context
 removed exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
-``select`` is ``detect fit --select-front``'s rule: baseline, default and deep baseline each trained on
+``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores). ``default_s0.1`` / ``default_s0.3``
 are the default with L_S weighted 0.1 / 0.3.

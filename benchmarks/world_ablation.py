@@ -7,7 +7,8 @@ demo) is read from its cache in seconds.
 
     python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
 
-``--select-front`` fits with ``FitConfig.select_front`` (the same work folders: only the selection and,
+The demo's fit keeps RefactorNet as the main model (``DEMO_FIT.select_front`` is off); ``--select-front``
+fits with the front selection of ``detect fit``'s default (the same work folders: only the selection and,
 where it picks another front, the main detector are new) and adds the chosen front's row; the Grad-CAM
 table then covers the seeds whose choice is RefactorNet.
 """

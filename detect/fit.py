@@ -487,9 +487,9 @@ def _train_device(device: str) -> str:
 
 def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: FitConfig, stages: _Stages,
             feat_key: str, log: Callable[[str], None]) -> dict:
-    """``--select-front``: each of :data:`SELECT_CANDIDATES` trained on three quarters of each class's
-    training videos and scored on the rest; returns (and writes to ``WORK/select.json``) the held-out
-    videos, each candidate's average mAP on them and the choice."""
+    """The front selection (``FitConfig.select_front``): each of :data:`SELECT_CANDIDATES` trained on three
+    quarters of each class's training videos and scored on the rest; returns (and writes to
+    ``WORK/select.json``) the held-out videos, each candidate's average mAP on them and the choice."""
     root = work / "select"
     held_ann = root / "annotations.json"
     split_key = stage_key("select-split", {"annotations": ground_truth_digest(annotations), "subset": train_subset})
