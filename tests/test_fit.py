@@ -19,7 +19,7 @@ import yaml
 
 from common.annotations import hold_out, read_database, write_annotations
 from detect.checkpoint import load_detector
-from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, fit
+from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, describe, fit
 from detect.world import WorldConfig, make_world
 from extract.config import ExtractConfig
 from extract.features import read_features
@@ -282,6 +282,7 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     assert json.loads((work / "select.json").read_text()) == report.selection
     assert not any((work / "select" / name).exists() for name in SELECT_CANDIDATES)
     assert load_detector(work / "detector.pt")[0].config.front == "refactor"
+    assert f"front not chosen: {report.selection['note']}" in describe(report, work).splitlines()
 
 
 def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path, monkeypatch):
