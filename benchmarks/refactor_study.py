@@ -587,7 +587,6 @@ def plot_axes(summary: dict, centre: dict, path: Path) -> None:
         ax.set_ylabel("Δ avg mAP vs baseline (points)")
     drawn = {v for _, lines in panels for v, *_ in lines}
     handles = [Line2D([], [], color=colours[v], marker="o", label=v) for v in variants if v in drawn]
-    fig.tight_layout()
     fig.legend(handles=handles, fontsize=8, loc="lower right", ncol=2 if len(panels) % cols else 4)
     save_figure(fig, path)
 
@@ -628,7 +627,6 @@ def _plot_deltas(rows: list[tuple[str, dict]], variants: tuple[str, ...], path: 
     ax.set_ylim(bottom=max(ax.get_ylim()[0], -30))
     ax.legend(fontsize=7, ncol=4, loc="lower left", bbox_to_anchor=(0, 1.08))
     ax.set_title(title, fontsize=9, loc="right")
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -652,7 +650,6 @@ def plot_mechanism(per_variant: dict, path: Path) -> None:
     ax.set_ylim(top=1.4)
     ax.legend(fontsize=7, ncol=4, loc="upper center")
     ax.set_title("centre world: what each variant does to φC, φA and f'", fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)
 
 
