@@ -124,8 +124,8 @@ class FitConfig:
         tiou: evaluation thresholds, start:stop:step or a comma list.
         ablation: also train and evaluate the paper's comparisons on the same features.
         select_front: choose the main model's front (baseline, RefactorNet or deep baseline) by average
-            mAP on a held-out quarter of each class's training videos (about 3x the training time; off:
-            RefactorNet in the fit's form).
+            mAP on a held-out quarter of each class's training videos (about 3x the training time;
+            --no-select-front: RefactorNet in the fit's form).
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
