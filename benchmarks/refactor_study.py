@@ -415,11 +415,11 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 if common and name != ref:
                     row[f"delta_{ref}"] = _ms([runs[s]["average_mAP"] - other[s]["average_mAP"] for s in common])
             base, deep = per_variant.get("baseline", {}), per_variant.get("deep", {})
-            common = [s for s in seeds if s in base and s in deep]
-            if common and name not in ("baseline", "deep"):
+            both = [s for s in seeds if s in base and s in deep]
+            if both and name not in ("baseline", "deep"):
                 # per seed, the difference to the better of the two plain fronts, in points
                 row["below_best"] = {s: 100 * (runs[s]["average_mAP"] - max(base[s]["average_mAP"],
-                                                                             deep[s]["average_mAP"])) for s in common}
+                                                                             deep[s]["average_mAP"])) for s in both}
             for stage in ("stage1", "stage2"):
                 if all(stage in runs[s] for s in seeds):
                     keys = runs[seeds[0]][stage].keys()
