@@ -67,6 +67,7 @@ from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
+from detect.fit import choose_front  # noqa: E402
 from evaluate import parse_thresholds  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
@@ -318,7 +319,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             held_pairs = build_pairs(raw, held_ann, "validation", SampleConfig())
             scores = {c: train_variant(c, held_ann, held_pairs, HELDOUT, tag="heldout_")[1]["average_mAP"]
                       for c in v.select}
-            chosen = max(v.select, key=lambda c: scores[c])            # ties: the first (the simplest)
+            chosen = choose_front(scores)          # the best (ties: the first); other margins: reselect()
             extra = {"selected": chosen, "heldout_mAP": scores, "heldout_videos": len(held)}
             if chosen not in results:
                 results[chosen] = dict(zip(("model", "rec", "stage1"), train_variant(chosen, ann, pairs)))
@@ -394,6 +395,29 @@ def load_records(path: Path) -> list[dict]:
         return []
     lines = path.read_text(encoding="utf-8").split("\n")[:-1]     # a last line without its newline is partial
     return [json.loads(line) for line in lines if line.strip()]
+
+
+# margins (points of average mAP) of the selection rules the report compares (detect.fit.choose_front)
+SELECT_MARGINS = (0.0, 1.0, 2.0, 3.0, 5.0)
+
+
+def reselect(records: list[dict], margin: float) -> list[dict]:
+    """The ``select`` records as the rule with ``margin`` (points of average mAP, :func:`choose_front`) would
+    have made them, named ``select@{margin:g}``: per ``select`` record, the choice from its held-out scores
+    and the chosen variant's own record on the same world point and seed. This is exact: ``select``'s final
+    model is its choice's own run (same data, seed and settings). A choice without its own record is left
+    out."""
+    own = {(world_key(record_point(r)), r["seed"], r["variant"]): r for r in records if "average_mAP" in r}
+    out = []
+    for r in records:
+        if r.get("variant") != "select" or "heldout_mAP" not in r:
+            continue
+        chosen = choose_front(r["heldout_mAP"], margin / 100)
+        rec = r if chosen == r["selected"] else own.get((world_key(record_point(r)), r["seed"], chosen))
+        if rec is not None:
+            out.append(rec | {"variant": f"select@{margin:g}", "selected": chosen,
+                              "heldout_mAP": r["heldout_mAP"]})
+    return out
 
 
 def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
@@ -496,8 +520,9 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                 continue
             cells = [f"{f([g[s] for s in seeds]):+.1f}" for g in (d, sel) for f in (np.mean, np.min)]
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
+    lines += select_rules(records, c)
     for wk, per in summary.items():
-        if len(per) <= 4:
+        if len(per) <= 4 or all(name.startswith("select@") for name in per):
             continue
         lines += ["", f"All variants, {_label(json.loads(wk), c)}:", "",
                   "| variant | avg mAP (%) | Δ baseline | Δ deep | φC: cos(act, ctx) / cos(act, bg) | φC pair cos "
@@ -544,6 +569,42 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         plot_oracles(summary, c, figures / "oracle_bound.png")
         plot_select(summary, c, figures / "select_map.png")
     return "\n".join(lines)
+
+
+def select_rules(records: list[dict], centre: dict, margins: tuple[float, ...] = SELECT_MARGINS) -> list[str]:
+    """Markdown: the selection rule with each margin (:func:`reselect`) on every world with ``select``
+    records: per world, against the better of the baseline and the deep baseline on each seed, the mean
+    and the worst seed (points), and the issue's verdict (:func:`verdict`); the last rows average the
+    means over the worlds and count the verdicts."""
+    derived = [r for m in margins for r in reselect(records, m)]
+    if not derived:
+        return []
+    summary = summarize([r for r in records if "average_mAP" in r and r["variant"] in ("baseline", "deep")]
+                        + derived)
+    names = [f"select@{m:g}" for m in margins]
+    lines = ["", "The selection rule: the simplest candidate (baseline, default, deep) within a margin of the best "
+             "held-out score. Against the better of the baseline and the deep baseline on each seed (points of "
+             "average mAP: mean / worst seed) and the verdict:", "",
+             "| world | seeds | " + " | ".join(f"margin {m:g}" for m in margins) + " |",
+             "| --- | ---: |" + " ---: |" * len(margins)]
+    means: dict[str, list[float]] = {n: [] for n in names}
+    verdicts: dict[str, list[str]] = {n: [] for n in names}
+    for wk, per in summary.items():
+        if not all("below_best" in per.get(n, {}) for n in names):
+            continue
+        cells = []
+        for n in names:
+            gaps = list(per[n]["below_best"].values())
+            means[n].append(float(np.mean(gaps)))
+            verdicts[n].append(verdict(per, n))
+            cells.append(f"{np.mean(gaps):+.1f} / {np.min(gaps):+.1f} {verdicts[n][-1]}")
+        lines.append(f"| {_label(json.loads(wk), centre)} | {len(per[names[0]]['below_best'])} | "
+                     + " | ".join(cells) + " |")
+    lines.append(f"| mean of {len(means[names[0]])} worlds | | "
+                 + " | ".join(f"{np.mean(means[n]):+.2f}" for n in names) + " |")
+    lines.append("| verdicts (ok / gain / loss) | | " + " | ".join(
+        "/".join(str(sum(v == k for v in verdicts[n])) for k in ("ok", "gain", "loss")) for n in names) + " |")
+    return lines
 
 
 def _along(summary: dict, centre: dict, axis: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

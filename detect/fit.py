@@ -47,7 +47,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,16 +82,37 @@ from refactor.train import save_checkpoint, train_refactor
 from weights import find_weights, get_spec
 
 __all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig", "FitError", "FitReport",
-           "ablation_table", "describe", "find_videos", "fit", "stage_key"]
+           "ablation_table", "choose_front", "describe", "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
 ABLATION_VARIANTS = ("baseline", "deep", "refactor", "paper", "no_kl", "action_only", "stage1")
-# the fronts the selection chooses among (ties: the first) and the detector front of each
+# the fronts the selection chooses among, simplest first (see choose_front), and the detector front of each
 SELECT_CANDIDATES = {"baseline": "none", "refactor": "refactor", "deep": "deep"}
 VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
                  "refactor": "RefactorNet (the fit's form)", "paper": "RefactorNet, paper's form",
                  "no_kl": "Paper's form, L_A & L_C only", "action_only": "Paper's form, action component only",
                  "stage1": "Paper's stage 1 only (frozen f')"}
+
+
+def choose_front(scores: Mapping[str, float], margin: float = 0.0) -> str:
+    """The front selection's rule: the first candidate of ``scores`` (ordered simplest first) whose score is
+    at most ``margin`` below the best score.
+
+    Args:
+        scores: candidate name -> average mAP on the held-out videos, a fraction in [0, 1], in order of
+            preference (:data:`SELECT_CANDIDATES`' order: baseline, RefactorNet, deep baseline).
+        margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) a simpler candidate may
+            give up; 0 takes the best score (ties: the first).
+
+    Returns:
+        The chosen candidate's name.
+    """
+    if not scores:
+        raise ValueError("no candidates to choose from")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    best = max(scores.values())
+    return next(name for name, score in scores.items() if score >= best - margin)
 
 
 class FitError(ValueError):
@@ -126,6 +147,9 @@ class FitConfig:
         select_front: choose the main model's front (baseline, RefactorNet or deep baseline) by average
             mAP on a held-out quarter of each class's training videos (about 3x the training time;
             --no-select-front: RefactorNet in the fit's form).
+        select_margin: the selection takes the simplest candidate (baseline, then RefactorNet, then the
+            deep baseline) whose held-out average mAP is at most this many points below the best
+            (:func:`choose_front`); 0: the best.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -150,6 +174,7 @@ class FitConfig:
     tiou: str = "0.3:0.7:0.1"
     ablation: bool = False
     select_front: bool = True
+    select_margin: float = 0.0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
@@ -260,6 +285,8 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     annotations = Path(annotations)
     if work.exists() and not work.is_dir():
         raise FitError(f"--work {work} exists and is not a folder")
+    if not cfg.select_margin >= 0:
+        raise FitError(f"--select-margin must be >= 0 points of average mAP, got {cfg.select_margin}")
     work.mkdir(parents=True, exist_ok=True)
     report = FitReport()
     stages = _Stages(work, report, log)
@@ -522,11 +549,12 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
                 shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")
             key = v.detector("detector", k1, front=front)
         scores[name] = v.evaluate("evaluate", key, croot / "predictions.json", croot / "result.json")["average_mAP"]
-    chosen = max(SELECT_CANDIDATES, key=scores.__getitem__)
-    table = {"heldout": held, "average_mAP": scores, "chosen": chosen}
+    chosen = choose_front(scores, cfg.select_margin / 100)
+    table = {"heldout": held, "average_mAP": scores, "margin": cfg.select_margin, "chosen": chosen}
     write_json(table, work / "select.json")
     log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
-        + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP)")
+        + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP"
+        + (f"; the simplest within {cfg.select_margin:g} points of the best" if cfg.select_margin else "") + ")")
     return table
 
 
@@ -606,7 +634,8 @@ def describe(report: FitReport, work: Path) -> str:
     elif report.selection is not None:
         sel = report.selection
         lines.append(f"front chosen on {len(sel['heldout'])} held-out training videos: {sel['chosen']} ("
-                     + ", ".join(f"{n} {100 * m:.2f}" for n, m in sel["average_mAP"].items()) + ") -> "
+                     + ", ".join(f"{n} {100 * m:.2f}" for n, m in sel["average_mAP"].items())
+                     + (f"; margin {sel['margin']:g}" if sel.get("margin") else "") + ") -> "
                      + str(work / "select.json"))
     lines.append(f"figures: {work / 'figures'}")
     return "\n".join(lines)

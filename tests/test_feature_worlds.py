@@ -183,6 +183,37 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     assert load_records(path) == json.loads(json.dumps(recs[:2]))
 
 
+def test_reselect_replays_the_selection_with_a_margin():
+    """``reselect``: from each ``select`` record's held-out scores, the choice under a margin and the chosen
+    variant's own record on that seed; margin 0 gives back the recorded choices; the report's rule table
+    compares the margins against the better plain front per seed."""
+    from benchmarks.refactor_study import reselect
+    w = FeatureWorld().to_dict()
+    own = {"baseline": (0.60, 0.70), "default": (0.64, 0.66), "deep": (0.50, 0.75)}     # test mAP, seeds 0 and 1
+    recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in (0, 1)]
+    held = {0: {"baseline": 0.495, "default": 0.515, "deep": 0.53}, 1: {"baseline": 0.39, "default": 0.45, "deep": 0.41}}
+    recs += [_rec(w, s, "select", own[max(held[s], key=held[s].get)][s])
+             | {"selected": max(held[s], key=held[s].get), "heldout_mAP": held[s]} for s in (0, 1)]
+    zero = {r["seed"]: r for r in reselect(recs, 0.0)}
+    assert {s: (r["selected"], r["average_mAP"], r["variant"]) for s, r in zero.items()} == {
+        0: ("deep", 0.50, "select@0"), 1: ("default", 0.66, "select@0")}
+    # seed 0: default 0.515 is within 2 points of deep's 0.53, baseline 0.495 is not; seed 1: default stays
+    two = {r["seed"]: (r["selected"], r["average_mAP"]) for r in reselect(recs, 2.0)}
+    assert two == {0: ("default", 0.64), 1: ("default", 0.66)}
+    assert [r["selected"] for r in reselect(recs, 5.0)] == ["baseline", "default"]
+    assert {r["selected"] for r in reselect(recs, 10.0)} == {"baseline"}
+    # a choice without its own record is left out
+    assert [r["seed"] for r in reselect([r for r in recs if not (r["variant"] == "baseline" and r["seed"] == 0)],
+                                        5.0)] == [1]
+    # best of baseline / deep: seed 0 0.60, seed 1 0.75. Margins 0 and 1: -10 and -9 points (Δ baseline -10
+    # and -4: "loss"); margins 2 and 3: +4 and -9; margin 5: 0 and -9
+    table = report(recs)
+    assert ("| centre | 2 | -9.5 / -10.0 loss | -9.5 / -10.0 loss | -2.5 / -9.0 ok | -2.5 / -9.0 ok | "
+            "-4.5 / -9.0 ok |") in table
+    assert "| mean of 1 worlds | | -9.50 | -9.50 | -2.50 | -2.50 | -4.50 |" in table
+    assert "| verdicts (ok / gain / loss) | | 0/0/1 | 0/0/1 | 1/0/0 | 1/0/0 | 1/0/0 |" in table
+
+
 def test_detector_choices():
     from benchmarks.refactor_study import detector_config
     from detect import DetectorConfig

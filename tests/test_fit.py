@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.annotations import hold_out, read_database, write_annotations
 from detect.checkpoint import load_detector
-from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, describe, fit
+from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, choose_front, describe, fit
 from detect.world import WorldConfig, make_world
 from extract.config import ExtractConfig
 from extract.features import read_features
@@ -188,12 +190,12 @@ def test_cli_reports_a_bad_work_folder(world, tmp_path):
 def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_path):
     (tmp_path / "fit.yaml").write_text("fit:\n  detector_epochs: 7\n  stride: 8\n  streams: [rgb, flow]\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "fit.yaml"), "--stride",
-                           "4", "--no-cam", "--no-select-front", "--print-config"],
+                           "4", "--no-cam", "--no-select-front", "--select-margin", "1.5", "--print-config"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     printed = yaml.safe_load(proc.stdout)["fit"]
     expected = replace(FitConfig(), detector_epochs=7, stride=4, streams=("rgb", "flow"), spatial=False,
-                       select_front=False)
+                       select_front=False, select_margin=1.5)
     assert printed == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.__dict__.items()}
     (tmp_path / "bad.yaml").write_text("fit:\n  epochz: 3\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "bad.yaml"),
@@ -248,7 +250,9 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
     assert table["heldout"] and table["heldout"] == hold_out(db, "validation")[1]
     assert list(table["average_mAP"]) == list(SELECT_CANDIDATES)
     best = max(table["average_mAP"].values())
-    assert table["chosen"] == next(n for n, m in table["average_mAP"].items() if m == best)
+    margin = CFG.select_margin / 100
+    assert table["margin"] == CFG.select_margin
+    assert table["chosen"] == next(n for n, m in table["average_mAP"].items() if m >= best - margin)
     for name, m in table["average_mAP"].items():
         scored = json.loads((work / "select" / name / "predictions.json").read_text())["results"]
         assert set(scored) == set(table["heldout"])                     # scored on the held-out videos only
@@ -257,6 +261,42 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
     assert report.selection == table
     again = run(world, work, replace(CFG, select_front=True, figure_videos=0))
     assert not any(again.ran.values())
+    # a margin of 100 points takes the simplest candidate; no candidate is trained again
+    wide = run(world, work, replace(CFG, select_front=True, select_margin=100.0, figure_videos=0))
+    assert wide.selection["chosen"] == "baseline" and wide.selection["average_mAP"] == table["average_mAP"]
+    assert not any(ran for stage, ran in wide.ran.items() if stage.startswith("select"))
+    assert load_detector(work / "detector.pt")[0].config.front == "none"
+    assert "; margin 100)" in describe(wide, work)
+    with pytest.raises(FitError, match="--select-margin must be >= 0"):
+        run(world, work, replace(CFG, select_margin=-1.0))
+
+
+scores = st.dictionaries(st.sampled_from(["baseline", "refactor", "deep", "other"]),
+                         st.floats(0, 1, allow_nan=False), min_size=1)
+
+
+@given(scores, st.floats(0, 1, allow_nan=False), st.floats(0, 1, allow_nan=False))
+def test_choose_front_takes_the_simplest_candidate_within_the_margin(table, margin, more):
+    """The choice is within ``margin`` of the best, every candidate before it is not, margin 0 is the best
+    (ties: the first), and a wider margin never chooses a later candidate."""
+    names = list(table)
+    chosen = choose_front(table, margin)
+    best = max(table.values())
+    assert table[chosen] >= best - margin
+    assert all(table[n] < best - margin for n in names[:names.index(chosen)])
+    assert choose_front(table, 0.0) == next(n for n in names if table[n] == best)
+    assert names.index(choose_front(table, margin + more)) <= names.index(chosen)
+
+
+def test_choose_front_by_hand():
+    table = {"baseline": 0.70, "refactor": 0.72, "deep": 0.745}
+    assert choose_front(table) == "deep"
+    assert choose_front(table, 0.03) == "refactor"     # 0.72 >= 0.745 - 0.03
+    assert choose_front(table, 0.05) == "baseline"
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        choose_front(table, -0.01)
+    with pytest.raises(ValueError, match="no candidates"):
+        choose_front({})
 
 
 def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, tmp_path):
