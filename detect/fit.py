@@ -25,7 +25,10 @@ baseline are each trained (stage 1 and detector) on three quarters of each class
 scored on the other quarter (``WORK/select/<candidate>``, :func:`common.annotations.hold_out`); the best
 average mAP there (ties: in that order) is the front of stages 3-5, trained on every training video
 (``WORK/select.json``: the held-out videos, the scores, the choice). Where no class has two training
-videos nothing can be held out: the fit says so in one line and keeps RefactorNet. Why this is the
+videos nothing can be held out: the fit says so in one line and keeps RefactorNet. Where RefactorNet
+cannot be trained (a class without coupling samples: a weak or absent context), it is not a candidate:
+the fit says so in one line, chooses between the baseline and the deep baseline (RefactorNet's default
+sizes), and the ablation has only their rows; with ``--no-select-front`` that is an error. Why this is the
 default: on the world family of ``benchmarks/refactor_study.py`` no single front stays within the
 noise of the baseline and the deep baseline on every world (RefactorNet's default form falls below the
 deep baseline with wide features, the deep baseline far below both with narrow ones), and the front
@@ -75,6 +78,7 @@ from extract.video import VIDEO_EXTENSIONS
 from refactor.apply import apply_refactor
 from refactor.cam import draw_cams
 from refactor.model import FORMS, RefactorConfig
+from refactor.errors import NoCouplingSamples
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
@@ -193,6 +197,7 @@ class FitReport:
     result: dict | None = None
     ablation: dict | None = None
     selection: dict | None = None
+    no_refactor: str | None = None
     failed_videos: dict[str, str] = field(default_factory=dict)
     missing_videos: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
@@ -337,13 +342,23 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
 
     # 2.-4. the main model: RefactorNet stage 1, stage 2, detections and evaluation ------------------------
     main = _Variant(work, feats, annotations, train_subset, test_subset, cfg, stages)
-    ref_key = main.stage1("refactor", feat_key, form=cfg.refactor_form)    # the deep baseline takes its sizes
+    try:
+        ref_key = main.stage1("refactor", feat_key, form=cfg.refactor_form)    # the deep baseline takes its sizes
+    except NoCouplingSamples as exc:
+        if not cfg.select_front:
+            raise FitError(f"RefactorNet cannot be trained: {exc} (without --no-select-front the fit chooses "
+                           "between the baseline and the deep baseline instead)") from exc
+        ref_key = None
+        report.no_refactor = str(exc)
+        log(f"fit: RefactorNet cannot be trained ({exc}): the front is chosen among the other candidates and "
+            "the ablation leaves out RefactorNet's rows")
     chosen = "refactor"
     if cfg.select_front:
-        report.selection = _select(work, feats, annotations, train_subset, cfg, stages, feat_key, log)
+        report.selection = _select(work, feats, annotations, train_subset, cfg, stages, feat_key, log, ref_key)
         chosen = report.selection["chosen"]
     front = SELECT_CANDIDATES[chosen]
-    det_key = main.detector("detector", ref_key if front != "none" else feat_key, front=front)
+    det_key = main.detector("detector", ref_key if front != "none" and ref_key else feat_key, front=front,
+                            checkpoint=ref_key is not None)
     report.result = main.evaluate("evaluate", det_key, work / "predictions.json", work / "result.json", log)
     log(detection_table(_result_obj(report.result), per_class=True))
 
@@ -424,8 +439,11 @@ class _Variant:
         self.stages.run(self._name(stage), key, [out], build)
         return key
 
-    def detector(self, stage: str, upstream: str, front: str, features: Path | None = None) -> str:
-        """Train a detector (front "refactor", "deep" or "none") into ROOT/detector.pt, resumably."""
+    def detector(self, stage: str, upstream: str, front: str, features: Path | None = None,
+                 checkpoint: bool = True) -> str:
+        """Train a detector (front "refactor", "deep" or "none") into ROOT/detector.pt, resumably. The
+        fronts "refactor" and "deep" read ROOT/refactor.pt (the deep baseline: its sizes); ``checkpoint``
+        False: the deep baseline takes the sizes of RefactorNet's default configuration instead."""
         out = self.root / "detector.pt"
         state = self.root / "detector.pt.state"
         train = TrainConfig(epochs=self.cfg.detector_epochs, seed=self.cfg.seed, subset=self.train_subset,
@@ -433,13 +451,14 @@ class _Variant:
         key = stage_key(self._name(stage), {"upstream": upstream, "annotations": self.ann_hash, "front": front,
                                             "config": DetectorConfig().to_dict(),
                                             "train": asdict(train) | {"device": None},
-                                            "features": str(features or "")})
+                                            "features": str(features or "")}
+                       | ({} if checkpoint else {"checkpoint": False}))
 
         def build() -> dict:
             if _state_key(state) != key:            # no state, or one of other settings: start over
                 state.unlink(missing_ok=True)
                 _write_state_key(state, key)
-            ref = self.root / "refactor.pt" if front in ("refactor", "deep") else None
+            ref = self.root / "refactor.pt" if front in ("refactor", "deep") and checkpoint else None
             model, meta = train_detector(features or self.feats, self.annotations, DetectorConfig(), train,
                                          refactor_checkpoint=ref, front=front, progress=None, state_path=state)
             save_detector(out, model, meta)
@@ -513,10 +532,14 @@ def _train_device(device: str) -> str:
 
 
 def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: FitConfig, stages: _Stages,
-            feat_key: str, log: Callable[[str], None]) -> dict:
+            feat_key: str, log: Callable[[str], None], main_ref: str | None = "") -> dict:
     """The front selection (``FitConfig.select_front``): each of :data:`SELECT_CANDIDATES` trained on three
     quarters of each class's training videos and scored on the rest; returns (and writes to
-    ``WORK/select.json``) the held-out videos, each candidate's average mAP on them and the choice."""
+    ``WORK/select.json``) the held-out videos, each candidate's average mAP on them and the choice.
+    ``main_ref`` is the key of the main stage 1 (``WORK/refactor.pt``); None: RefactorNet could not be
+    trained on all training videos. Then, or where its stage 1 finds no coupling samples in the three
+    quarters, RefactorNet is not a candidate (``candidates_note`` says why) and the deep baseline takes
+    the main stage 1's sizes (none: those of RefactorNet's default configuration)."""
     root = work / "select"
     held_ann = root / "annotations.json"
     split_key = stage_key("select-split", {"annotations": ground_truth_digest(annotations), "subset": train_subset})
@@ -527,30 +550,48 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
         return {"heldout": held}
 
     held = stages.run("select-split", split_key, [held_ann], split)["heldout"]
+    refactor = main_ref is not None
     if not held:
-        table = {"heldout": [], "average_mAP": {}, "chosen": "refactor",
+        fallback = "refactor" if refactor else "baseline"
+        table = {"heldout": [], "average_mAP": {}, "chosen": fallback,
                  "note": f"no class of the training subset {train_subset!r} has two videos, so none can be "
-                         "held out to choose the front: RefactorNet kept"}
+                         "held out to choose the front: " + ("RefactorNet kept" if refactor else
+                                                             "the baseline kept (RefactorNet cannot be trained)")}
         write_json(table, work / "select.json")
         log(f"fit: {table['note']}")
         return table
     scores: dict[str, float] = {}
-    k1 = ""                                      # the refactor candidate's stage 1 (it comes before deep)
+    note = None if refactor else "RefactorNet cannot be trained on these training videos"
+    k1 = None                                    # the refactor candidate's stage 1 (it comes before deep)
     for name, front in SELECT_CANDIDATES.items():
+        if front == "refactor" and not refactor:
+            continue
         croot = root / name
         croot.mkdir(parents=True, exist_ok=True)
         v = _Variant(croot, feats, held_ann, train_subset, HELDOUT, cfg, stages, prefix=f"select-{name}-")
         if front == "none":
             key = v.detector("detector", feat_key, front=front)
-        else:
-            if front == "refactor":
+        elif front == "refactor":
+            try:
                 k1 = v.stage1("refactor", feat_key, form=cfg.refactor_form)
-            else:                                # the deep baseline: the refactor candidate's sizes
-                shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")
+            except NoCouplingSamples as exc:
+                note = f"RefactorNet is not a candidate: without the held-out videos {exc}"
+                log(f"fit: {note}")
+                continue
             key = v.detector("detector", k1, front=front)
+        elif k1 is not None:                     # the deep baseline: the refactor candidate's sizes
+            shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")
+            key = v.detector("detector", k1, front=front)
+        elif refactor:                           # no refactor candidate: the main stage 1's sizes
+            shutil.copyfile(work / "refactor.pt", croot / "refactor.pt")
+            key = v.detector("detector", main_ref, front=front)
+        else:                                    # no RefactorNet: the default configuration's sizes
+            key = v.detector("detector", feat_key, front=front, checkpoint=False)
         scores[name] = v.evaluate("evaluate", key, croot / "predictions.json", croot / "result.json")["average_mAP"]
     chosen = choose_front(scores, cfg.select_margin / 100)
     table = {"heldout": held, "average_mAP": scores, "margin": cfg.select_margin, "chosen": chosen}
+    if note is not None:
+        table["candidates_note"] = note
     write_json(table, work / "select.json")
     log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
         + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP"
@@ -559,13 +600,16 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
 
 
 def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, test_subset: str, cfg: FitConfig,
-              stages: _Stages, feat_key: str, ref_key: str, main_variant: str, main_result: dict,
+              stages: _Stages, feat_key: str, ref_key: str | None, main_variant: str, main_result: dict,
               log: Callable[[str], None]) -> dict:
     """The paper's comparisons (Tables 2, 4, 5 and Table 3's columns) on the same features; the row of
-    ``main_variant`` (the main model's front, see :data:`SELECT_CANDIDATES`) is the main result."""
+    ``main_variant`` (the main model's front, see :data:`SELECT_CANDIDATES`) is the main result. Without
+    a main stage 1 (``ref_key`` None: RefactorNet cannot be trained) only the baseline and the deep
+    baseline (RefactorNet's default sizes) are rows, and the table's ``note`` says so."""
     rows = {}
     paper_stage1 = (work / "refactor.pt", ref_key) if cfg.refactor_form == "paper" else None
-    for variant in ABLATION_VARIANTS:
+    variants = ABLATION_VARIANTS if ref_key is not None else ("baseline", "deep")
+    for variant in variants:
         if variant == main_variant:
             rows[variant] = main_result
             continue
@@ -577,6 +621,9 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
         v = _Variant(root, feats, annotations, train_subset, test_subset, cfg, stages, prefix=f"ablation-{variant}-")
         if variant == "baseline":
             key = v.detector("detector", feat_key, front="none")
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
+        elif ref_key is None:                      # the deep baseline without a stage-1 model
+            key = v.detector("detector", feat_key, front=variant, checkpoint=False)
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
         elif variant in ("deep", "refactor"):      # the main stage-1 model (the deep baseline: its size and depth)
             shutil.copyfile(work / "refactor.pt", root / "refactor.pt")
@@ -601,6 +648,9 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
     table = {"tiou": main_result["tiou"],
              "variants": {name: {"name": VARIANT_NAMES[name], "average_mAP": r["average_mAP"], "mAP": r["mAP"],
                                  "quality": r.get("quality")} for name, r in rows.items()}}
+    if ref_key is None:
+        table["note"] = ("RefactorNet cannot be trained on these training videos (no coupling samples): its rows "
+                         "are left out")
     write_json(table, work / "ablation.json")
     log(ablation_table(table))
     return table
@@ -629,6 +679,8 @@ def describe(report: FitReport, work: Path) -> str:
     if report.result is not None:
         lines.append(f"average mAP {100 * report.result['average_mAP']:.2f} "
                      f"(tIoU {report.result['tiou'][0]:g}:{report.result['tiou'][-1]:g}) -> {work / 'result.json'}")
+    if report.no_refactor is not None:
+        lines.append(f"RefactorNet not trained: {report.no_refactor}")
     if report.selection is not None and "note" in report.selection:
         lines.append(f"front not chosen: {report.selection['note']}")
     elif report.selection is not None:

@@ -13,7 +13,7 @@ Modules: ``model`` (φA, φC, the losses), ``samples`` (action and coupling samp
 """
 
 from refactor.apply import apply_refactor
-from refactor.errors import RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError
 from refactor.model import (FORMS, RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence,
                             pair_losses, reconstruction_loss, spread_loss)
 from refactor.pairs import PairSet, build_pairs
@@ -23,4 +23,5 @@ from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_re
 __all__ = ["FORMS", "RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
            "spread_loss", "reconstruction_loss",
            "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",
+           "NoCouplingSamples",
            "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor"]

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from common.annotations import load_ground_truth
 from extract.features import read_features
-from refactor.errors import RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError
 from refactor.samples import SampleConfig, SampleError, VideoSamples, collect_samples
 
 __all__ = ["PairSet", "build_pairs"]
@@ -47,8 +47,9 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
     """Collect samples from every feature file that has annotations in ``subset``.
 
     Raises:
-        RefactorError: no feature file matches an annotated video, NaN in features, mixed
-            feature layouts, or a class without any coupling sample.
+        RefactorError: no feature file matches an annotated video, NaN in features, or mixed
+            feature layouts.
+        NoCouplingSamples: (a RefactorError) a class without any coupling sample.
         AnnotationError: unreadable ground truth, or none in ``subset``.
     """
     feature_dir = Path(feature_dir)
@@ -94,7 +95,7 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
     present = set(np.concatenate([v.action_labels for v in videos]).tolist())
     missing = [gt.classes[c] for c in sorted(present) if not np.any(label_arr == c)]
     if missing:
-        raise RefactorError(f"class {missing[0]!r} has no coupling samples ({len(missing)} such classes); lower "
+        raise NoCouplingSamples(f"class {missing[0]!r} has no coupling samples ({len(missing)} such classes); lower "
                             "--threshold or raise --top-k")
     return PairSet(np.concatenate(action).astype(np.float32), np.concatenate(coupling).astype(np.float32),
                    np.concatenate(sim), label_arr, list(gt.classes), tuple(streams), videos)

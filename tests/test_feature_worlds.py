@@ -191,7 +191,8 @@ def test_reselect_replays_the_selection_with_a_margin():
     w = FeatureWorld().to_dict()
     own = {"baseline": (0.60, 0.70), "default": (0.64, 0.66), "deep": (0.50, 0.75)}     # test mAP, seeds 0 and 1
     recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in (0, 1)]
-    held = {0: {"baseline": 0.495, "default": 0.515, "deep": 0.53}, 1: {"baseline": 0.39, "default": 0.45, "deep": 0.41}}
+    held = {0: {"baseline": 0.495, "default": 0.515, "deep": 0.53},
+            1: {"baseline": 0.39, "default": 0.45, "deep": 0.41}}
     recs += [_rec(w, s, "select", own[max(held[s], key=held[s].get)][s])
              | {"selected": max(held[s], key=held[s].get), "heldout_mAP": held[s]} for s in (0, 1)]
     zero = {r["seed"]: r for r in reselect(recs, 0.0)}

@@ -325,6 +325,61 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     assert f"front not chosen: {report.selection['note']}" in describe(report, work).splitlines()
 
 
+def _no_coupling(where=lambda annotations: True):
+    """A ``build_pairs`` that finds no coupling samples where ``where(annotations)`` holds."""
+    from refactor.errors import NoCouplingSamples
+    from refactor.pairs import build_pairs
+
+    def fake(feature_dir, annotations, *rest):
+        if where(Path(annotations)):
+            raise NoCouplingSamples("class 'walk' has no coupling samples (1 such classes); lower --threshold or "
+                                    "raise --top-k")
+        return build_pairs(feature_dir, annotations, *rest)
+    return fake
+
+
+def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world, tmp_path, monkeypatch):
+    """Where RefactorNet cannot be trained (a class without coupling samples), the default fit says so in one
+    line, chooses between the baseline and the deep baseline (RefactorNet's default sizes), and the ablation
+    has only their rows; a rerun trains nothing; with ``--no-select-front`` it is a one-line FitError."""
+    from refactor.model import RefactorConfig
+    monkeypatch.setattr("detect.fit.build_pairs", _no_coupling())
+    lines: list[str] = []
+    work = tmp_path / "work"
+    cfg = replace(CFG, select_front=True, ablation=True, figure_videos=1)
+    report = fit(world / "videos", world / "annotations.json", work, cfg, log=lines.append, progress=False,
+                 extract_streams=streams(cfg))
+    assert "class 'walk' has no coupling samples" in report.no_refactor
+    assert len([m for m in lines if m.startswith("fit: RefactorNet cannot be trained")]) == 1
+    table = json.loads((work / "select.json").read_text())
+    assert list(table["average_mAP"]) == ["baseline", "deep"] and "cannot be trained" in table["candidates_note"]
+    assert table["chosen"] == choose_front(table["average_mAP"], CFG.select_margin / 100)
+    model = load_detector(work / "detector.pt")[0]
+    assert model.config.front == SELECT_CANDIDATES[table["chosen"]]
+    deep = load_detector(work / "select" / "deep" / "detector.pt")[0]
+    assert deep.config.refactor == RefactorConfig(in_dim=deep.config.in_dim)
+    ablation = json.loads((work / "ablation.json").read_text())
+    assert list(ablation["variants"]) == ["baseline", "deep"] and "left out" in ablation["note"]
+    assert ablation["variants"][table["chosen"]]["average_mAP"] == report.result["average_mAP"]
+    assert not (work / "refactor.pt").exists() and "RefactorNet not trained: " in describe(report, work)
+    again = run(world, work, cfg)
+    assert not any(again.ran.values())
+    with pytest.raises(FitError, match="RefactorNet cannot be trained: class 'walk' has no coupling samples"):
+        run(world, work, replace(cfg, select_front=False))
+
+
+def test_a_refactor_candidate_without_coupling_samples_is_left_out(world, tmp_path, monkeypatch):
+    """Where only the held-out split leaves a class without coupling samples, RefactorNet is not a candidate and
+    the deep baseline candidate takes the main stage 1's sizes."""
+    monkeypatch.setattr("detect.fit.build_pairs", _no_coupling(lambda ann: ann.parent.name == "select"))
+    work = tmp_path / "work"
+    report = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    table = report.selection
+    assert list(table["average_mAP"]) == ["baseline", "deep"] and report.no_refactor is None
+    assert table["candidates_note"].startswith("RefactorNet is not a candidate: without the held-out videos class")
+    assert (work / "select" / "deep" / "refactor.pt").read_bytes() == (work / "refactor.pt").read_bytes()
+
+
 def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path, monkeypatch):
     """When the selection picks another front than RefactorNet (here the only candidate), the main detector
     has that front, the ablation's row of it is the main result, and RefactorNet is trained as a row of its
