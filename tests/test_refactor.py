@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.features import FeatureFileError, read_features
-from refactor import (FORMS, RefactorConfig, RefactorError, RefactorLoss, RefactorNet, RefactorOutput, SampleConfig,
-                      SampleError, TrainConfig, apply_refactor, build_pairs, collect_samples, kl_divergence,
-                      load_refactor, pair_losses, save_checkpoint, train_refactor)
+from refactor import (FORMS, NoCouplingSamples, RefactorConfig, RefactorError, RefactorLoss, RefactorNet,
+                      RefactorOutput, SampleConfig, SampleError, TrainConfig, apply_refactor, build_pairs,
+                      collect_samples, kl_divergence, load_refactor, pair_losses, save_checkpoint, train_refactor)
 from refactor.__main__ import main as cli_main
 from tests.featfiles import split_streams, write_features
 
@@ -646,7 +646,7 @@ def test_class_without_coupling_samples(tmp_path, capsys):
     db["lonely"] = {"subset": "validation", "duration": 12, "annotations": [{"segment": [4, 6], "label": "Lonely"}]}
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"database": db}))
-    with pytest.raises(RefactorError, match="class 'Lonely' has no coupling samples \\(1 such classes\\)"):
+    with pytest.raises(NoCouplingSamples, match="class 'Lonely' has no coupling samples \\(1 such classes\\)"):
         build_pairs(tmp_path / "feat", ann, samples=SampleConfig(0.3, 5))
     # without a threshold the top-k rule always finds some
     pairs = build_pairs(tmp_path / "feat", ann, samples=SampleConfig(None, 2))
