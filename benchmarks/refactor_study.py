@@ -67,7 +67,7 @@ from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
-from detect.fit import choose_front  # noqa: E402
+from detect.fit import FitConfig, choose_front  # noqa: E402
 from evaluate import parse_thresholds  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
@@ -490,7 +490,11 @@ def verdict(per_variant: dict, name: str = "default") -> str:
 def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: Path | None = None) -> str:
     """Markdown: the map (each world: the baseline, and each variant's paired Δ to it; the default's Δ to
     the deep baseline and its verdict), every variant of the worlds that ran more than four, and the
-    measurements that explain them."""
+    measurements that explain them. ``select`` is shown with ``detect fit``'s rule (``FitConfig.select_margin``,
+    :func:`reselect`); the rule table compares the margins."""
+    rules = select_rules(records, centre.to_dict())
+    records = [r for r in records if r.get("variant") != "select"] + [
+        r | {"variant": "select"} for r in reselect(records, FitConfig().select_margin)]
     summary = summarize(records)
     c = centre.to_dict()
     main = ("deep", "paper", "default")
@@ -520,7 +524,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                 continue
             cells = [f"{f([g[s] for s in seeds]):+.1f}" for g in (d, sel) for f in (np.mean, np.min)]
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
-    lines += select_rules(records, c)
+    lines += rules
     for wk, per in summary.items():
         if len(per) <= 4 or all(name.startswith("select@") for name in per):
             continue

@@ -140,8 +140,13 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     # against the better plain front, on the seeds that have both: seed 0 max(0.5, 0.4), seed 2 max(0.7, 0.8)
     assert row["default"]["below_best"] == pytest.approx({0: 2.0, 2: -5.0})
     assert "below_best" not in row["baseline"] and "below_best" not in row["deep"]
-    chosen = recs + [_rec(w, s, "select", m) | {"selected": "x"} for s, m in ((0, 0.45), (1, 0.6), (2, 0.8))]
-    assert "| centre | 2 | -1.5 | -5.0 | -2.5 | -5.0 |" in report(chosen)      # select: -5 on seed 0, 0 on seed 2
+    # select (its held-out scores choose the baseline on seed 0, the default on seed 1, the deep baseline on
+    # seed 2): 0 on seeds 0 and 2
+    held = {0: {"baseline": 0.6, "default": 0.5, "deep": 0.5}, 1: {"baseline": 0.5, "default": 0.6, "deep": 0.5},
+            2: {"baseline": 0.5, "default": 0.5, "deep": 0.6}}
+    chosen = recs + [_rec(w, s, "select", m) | {"selected": c, "heldout_mAP": held[s]}
+                     for s, c, m in ((0, "baseline", 0.5), (1, "default", 0.61), (2, "deep", 0.8))]
+    assert "| centre | 2 | -1.5 | -5.0 | +0.0 | +0.0 |" in report(chosen)
     report(chosen, figures=tmp_path / "figs")
     for name in ("delta_along_axes", "mechanism", "oracle_bound", "select_map"):
         assert (tmp_path / "figs" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
