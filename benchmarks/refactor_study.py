@@ -90,6 +90,8 @@ class Variant:
         select: choose among these variants by average mAP on held-out training videos (a quarter of
             each class's, :func:`common.annotations.hold_out`; every candidate trained on the other three quarters),
             then score the choice trained on all of them (``front`` is then unused).
+        folds: with ``select``, score each candidate on this many folds of held-out videos
+            (``hold_out(fold=k)``, k < folds) and choose by the mean; 1 is ``detect fit``'s selection.
     """
 
     front: str
@@ -97,6 +99,7 @@ class Variant:
     frozen: bool = False
     layout: str = "raw"
     select: tuple[str, ...] = ()
+    folds: int = 1
 
 
 PAPER = {"form": "paper"}
@@ -141,6 +144,7 @@ VARIANTS: dict[str, Variant] = {
     "default_t3": Variant("refactor", {"temporal_kernel": 3}),
     "default_t3_encoders": Variant("refactor", {"temporal_kernel": 3, "stage2_encoders": True}),
     "select": Variant("none", select=("baseline", "default", "deep")),
+    "select_k4": Variant("none", select=("baseline", "default", "deep"), folds=4),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
@@ -314,13 +318,18 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         extra: dict = {}
         if v.select:
             # choose among v.select on held-out training videos, then take the choice trained on them all
-            held_ann = root / "heldout" / "annotations.json"
-            held = write_heldout(ann, held_ann)
-            held_pairs = build_pairs(raw, held_ann, "validation", SampleConfig())
-            scores = {c: train_variant(c, held_ann, held_pairs, HELDOUT, tag="heldout_")[1]["average_mAP"]
-                      for c in v.select}
+            folds, held = [], []
+            for k in range(v.folds):
+                held_ann = root / f"heldout{k or ''}" / "annotations.json"
+                held += write_heldout(ann, held_ann, fold=k)
+                held_pairs = build_pairs(raw, held_ann, "validation", SampleConfig())
+                folds.append({c: train_variant(c, held_ann, held_pairs, HELDOUT, tag=f"heldout{k or ''}_")[1][
+                    "average_mAP"] for c in v.select})
+            scores = {c: float(np.mean([f[c] for f in folds])) for c in v.select}
             chosen = choose_front(scores)          # the best (ties: the first); other margins: reselect()
-            extra = {"selected": chosen, "heldout_mAP": scores, "heldout_videos": len(held)}
+            extra = {"selected": chosen, "heldout_mAP": scores, "heldout_videos": len(held)}   # summed over folds
+            if v.folds > 1:
+                extra["heldout_folds"] = folds
             if chosen not in results:
                 results[chosen] = dict(zip(("model", "rec", "stage1"), train_variant(chosen, ann, pairs)))
             model, rec, ref_model = results[chosen]["model"], dict(results[chosen]["rec"]), results[chosen]["stage1"]
@@ -342,10 +351,10 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
               + (f"  chose {extra['selected']}" if extra else ""), file=sys.stderr, flush=True)
 
 
-def write_heldout(annotations: Path, out: Path) -> list[str]:
+def write_heldout(annotations: Path, out: Path, fold: int = 0) -> list[str]:
     """Write ``annotations`` to ``out`` with a quarter of each class's training (``validation``) videos in
-    subset :data:`HELDOUT` (:func:`common.annotations.hold_out`); returns those videos."""
-    database, held = hold_out(read_database(annotations), "validation")
+    subset :data:`HELDOUT` (:func:`common.annotations.hold_out`, its ``fold``); returns those videos."""
+    database, held = hold_out(read_database(annotations), "validation", fold=fold)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_database(out, database)
     return held

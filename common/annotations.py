@@ -191,11 +191,16 @@ HELDOUT = "heldout"
 
 
 def hold_out(database: dict[str, dict], subset: str, every: int = 4,
-             name: str = HELDOUT) -> tuple[dict[str, dict], list[str]]:
+             name: str = HELDOUT, fold: int = 0) -> tuple[dict[str, dict], list[str]]:
     """Split a training subset for model selection: a copy of ``database`` in which every ``every``-th
     video of ``subset`` of each class (the label of its first segment; videos in sorted id order) is moved
     to subset ``name``. A class with 2 to ``every`` - 1 videos gives its last one; a class with a single
     video, and videos without segments, stay in ``subset``.
+
+    ``fold`` (0 to ``every`` - 1) shifts the choice for k-fold selection: a class of n >= ``every`` videos
+    gives those at positions ``every`` - 1 - fold, 2 ``every`` - 1 - fold, ..., so the ``every`` folds
+    hold out each of its videos exactly once; a class of 2 to ``every`` - 1 gives its video at position
+    (n - 1 - fold) mod n. Fold 0 is the split described above.
 
     Returns:
         (the new database, the moved video ids in sorted order). ``database`` is not changed.
@@ -205,6 +210,8 @@ def hold_out(database: dict[str, dict], subset: str, every: int = 4,
     """
     if every < 2:
         raise ValueError(f"every must be >= 2, got {every}")
+    if not 0 <= fold < every:
+        raise ValueError(f"fold must be in [0, {every}), got {fold}")
     taken = next((v for v, e in database.items() if same_subset(e["subset"], name)), None)
     if taken is not None:
         raise AnnotationError(f"cannot hold videos out as subset {name!r}: the annotations already use it "
@@ -214,7 +221,13 @@ def hold_out(database: dict[str, dict], subset: str, every: int = 4,
         entry = database[vid]
         if same_subset(entry["subset"], subset) and entry.get("annotations"):
             by_class.setdefault(str(entry["annotations"][0]["label"]), []).append(vid)
-    held = {vid for vids in by_class.values() for vid in (vids[every - 1::every] or vids[1:][-1:])}
+    held: set[str] = set()
+    for vids in by_class.values():
+        n = len(vids)
+        if n >= every:
+            held.update(vids[every - 1 - fold::every])
+        elif n > 1:
+            held.add(vids[(n - 1 - fold) % n])
     out = {vid: (entry | {"subset": name} if vid in held else entry) for vid, entry in database.items()}
     return out, sorted(held)
 

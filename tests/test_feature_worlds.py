@@ -289,14 +289,15 @@ def test_heldout_split_is_a_quarter_of_each_class(tmp_path):
 
 def test_select_scores_the_choice_made_on_heldout_videos(tmp_path):
     """The ``select`` variant records the held-out mAP of each candidate, picks the best, and scores that
-    candidate trained on every training video: the same numbers as the candidate's own run."""
+    candidate trained on every training video: the same numbers as the candidate's own run. ``select_k4``
+    scores on four folds and chooses by their mean."""
     from benchmarks.refactor_study import VARIANTS, StudySettings, run_point
 
     fast = StudySettings(detector_epochs=1, refactor_epochs=1)
     world = FeatureWorld(dim=16, classes=2, train_videos=8, test_videos=2, length=(40, 60))
     recs: list[dict] = []
-    run_point(world, 0, ["select"], fast, tmp_path / "a", set(), recs.append)
-    (sel,) = recs
+    run_point(world, 0, ["select", "select_k4"], fast, tmp_path / "a", set(), recs.append)
+    sel, k4 = recs
     scores = sel["heldout_mAP"]
     assert set(scores) == set(VARIANTS["select"].select) and sel["heldout_videos"] == 2
     assert scores[sel["selected"]] == max(scores.values())
@@ -304,6 +305,11 @@ def test_select_scores_the_choice_made_on_heldout_videos(tmp_path):
     alone: list[dict] = []
     run_point(world, 0, [sel["selected"]], fast, tmp_path / "b", set(), alone.append)
     assert alone[0]["average_mAP"] == sel["average_mAP"] and alone[0]["mAP"] == sel["mAP"]
+    # 4-fold: each of the 8 training videos held out once, fold 0 is select's split, the mean chooses
+    folds = k4["heldout_folds"]
+    assert len(folds) == 4 and folds[0] == scores and k4["heldout_videos"] == 8
+    assert k4["heldout_mAP"] == {c: pytest.approx(np.mean([f[c] for f in folds])) for c in scores}
+    assert k4["heldout_mAP"][k4["selected"]] == max(k4["heldout_mAP"].values())
 
 
 @given(seed=st.integers(0, 2**16), k=st.integers(0, 2))

@@ -157,6 +157,27 @@ def test_hold_out_takes_every_nth_video_of_each_class(sizes, every, unlabelled):
             hold_out(out, "validation", every)             # the held-out subset name is taken
 
 
+@given(sizes=st.lists(st.integers(0, 11), min_size=1, max_size=5), every=st.integers(2, 5))
+@settings(max_examples=60, deadline=None)
+def test_hold_out_folds_hold_each_video_out_once(sizes, every):
+    """The ``every`` folds of hold_out: fold 0 is the plain split; a class of n >= every videos has each
+    video held out in exactly one fold; a smaller class (n >= 2) gives one video per fold and keeps the
+    others; a single video is never held out."""
+    db = {f"v{k}_{i:02d}": {"subset": "validation", "annotations": [{"label": f"c{k}", "segment": [0, 1]}]}
+          for k, n in enumerate(sizes) for i in range(n)}
+    folds = [hold_out(db, "validation", every, fold=f)[1] for f in range(every)]
+    assert folds[0] == hold_out(db, "validation", every)[1]
+    for k, n in enumerate(sizes):
+        mine = [f"v{k}_{i:02d}" for i in range(n)]
+        per_fold = [[v for v in mine if v in held] for held in folds]
+        if n >= every:
+            assert sorted(v for picked in per_fold for v in picked) == mine          # each exactly once
+        else:
+            assert all(len(picked) == (1 if n > 1 else 0) for picked in per_fold)
+    with pytest.raises(ValueError, match="fold must be in"):
+        hold_out(db, "validation", every, fold=every)
+
+
 def test_predictions_round_trip(tmp_path):
     gt = load_ground_truth(DB, "validation")
     results = {"v1": [{"label": "Run", "score": 0.9, "segment": [9.5, 12.0]},
