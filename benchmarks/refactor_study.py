@@ -535,7 +535,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
     lines += rules
     for wk, per in summary.items():
-        if len(per) <= 4 or all(name.startswith("select@") for name in per):
+        if len(per) <= 4:
             continue
         lines += ["", f"All variants, {_label(json.loads(wk), c)}:", "",
                   "| variant | avg mAP (%) | Δ baseline | Δ deep | φC: cos(act, ctx) / cos(act, bg) | φC pair cos "

@@ -77,8 +77,8 @@ from extract.pipeline import ExtractConfig, extract_videos
 from extract.video import VIDEO_EXTENSIONS
 from refactor.apply import apply_refactor
 from refactor.cam import draw_cams
-from refactor.model import FORMS, RefactorConfig
 from refactor.errors import NoCouplingSamples
+from refactor.model import FORMS, RefactorConfig
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
@@ -532,7 +532,7 @@ def _train_device(device: str) -> str:
 
 
 def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: FitConfig, stages: _Stages,
-            feat_key: str, log: Callable[[str], None], main_ref: str | None = "") -> dict:
+            feat_key: str, log: Callable[[str], None], main_ref: str | None) -> dict:
     """The front selection (``FitConfig.select_front``): each of :data:`SELECT_CANDIDATES` trained on three
     quarters of each class's training videos and scored on the rest; returns (and writes to
     ``WORK/select.json``) the held-out videos, each candidate's average mAP on them and the choice.
