@@ -51,6 +51,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -462,6 +463,7 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
             if all("selected" in runs[s] for s in seeds):
                 row["selected"] = {c: sum(runs[s]["selected"] == c for s in seeds)
                                    for c in sorted({runs[s]["selected"] for s in seeds})}
+                row["chosen"] = {s: runs[s]["selected"] for s in seeds}
             out[wk][name] = row
     return out
 
@@ -534,6 +536,23 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
             cells = [f"{f([g[s] for s in seeds]):+.1f}" for g in (d, sel) for f in (np.mean, np.min)]
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
     lines += rules
+    rows = [(wk, per) for wk, per in summary.items() if "below_best" in per.get("select_k4", {})]
+    if rows:
+        lines += ["", "The selection scored on one held-out quarter (select) and on four folds (select_k4), on the "
+                  "seeds with both: against the better of the baseline and the deep baseline on each seed "
+                  "(points, mean / worst seed) and the choices:", "",
+                  "| world | seeds | select | select_k4 | select: chosen | select_k4: chosen |",
+                  "| --- | ---: | ---: | ---: | --- | --- |"]
+        for wk, per in rows:
+            one, four = per.get("select", {}).get("below_best", {}), per["select_k4"]["below_best"]
+            seeds = [s for s in four if s in one]
+            if not seeds:
+                continue
+            cells = [f"{np.mean([g[s] for s in seeds]):+.1f} / {np.min([g[s] for s in seeds]):+.1f}"
+                     for g in (one, four)]
+            chosen = [", ".join(f"{c} {n}" for c, n in sorted(Counter(per[v]["chosen"][s] for s in seeds).items()))
+                      for v in ("select", "select_k4")]
+            lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} | {' | '.join(chosen)} |")
     for wk, per in summary.items():
         if len(per) <= 4:
             continue
