@@ -19,7 +19,8 @@ removed exactly) and ``oracle_split`` ([f − context, context]), which bound wh
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
-and scored (its record names the choice and the held-out scores). ``default_s0.1`` / ``default_s0.3``
+and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
+on four folds of held-out videos and chooses by the mean. ``default_s0.1`` / ``default_s0.3``
 are the default with L_S weighted 0.1 / 0.3.
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
