@@ -523,34 +523,25 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                      f"{_pm(per.get('default', {}).get('delta_deep'))} | {verdict(per)} | "
                      f"{_pm(sel.get('delta_baseline'))}{f' ({chosen})' if chosen else ''} | "
                      f"{verdict(per, 'select')} |")
-    rows = [(wk, per) for wk, per in summary.items() if "below_best" in per.get("select", {})]
+    rows = list(_paired_gaps(summary, "default", "select"))
     if rows:
         lines += ["", "Against the better of the baseline and the deep baseline on each seed (points of average "
                   "mAP, mean and worst seed, on the seeds with all four):", "",
                   "| world | seeds | default: mean | default: worst | select: mean | select: worst |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for wk, per in rows:
-            d, sel = per.get("default", {}).get("below_best", {}), per["select"]["below_best"]
-            seeds = [s for s in sel if s in d]
-            if not seeds:
-                continue
-            cells = [f"{f([g[s] for s in seeds]):+.1f}" for g in (d, sel) for f in (np.mean, np.min)]
+        for wk, _per, seeds, *gaps in rows:
+            cells = [f"{f(g):+.1f}" for g in gaps for f in (np.mean, np.min)]
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} |")
     lines += rules
-    rows = [(wk, per) for wk, per in summary.items() if "below_best" in per.get("select_k4", {})]
+    rows = list(_paired_gaps(summary, "select", "select_k4"))
     if rows:
         lines += ["", "The selection scored on one held-out quarter (select) and on four folds (select_k4), on the "
                   "seeds with both: against the better of the baseline and the deep baseline on each seed "
                   "(points, mean / worst seed) and the choices:", "",
                   "| world | seeds | select | select_k4 | select: chosen | select_k4: chosen |",
                   "| --- | ---: | ---: | ---: | --- | --- |"]
-        for wk, per in rows:
-            one, four = per.get("select", {}).get("below_best", {}), per["select_k4"]["below_best"]
-            seeds = [s for s in four if s in one]
-            if not seeds:
-                continue
-            cells = [f"{np.mean([g[s] for s in seeds]):+.1f} / {np.min([g[s] for s in seeds]):+.1f}"
-                     for g in (one, four)]
+        for wk, per, seeds, *gaps in rows:
+            cells = [f"{np.mean(g):+.1f} / {np.min(g):+.1f}" for g in gaps]
             chosen = [", ".join(f"{c} {n}" for c, n in sorted(Counter(per[v]["chosen"][s] for s in seeds).items()))
                       for v in ("select", "select_k4")]
             lines.append(f"| {_label(json.loads(wk), c)} | {len(seeds)} | {' | '.join(cells)} | {' | '.join(chosen)} |")
@@ -602,6 +593,16 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         plot_oracles(summary, c, figures / "oracle_bound.png")
         plot_select(summary, c, figures / "select_map.png")
     return "\n".join(lines)
+
+
+def _paired_gaps(summary: dict, first: str, second: str):
+    """Per world where both variants have per-seed gaps to the better plain front (``below_best``): the
+    world key, its summary row, the seeds both have (in ``second``'s order) and the two lists of gaps."""
+    for wk, per in summary.items():
+        a, b = per.get(first, {}).get("below_best", {}), per.get(second, {}).get("below_best", {})
+        seeds = [s for s in b if s in a]
+        if seeds:
+            yield wk, per, seeds, [a[s] for s in seeds], [b[s] for s in seeds]
 
 
 def select_rules(records: list[dict], centre: dict, margins: tuple[float, ...] = SELECT_MARGINS) -> list[str]:
