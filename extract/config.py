@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from common.config import Section
+from extract.video import BACKENDS
 from weights.specs import get_spec
 
 __all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "BACKENDS", "resolve_device", "rank_device",
@@ -17,7 +18,6 @@ __all__ = ["ExtractConfig", "STREAMS", "PRECISIONS", "FLOW_METHODS", "BACKENDS",
 STREAMS = ("rgb", "flow")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FLOW_METHODS = ("tvl1", "opencv-tvl1")
-BACKENDS = ("auto", "decord", "pyav")
 
 
 @dataclass
@@ -38,7 +38,8 @@ class ExtractConfig:
             or fp16.
         spatial: also store float16 Mixed_5c maps (T, 1024, 7, 7).
         overwrite: redo videos whose feature file exists.
-        backend: video decoder: auto (decord, PyAV fallback), decord or pyav.
+        backend: video decoder: auto (torchcodec when it loads, else decord; PyAV where neither can
+            open a file), torchcodec, decord or pyav. All give the same frames.
         queue_size: snippet batches decoded ahead of the model, per video.
         workers: videos decoded at once, in threads (features are still written in input order).
         flow: flow method: tvl1 (batched PyTorch TV-L1, CPU or CUDA) or opencv-tvl1 (OpenCV's CPU

@@ -1,4 +1,4 @@
-"""Video decoding with decord (PyAV where decord cannot open a file), and time-based sampling.
+"""Video decoding with torchcodec or decord (PyAV where neither can open a file), and time-based sampling.
 
 A video is opened once to read its frame timestamps (no pixels decoded), then decoded in
 increasing frame order, a bounded chunk at a time, so a long video is never held in memory.
@@ -13,13 +13,19 @@ Rotation: a video whose container carries a display matrix (phone videos filmed 
 decoded upright, as players show it: frames are turned by the matrix's rotation, and
 :class:`VideoInfo` gives the displayed size. decord turns 180-degree videos itself but cannot
 decode 90/270-degree ones; for those PyAV takes over, also when decord was asked for, and the
-backend name says so. Both backends give identical frames.
+backend name says so. torchcodec turns every rotation itself. All backends give identical frames.
+
+torchcodec (optional) is the fastest CPU decoder measured (``benchmarks/decode.py``); ``"auto"`` uses it
+when it loads. Its PyPI wheels link against a CUDA build of torch, so beside a CPU-only torch it is
+installed but cannot load: ``"auto"`` then says so once (a warning) and uses decord.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["VideoError", "VideoInfo", "VideoReader", "open_video", "sample_indices",
-           "num_sampled_frames", "VIDEO_EXTENSIONS"]
+           "num_sampled_frames", "VIDEO_EXTENSIONS", "BACKENDS", "torchcodec_status"]
+
+BACKENDS = ("auto", "torchcodec", "decord", "pyav")
+"""Decoder names :func:`open_video` accepts; ``auto`` tries torchcodec, decord, then PyAV."""
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv",
                     ".wmv", ".3gp", ".ts")
@@ -43,7 +52,8 @@ class VideoInfo:
 
     Attributes:
         path: the file.
-        backend: ``"decord"`` or ``"pyav"``.
+        backend: ``"torchcodec"``, ``"decord"`` or ``"pyav"`` (with the reason in brackets where PyAV
+            stood in for decord).
         fps: average frame rate (frames per second).
         starts (ndarray[F]): presentation time of each source frame in seconds, increasing,
             the first at 0.
@@ -196,36 +206,13 @@ class PyAVReader(VideoReader):
     """PyAV: a demux pass for timestamps, then one sequential decode."""
 
     def __init__(self, path: Path, header: _Header | None = None, backend: str = "pyav"):
-        import av  # noqa: PLC0415
-
         self._path = path
         header = header if header is not None else _read_header(path)
         self._turns = header.rotation // 90
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise VideoError("no video stream (audio-only or not a video)")
-                stream = container.streams.video[0]
-                tb = float(stream.time_base)
-                pts, durations = [], []
-                found = 0  # packets read, empty ones included (not the final flush packet)
-                for packet in container.demux(stream):
-                    if packet.size > 0 or packet.pts is not None or packet.dts is not None:
-                        found += 1
-                    if packet.pts is not None and packet.size > 0:
-                        pts.append(packet.pts * tb)
-                        durations.append((packet.duration or 0) * tb)
-                _check_declared(_mp4_frames(container), found)
-                fps = float(stream.average_rate or stream.guessed_rate or 0)
-                width, height = stream.codec_context.width, stream.codec_context.height
-        except av.error.FFmpegError as exc:
-            raise VideoError(_one_line(exc)) from exc
+        starts, last, fps, width, height = _pyav_index(path)
         if self._turns % 2:
             width, height = height, width
-        order = np.argsort(pts, kind="stable")
-        last = durations[order[-1]] if len(pts) else None
-        self.info = _finish_info(path, backend, np.asarray(pts)[order] if pts else np.zeros(0),
-                                 last, fps, width, height, header.rotation)
+        self.info = _finish_info(path, backend, starts, last, fps, width, height, header.rotation)
 
     def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         import av  # noqa: PLC0415
@@ -252,6 +239,105 @@ class PyAVReader(VideoReader):
         if target is not None:
             raise VideoError(f"decoding stopped after {decoded} of {self.info.num_frames} frames "
                              "(truncated or corrupt file)")
+
+
+def _pyav_index(path: Path) -> tuple[np.ndarray, float | None, float, int, int]:
+    """A demux pass (no pixels decoded): presentation times in increasing order (seconds), the last
+    frame's duration, the average rate and the coded (width, height).
+
+    Raises:
+        VideoError: no video stream, an index that lists more frames than the file holds, or a file
+            FFmpeg cannot read.
+    """
+    import av  # noqa: PLC0415
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream (audio-only or not a video)")
+            stream = container.streams.video[0]
+            tb = float(stream.time_base)
+            pts, durations = [], []
+            found = 0  # packets read, empty ones included (not the final flush packet)
+            for packet in container.demux(stream):
+                if packet.size > 0 or packet.pts is not None or packet.dts is not None:
+                    found += 1
+                if packet.pts is not None and packet.size > 0:
+                    pts.append(packet.pts * tb)
+                    durations.append((packet.duration or 0) * tb)
+            _check_declared(_mp4_frames(container), found)
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            width, height = stream.codec_context.width, stream.codec_context.height
+    except av.error.FFmpegError as exc:
+        raise VideoError(_one_line(exc)) from exc
+    order = np.argsort(pts, kind="stable")
+    last = durations[order[-1]] if len(pts) else None
+    return (np.asarray(pts, dtype=np.float64)[order] if pts else np.zeros(0)), last, fps, width, height
+
+
+class TorchCodecReader(VideoReader):
+    """torchcodec's ``VideoDecoder`` on the CPU (exact seek mode), read with ``get_frames_at`` on
+    bounded chunks of increasing indices. Timestamps come from the same demux pass as PyAV's, and
+    every decoded frame's own timestamp is checked against them. torchcodec applies the display
+    rotation itself."""
+
+    def __init__(self, path: Path, chunk_bytes: int = 256 << 20, header: _Header | None = None):
+        decoder_class = _load_torchcodec()
+        header = header if header is not None else _read_header(path)
+        starts, last, fps, _, _ = _pyav_index(path)
+        try:
+            self._decoder = decoder_class(str(path), dimension_order="NHWC", seek_mode="exact",
+                                          num_ffmpeg_threads=0, device="cpu")
+            meta = self._decoder.metadata
+            n, width, height = int(meta.num_frames or 0), int(meta.width), int(meta.height)
+        except (RuntimeError, ValueError) as exc:  # torchcodec raises these on unreadable files
+            raise VideoError(_one_line(exc)) from exc
+        self.info = _finish_info(path, "torchcodec", starts, last, fps, width, height, header.rotation)
+        if n != self.info.num_frames:
+            raise VideoError(f"torchcodec finds {n} frames, the container's packets {self.info.num_frames}")
+        self._origin = float(np.min(starts))
+        self._chunk = max(1, chunk_bytes // max(1, width * height * 3))
+
+    def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        for lo in range(0, len(indices), self._chunk):
+            chunk = [int(i) for i in indices[lo:lo + self._chunk]]
+            try:
+                batch = self._decoder.get_frames_at(chunk)
+            except (RuntimeError, IndexError, ValueError) as exc:
+                raise VideoError(f"decoding failed near frame {chunk[0]}: {_one_line(exc)}") from exc
+            shown = batch.pts_seconds.numpy() - self._origin
+            expected = self.info.starts[chunk]
+            if not np.allclose(shown, expected, rtol=0, atol=1e-6):
+                bad = int(np.flatnonzero(~np.isclose(shown, expected, rtol=0, atol=1e-6))[0])
+                raise VideoError(f"torchcodec returned the frame at {shown[bad]:.6f} s for frame {chunk[bad]} "
+                                 f"({expected[bad]:.6f} s)")
+            yield from zip(chunk, batch.data.numpy())
+
+    def close(self) -> None:
+        self._decoder = None
+
+
+@functools.cache
+def torchcodec_status() -> tuple[object | None, str]:
+    """(torchcodec's ``VideoDecoder`` class or None, why not: "" when it loads, "not installed", or
+    the one-line reason an installed torchcodec cannot load, e.g. a CUDA-linked wheel beside a CPU-only
+    torch). Cached: the import is tried once per process."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: PLC0415 - optional
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "torchcodec":
+            return None, "not installed"
+        return None, f"cannot load: {_one_line(exc)}"
+    except (ImportError, OSError, RuntimeError) as exc:  # a shared library that does not load
+        return None, f"cannot load: {_one_line(exc)}"
+    return VideoDecoder, ""
+
+
+def _load_torchcodec():
+    decoder_class, why = torchcodec_status()
+    if decoder_class is None:
+        raise ImportError(f"torchcodec {why}")
+    return decoder_class
 
 
 class DecordCannotRotate(VideoError):
@@ -342,20 +428,30 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
 
     Args:
         path: video file.
-        backend: ``"decord"``, ``"pyav"`` or ``"auto"`` (decord, then PyAV if decord is missing
-            or cannot open the file). A video rotated by 90 or 270 degrees is decoded with PyAV
-            even when decord is asked for; its ``info.backend`` then reads
-            ``"pyav (decord cannot decode a video rotated by 90 degrees)"``.
+        backend: one of :data:`BACKENDS`. ``"auto"``: torchcodec when it loads, else decord, then PyAV
+            if decord is missing or cannot open the file. A video rotated by 90 or 270 degrees is
+            decoded with PyAV when decord is asked for (or is auto's choice); its ``info.backend``
+            then reads ``"pyav (decord cannot decode a video rotated by 90 degrees)"``.
 
     Raises:
-        VideoError: one-line reason when neither backend can use the file.
+        VideoError: one-line reason when no backend can use the file, or when the backend asked for
+            is not installed or cannot load.
     """
     path = Path(path)
     _check_file(path)
-    if backend not in ("auto", "decord", "pyav"):
-        raise ValueError(f"unknown backend {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     header = _read_header(path)
     errors = []
+    if backend == "torchcodec" or (backend == "auto" and _torchcodec_usable()):
+        try:
+            return TorchCodecReader(path, header=header)
+        except ImportError as exc:
+            raise VideoError(str(exc)) from exc
+        except VideoError as exc:
+            if backend == "torchcodec":
+                raise
+            errors.append(f"torchcodec: {exc}")
     if backend in ("auto", "decord"):
         try:
             return DecordReader(path, header=header)
@@ -371,7 +467,19 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     try:
         return PyAVReader(path, header)
     except VideoError as exc:
-        # PyAV's reason is the readable one (decord's are C++ check failures); keep decord's short.
-        detail = f" (decord: {errors[0][len('decord: '):][:80]})" if errors else ""
+        # PyAV's reason is the readable one (the others' are often C++ check failures); keep theirs short.
+        detail = "".join(f" ({e[:88]})" for e in errors)
         raise VideoError(f"{exc}{detail}") from exc
 
+
+def _torchcodec_usable() -> bool:
+    """Whether ``auto`` can use torchcodec; an installed torchcodec that cannot load is reported once."""
+    decoder_class, why = torchcodec_status()
+    if decoder_class is None and why != "not installed":
+        _warn_once(f"torchcodec is installed but {why}; decoding with decord instead")
+    return decoder_class is not None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)

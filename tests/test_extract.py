@@ -18,6 +18,7 @@ from extract import ExtractConfig, extract_videos, read_features
 from extract.pipeline import RGBStream, build_streams
 from extract.streams import FlowStream, input_geometry
 from extract.transforms import resize_crop, to_unit_range
+from extract.video import torchcodec_status
 from tests.models import record_inputs, with_transform
 from tests.videos import make_audio_only, make_video, truncate
 from weights import get_spec
@@ -182,14 +183,17 @@ def test_duplicate_video_ids_are_refused(tmp_path, tiny_stream):
 
 
 def test_backends_agree(tmp_path, tiny_stream):
+    """Every decoder gives the same features, and the file names the decoder (torchcodec where it loads)."""
     _, streams = tiny_stream
     video = make_video(tmp_path / "v.mp4", 30)
-    for backend in ("decord", "pyav"):
+    backends = ["decord", "pyav"] + ["torchcodec"] * (torchcodec_status()[0] is not None)
+    for backend in backends:
         extract_videos([video], tmp_path / backend, ExtractConfig(backend=backend, **SMALL), streams=streams,
                        progress=False)
-    a, b = (read_features(tmp_path / k / "v.h5") for k in ("decord", "pyav"))
-    np.testing.assert_array_equal(a.features, b.features)
-    assert a.attrs["decoder"] == "decord" and b.attrs["decoder"] == "pyav"
+    ref, *others = (read_features(tmp_path / k / "v.h5") for k in backends)
+    for other in others:
+        np.testing.assert_array_equal(other.features, ref.features)
+    assert [f.attrs["decoder"] for f in (ref, *others)] == backends
 
 
 def test_invalid_config_values():

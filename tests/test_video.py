@@ -15,10 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extract.video import DecordReader, VideoError, num_sampled_frames, open_video, sample_indices
+import extract.video as video
+from extract.video import (DecordReader, TorchCodecReader, VideoError, num_sampled_frames, open_video, sample_indices,
+                           torchcodec_status)
 from tests.videos import decoded_levels, frame_image, make_audio_only, make_video, truncate, upright_image
 
-BACKENDS = ["decord", "pyav"]
+# torchcodec is optional: its PyPI wheels need a CUDA build of torch, so on CPU-only machines (CI) its
+# cases are skipped and the reader's own logic is tested with a stand-in decoder (end of this file).
+HAS_TORCHCODEC = torchcodec_status()[0] is not None
+TORCHCODEC = pytest.param("torchcodec", marks=pytest.mark.skipif(
+    not HAS_TORCHCODEC, reason=f"torchcodec {torchcodec_status()[1]}"))
+AUTO_CHOICE = "torchcodec" if HAS_TORCHCODEC else "decord"
+BACKENDS = ["decord", "pyav", TORCHCODEC]
 # pts (ms) of a variable-frame-rate video. No start lies within 25 ms after a multiple of 100 ms,
 # so at 10 fps the quarter-frame rounding tolerance of sample_indices cannot change the answer.
 VFR_PTS_MS = [0, 40, 80, 200, 240, 500, 540, 580, 650, 1000, 1040, 1080, 1160, 1500]
@@ -135,13 +143,33 @@ def test_no_indices_no_frames(tmp_path, backend):
 
 
 def test_backends_agree(tmp_path):
-    """decord and PyAV give identical pixels on a lossless video."""
+    """decord, PyAV (and torchcodec where it loads) give identical pixels on a lossless video."""
     path = make_video(tmp_path / "v.mp4", 40, 175, 97)
-    with open_video(path, "decord") as a, open_video(path, "pyav") as b:
-        np.testing.assert_allclose(a.info.starts, b.info.starts, rtol=0, atol=1e-6)
-        _, fa = read(a, np.arange(40))
-        _, fb = read(b, np.arange(40))
-    np.testing.assert_array_equal(fa, fb)
+    with open_video(path, "pyav") as ref:
+        _, expected = read(ref, np.arange(40))
+        starts = ref.info.starts
+    for b in ["decord"] + ["torchcodec"] * HAS_TORCHCODEC:
+        with open_video(path, b) as reader:
+            np.testing.assert_allclose(reader.info.starts, starts, rtol=0, atol=1e-6)
+            _, frames = read(reader, np.arange(40))
+        np.testing.assert_array_equal(frames, expected)
+
+
+@pytest.mark.slow
+def test_backends_agree_on_the_sample_clips():
+    """The three real sample clips (H.264 4:2:0, 176x144 to 1280x720): every backend decodes every frame
+    to the same pixels and the same times."""
+    from extract.samples import SAMPLES, fetch_samples
+
+    for path in fetch_samples(tuple(SAMPLES)):
+        with open_video(path, "pyav") as ref:
+            _, expected = read(ref, np.arange(ref.info.num_frames))
+            starts = ref.info.starts
+        for b in ["decord"] + ["torchcodec"] * HAS_TORCHCODEC:
+            with open_video(path, b) as reader:
+                np.testing.assert_allclose(reader.info.starts, starts, rtol=0, atol=1e-6)
+                _, frames = read(reader, np.arange(reader.info.num_frames))
+            np.testing.assert_array_equal(frames, expected, err_msg=f"{b} on {path.name}")
 
 
 def test_decord_small_chunks(tmp_path):
@@ -158,10 +186,10 @@ def test_decord_small_chunks(tmp_path):
 
 
 def test_auto_backend(tmp_path):
-    """"auto" opens a good file with decord."""
+    """"auto" opens a good file with torchcodec where it loads, else with decord."""
     path = make_video(tmp_path / "v.mp4", 5)
     with open_video(path) as reader:
-        assert reader.info.backend == "decord"
+        assert reader.info.backend == AUTO_CHOICE
         assert reader.info.num_frames == 5
 
 
@@ -208,15 +236,16 @@ def test_rotated_video_upright(tmp_path, backend, rotation):
 
 @pytest.mark.parametrize("rotation", [90, 270])
 def test_quarter_turn_falls_back_to_pyav(tmp_path, rotation):
-    """decord cannot decode 90/270-degree videos: "decord" and "auto" use PyAV, say so in
-    ``info.backend``, and give exactly PyAV's frames."""
+    """decord cannot decode 90/270-degree videos: "decord" (and "auto" without torchcodec) use PyAV,
+    say so in ``info.backend``, and give exactly PyAV's frames; torchcodec turns them itself."""
     path = make_video(tmp_path / "r.mp4", 10, 175, 97, rotation=rotation)
     with open_video(path, "pyav") as ref:
         assert ref.info.backend == "pyav"
         _, expected = read(ref, np.arange(10))
-    for b in ("auto", "decord"):
+    fallback = f"pyav (decord cannot decode a video rotated by {rotation} degrees)"
+    for b, name in [("auto", "torchcodec" if HAS_TORCHCODEC else fallback), ("decord", fallback)]:
         with open_video(path, b) as reader:
-            assert reader.info.backend == f"pyav (decord cannot decode a video rotated by {rotation} degrees)"
+            assert reader.info.backend == name
             assert (reader.info.width, reader.info.height) == (97, 175)
             _, frames = read(reader, np.arange(10))
         np.testing.assert_array_equal(frames, expected)
@@ -356,7 +385,7 @@ def test_num_sampled_frames(duration, fps, expected):
 
 # --------------------------------------------------------------------------- unusable files
 
-ALL_BACKENDS = ["auto", "decord", "pyav"]
+ALL_BACKENDS = ["auto", "decord", "pyav", TORCHCODEC]
 
 
 @pytest.mark.parametrize("b", ALL_BACKENDS)
@@ -383,7 +412,9 @@ def test_directory(tmp_path, b):
 
 
 # decord's own messages for unreadable input are "Error reading <path>..." (its log has the rest)
-UNREADABLE = {"auto": ("invalid data",), "pyav": ("invalid data",), "decord": ("error reading",)}
+# (torchcodec's reader reads timestamps with PyAV first, so it gives PyAV's reasons)
+UNREADABLE = {"auto": ("invalid data",), "pyav": ("invalid data",), "decord": ("error reading",),
+              "torchcodec": ("invalid data",)}
 
 
 @pytest.mark.parametrize("b", ALL_BACKENDS)
@@ -443,7 +474,7 @@ def test_truncated_faststart_message(tmp_path):
     """Every backend says why: the index lists 60 frames, the file holds 30."""
     full = make_video(tmp_path / "full.mp4", 60, faststart=True)
     path = cut_after_packet(full, tmp_path / "cut.mp4", 29)
-    for b in ALL_BACKENDS:
+    for b in ["auto", "decord", "pyav"] + ["torchcodec"] * HAS_TORCHCODEC:
         with pytest.raises(VideoError) as excinfo:
             open_video(path, b)
         assert_one_line_error(excinfo, "truncated")
@@ -454,3 +485,110 @@ def test_unknown_backend(tmp_path):
     path = make_video(tmp_path / "v.mp4", 2)
     with pytest.raises(ValueError):
         open_video(path, "opencv")
+
+
+# ------------------------------------------------------------ torchcodec: loading and the reader's checks
+
+@pytest.fixture
+def fresh_warnings():
+    video._warn_once.cache_clear()
+    yield
+    video._warn_once.cache_clear()
+
+
+def test_torchcodec_status_says_why():
+    """Not installed and installed-but-unloadable are told apart (a CUDA-linked wheel beside a CPU torch)."""
+    import importlib.util
+
+    decoder_class, why = torchcodec_status()
+    if importlib.util.find_spec("torchcodec") is None:
+        assert (decoder_class, why) == (None, "not installed")
+    elif decoder_class is None:
+        assert why.startswith("cannot load: ") and "\n" not in why
+    else:
+        assert why == ""
+
+
+def test_auto_warns_once_when_torchcodec_cannot_load(tmp_path, monkeypatch, fresh_warnings):
+    """An installed torchcodec that cannot load: "auto" says so once and decodes with decord;
+    asking for torchcodec by name is a one-line error."""
+    reason = "cannot load: libnvrtc.so.13: cannot open shared object file: No such file or directory"
+    monkeypatch.setattr(video, "torchcodec_status", lambda: (None, reason))
+    path = make_video(tmp_path / "v.mp4", 5)
+    with pytest.warns(RuntimeWarning, match="torchcodec is installed but cannot load: libnvrtc"):
+        with open_video(path) as reader:
+            assert reader.info.backend == "decord"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_video(path) as reader:  # no second warning
+            assert reader.info.backend == "decord"
+    with pytest.raises(VideoError) as excinfo:
+        open_video(path, "torchcodec")
+    assert str(excinfo.value) == f"torchcodec {reason}"
+
+
+def test_torchcodec_not_installed(tmp_path, monkeypatch, fresh_warnings):
+    """Not installed: "auto" is quiet and uses decord; "torchcodec" by name says it is not installed."""
+    monkeypatch.setattr(video, "torchcodec_status", lambda: (None, "not installed"))
+    path = make_video(tmp_path / "v.mp4", 5)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open_video(path) as reader:
+            assert reader.info.backend == "decord"
+    with pytest.raises(VideoError, match="^torchcodec not installed$"):
+        open_video(path, "torchcodec")
+
+
+class _Batch:
+    def __init__(self, data, pts):
+        import torch
+
+        self.data = torch.from_numpy(np.stack(data))
+        self.pts_seconds = torch.tensor(pts, dtype=torch.float64)
+
+
+class StandInDecoder:
+    """torchcodec.decoders.VideoDecoder's interface as TorchCodecReader uses it, over PyAV's frames;
+    ``shift`` moves one frame's reported time (a decoder returning the wrong frame)."""
+
+    shift: dict[int, float] = {}
+    calls: list[list[int]] = []
+
+    def __init__(self, path, **kwargs):
+        assert kwargs == {"dimension_order": "NHWC", "seek_mode": "exact", "num_ffmpeg_threads": 0, "device": "cpu"}
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            frames = [(f.pts * float(stream.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+        frames.sort(key=lambda x: x[0])
+        self._frames = frames
+        h, w = frames[0][1].shape[:2]
+        self.metadata = type("Meta", (), {"num_frames": len(frames), "width": w, "height": h})()
+
+    def get_frames_at(self, indices):
+        StandInDecoder.calls.append(list(indices))
+        return _Batch([self._frames[i][1] for i in indices],
+                      [self._frames[i][0] + self.shift.get(i, 0.0) for i in indices])
+
+
+def test_torchcodec_reader_logic_with_a_stand_in(tmp_path, monkeypatch):
+    """The reader's chunking and its check of every frame's own time, on a decoder that behaves like
+    torchcodec: chunks of 3 frames give PyAV's frames; a frame reported at the wrong time is a
+    one-line error naming it."""
+    monkeypatch.setattr(video, "torchcodec_status", lambda: (StandInDecoder, ""))
+    monkeypatch.setattr(StandInDecoder, "calls", [])
+    path = make_video(tmp_path / "v.mp4", 40, 64, 48)
+    indices = [0, 2, 3, 7, 8, 9, 10, 20, 33, 39]
+    reader = TorchCodecReader(path, chunk_bytes=3 * 64 * 48 * 3)
+    assert reader.info.backend == "torchcodec" and reader.info.num_frames == 40
+    idx, frames = read(reader, indices)
+    assert StandInDecoder.calls == [[0, 2, 3], [7, 8, 9], [10, 20, 33], [39]]
+    with open_video(path, "pyav") as ref:
+        _, expected = read(ref, indices)
+    assert idx == indices
+    np.testing.assert_array_equal(frames, expected)
+    monkeypatch.setattr(StandInDecoder, "shift", {20: 0.04})
+    with pytest.raises(VideoError, match=r"^torchcodec returned the frame at 0\.840000 s for frame 20 "
+                                         r"\(0\.800000 s\)$"):
+        read(TorchCodecReader(path, chunk_bytes=3 * 64 * 48 * 3), indices)
