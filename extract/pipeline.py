@@ -43,7 +43,7 @@ from extract.collect import collect_videos
 from extract.config import ExtractConfig, autocast_dtype, resolve_device
 from extract.job import VideoJob, extract_video, frame_crop, run_job
 from extract.streams import FlowStream, RGBStream, build_streams, input_geometry
-from extract.video import VideoError
+from extract.video import VideoError, check_backend
 
 __all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "FlowStream", "resolve_device", "autocast_dtype",
            "build_streams", "collect_videos", "extract_video", "extract_videos", "snippet_batches"]
@@ -108,8 +108,13 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         weights_root: weights folder for :func:`build_streams` (default: the cache).
         progress: progress bars: True, False, or None (only on a terminal).
         on_error: called with (video, reason) as each failure happens.
+
+    Raises:
+        ValueError: ``config.backend`` cannot run here (``torchcodec`` not installed or not loadable),
+            before anything is decoded.
     """
     config = config or ExtractConfig()
+    check_backend(config.backend)
     started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

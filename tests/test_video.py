@@ -489,13 +489,6 @@ def test_unknown_backend(tmp_path):
 
 # ------------------------------------------------------------ torchcodec: loading and the reader's checks
 
-@pytest.fixture
-def fresh_warnings():
-    video._warn_once.cache_clear()
-    yield
-    video._warn_once.cache_clear()
-
-
 def test_torchcodec_status_says_why():
     """Not installed and installed-but-unloadable are told apart (a CUDA-linked wheel beside a CPU torch)."""
     import importlib.util
@@ -509,10 +502,11 @@ def test_torchcodec_status_says_why():
         assert why == ""
 
 
-def test_auto_warns_once_when_torchcodec_cannot_load(tmp_path, monkeypatch, fresh_warnings):
+def test_auto_warns_once_when_torchcodec_cannot_load(tmp_path, monkeypatch):
     """An installed torchcodec that cannot load: "auto" says so once and decodes with decord;
     asking for torchcodec by name is a one-line error."""
-    reason = "cannot load: libnvrtc.so.13: cannot open shared object file: No such file or directory"
+    token = np.random.default_rng().integers(1 << 40)  # a reason not seen before in this process
+    reason = f"cannot load: libnvrtc.so.13: cannot open shared object file ({token})"
     monkeypatch.setattr(video, "torchcodec_status", lambda: (None, reason))
     path = make_video(tmp_path / "v.mp4", 5)
     with pytest.warns(RuntimeWarning, match="torchcodec is installed but cannot load: libnvrtc"):
@@ -528,7 +522,7 @@ def test_auto_warns_once_when_torchcodec_cannot_load(tmp_path, monkeypatch, fres
     assert str(excinfo.value) == f"torchcodec {reason}"
 
 
-def test_torchcodec_not_installed(tmp_path, monkeypatch, fresh_warnings):
+def test_torchcodec_not_installed(tmp_path, monkeypatch):
     """Not installed: "auto" is quiet and uses decord; "torchcodec" by name says it is not installed."""
     monkeypatch.setattr(video, "torchcodec_status", lambda: (None, "not installed"))
     path = make_video(tmp_path / "v.mp4", 5)
