@@ -33,7 +33,9 @@ co-occurring context removed exactly, everything else, noise included, kept), an
 co-occurrence part; f is their sum, so nothing is lost). ``projected`` is f ⊕ (f · ŝ_j)_j, f beside its
 projections on every class's unit context direction (C + K channels): what an ideal *linear* φC that
 knew the context directions would add, computed from f alone (noise included), so it adds no
-information to f.
+information to f. ``removed`` is [f − P f, P f] with P the orthogonal projection on the span of the
+context directions (2C channels): ``split`` as a linear map of f that knows the directions but not the
+context's amount, so it too adds no information to f.
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ import numpy as np
 
 from benchmarks.synthetic import coverage, normalize_rows, unit_vectors, write_database, write_two_stream
 
-__all__ = ["FeatureWorld", "WorldVectors", "draw_vectors", "make_video", "write_world", "AXES", "KINDS",
-           "SCALARS", "LAYOUTS", "BACKGROUND", "CONTEXT", "ACTION", "MIXED", "FPS", "WINDOW", "STRIDE"]
+__all__ = ["FeatureWorld", "WorldVectors", "draw_vectors", "make_video", "write_world", "span_projector", "AXES",
+           "KINDS", "SCALARS", "LAYOUTS", "BACKGROUND", "CONTEXT", "ACTION", "MIXED", "FPS", "WINDOW", "STRIDE"]
 
 FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i covers [i, i + 1) s, centred at i + 0.5 s
 BACKGROUND, CONTEXT, ACTION, MIXED = 0, 1, 2, 3
 KINDS = ("background", "context", "action", "mixed")
-LAYOUTS = ("raw", "no_context", "split", "projected")
+LAYOUTS = ("raw", "no_context", "split", "projected", "removed")
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,8 @@ def draw_vectors(world: FeatureWorld, seed: int) -> WorldVectors:
 
 def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Generator, k: int,
                layout: str = "raw") -> dict:
-    """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"``, T, C + K for
-    ``"projected"``; see :data:`LAYOUTS`),
+    """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"`` and ``"removed"``,
+    T, C + K for ``"projected"``; see :data:`LAYOUTS`),
     ``kind`` (T,) int, ``instances`` [(start, end)] s. The layout does not change the draws."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -199,11 +201,23 @@ def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Genera
     elif layout == "projected":
         unit = normalize_rows(vectors.context) if world.context_norm > 0 else np.zeros_like(vectors.context)
         feats = np.concatenate([feats, feats @ unit.T], axis=1)                       # (T, C + K)
+    elif layout == "removed":
+        inside = feats @ span_projector(vectors.context)                               # P f, (T, C)
+        feats = np.concatenate([feats - inside, inside], axis=1)                       # (T, 2C)
     kind = np.full(t, MIXED)
     kind[(act >= 1) & (ctx >= 1)] = ACTION
     kind[(act == 0) & (ctx >= 1)] = CONTEXT
     kind[(act == 0) & (ctx == 0)] = BACKGROUND
     return {"features": feats.astype(np.float32), "kind": kind, "instances": sorted(instances)}
+
+
+def span_projector(directions: np.ndarray) -> np.ndarray:
+    """(C, C) orthogonal projection on the span of the rows of ``directions`` (K, C), zero rows ignored."""
+    d = directions[np.linalg.norm(directions, axis=1) > 0].astype(np.float64)
+    if not len(d):
+        return np.zeros((directions.shape[1],) * 2)
+    q, _ = np.linalg.qr(d.T)                                                           # (C, K) orthonormal
+    return q @ q.T
 
 
 def write_world(world: FeatureWorld, seed: int, root: Path, layout: str = "raw") -> dict:

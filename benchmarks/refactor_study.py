@@ -16,7 +16,9 @@ detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default 
 (``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and three oracles, the
 baseline detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context
 removed exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
-``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC).
+``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC), and
+``oracle_removed`` ([f − P f, P f], P the projection on the span of the true context directions); ``linear`` is
+that split with the directions estimated in closed form from the coupling samples (:func:`context_directions`).
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
@@ -63,14 +65,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
-                                       FeatureWorld, write_world)
-from benchmarks.synthetic import mean_cosine, normalize_rows, score_detector, write_database  # noqa: E402
+                                       FeatureWorld, span_projector, write_world)
+from benchmarks.synthetic import (mean_cosine, normalize_rows, score_detector, write_database,  # noqa: E402
+                                  write_two_stream)
 from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
 from detect.fit import FitConfig, choose_front  # noqa: E402
 from evaluate import parse_thresholds  # noqa: E402
+from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
@@ -150,6 +154,8 @@ VARIANTS: dict[str, Variant] = {
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
+    "oracle_removed": Variant("none", layout="removed"),
+    "linear": Variant("none", layout="linear"),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -299,7 +305,10 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         if v.frozen:
             feature_dir = root / f"frozen_{tag}{name}"
             apply_refactor(ref_path, raw, feature_dir, progress=False)
-        if v.layout != "raw":
+        if v.layout == "linear":
+            feature_dir = root / f"linear_{tag}"
+            write_linear(raw, feature_dir, pairs)
+        elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
         model, meta = train_detector(feature_dir, annotations, det_cfg, det_train, front=v.front,
@@ -312,7 +321,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     results: dict[str, dict] = {}
     for name in todo:
         v = VARIANTS[name]
-        if pairs is None and (v.front != "none" or v.frozen or v.select):
+        if pairs is None and (v.front != "none" or v.frozen or v.select or v.layout == "linear"):
             emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
             print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
             continue
@@ -351,6 +360,29 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         emit(rec)
         print(f"  {name:<22} seed {seed} avg mAP {100 * rec['average_mAP']:5.1f}  ({rec['seconds']:.0f} s)"
               + (f"  chose {extra['selected']}" if extra else ""), file=sys.stderr, flush=True)
+
+
+def context_directions(pairs) -> np.ndarray:
+    """(K, C) each class's co-occurrence direction estimated from its coupling samples: the mean of the
+    class's coupling samples minus the mean of those K means (what the classes' contexts share is not
+    a class's)."""
+    means = np.stack([pairs.coupling[pairs.label == k].mean(0) for k in range(len(pairs.classes))]).astype(np.float64)
+    return means - means.mean(0)
+
+
+def write_linear(raw: Path, out: Path, pairs) -> None:
+    """Every feature file of ``raw`` as [f − P f, P f] in ``out`` (2C channels), P the orthogonal projection on
+    the span of :func:`context_directions`: a closed-form split into an action part and a co-occurrence part,
+    estimated from the coupling samples (no training), the learnt counterpart of ``oracle_removed``."""
+    proj = span_projector(context_directions(pairs))
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(raw.glob("*.h5")):
+        ff = read_features(path)
+        f = ff.features.astype(np.float64)
+        inside = f @ proj
+        write_two_stream(out / path.name, np.concatenate([f - inside, inside], axis=1).astype(np.float32),
+                         ff.fps, ff.window, ff.stride, num_frames=ff.num_frames)
+    (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
 
 
 def write_heldout(annotations: Path, out: Path, fold: int = 0) -> list[str]:
@@ -559,13 +591,15 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                     if m else "— | — | — | —")
             lines.append(f"| {name} | {_pm(row['average_mAP'], sign=False)} | {_pm(row.get('delta_baseline'))} | "
                          f"{_pm(row.get('delta_deep'))} | {meas} |")
-    oracles = ("oracle_no_context", "oracle_split", "oracle_projected")
+    oracles = ("oracle_no_context", "oracle_split", "oracle_projected", "oracle_removed", "linear")
     rows = [(wk, per) for wk, per in summary.items() if "baseline" in per and any(o in per for o in oracles)]
     if rows:
-        lines += ["", "What an ideal refactoring would gain (the baseline detector on the oracle layouts; the "
-                  "default's share of the split's gain):", "",
+        lines += ["", "What an ideal refactoring would gain (the baseline detector on the oracle layouts, and on "
+                  "``linear``, the closed-form split estimated from the coupling samples; the default's share of the "
+                  "split's gain):", "",
                   "| world | seeds | baseline (%) | Δ oracle no-context | Δ oracle split | Δ oracle projected "
-                  "| Δ default | default / split |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| Δ oracle removed | Δ linear | Δ default | default / split |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for wk, per in rows:
             split, default = per.get("oracle_split", {}).get("delta_baseline"), per.get("default", {}).get(
                 "delta_baseline")

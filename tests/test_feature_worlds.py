@@ -154,7 +154,7 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     # both and at least 2 points above the baseline
     assert "| centre | 3 | 60.0 ± 10.0 | +0.0 ± 14.1 | — | +2.7 ± 2.1 | +3.5 ± 12.0 | gain |" in report(recs)
     oracle = recs + [_rec(w, s, "oracle_split", o) for s, o in zip(range(3), (0.54, 0.62, 0.79))]
-    assert "| centre | 3 | 60.0 ± 10.0 | — | +5.0 ± 3.6 | — | +2.7 ± 2.1 | 0.53 |" in report(oracle)
+    assert "| centre | 3 | 60.0 ± 10.0 | — | +5.0 ± 3.6 | — | — | — | +2.7 ± 2.1 | 0.53 |" in report(oracle)
     # along an axis only worlds that differ from the centre in that field alone: not one whose instances differ too
     from benchmarks.refactor_study import _along
     wide, wide_many = FeatureWorld(dim=512).to_dict(), FeatureWorld(dim=1024, instances=(10, 20)).to_dict()
@@ -339,8 +339,53 @@ def test_oracle_layouts_are_exact_splits_of_the_same_video(seed, k):
     np.testing.assert_array_equal(projected[:, :16], raw["features"])
     unit = vectors.context / np.linalg.norm(vectors.context, axis=1, keepdims=True)
     np.testing.assert_allclose(projected[:, 16:], f @ unit.T, atol=1e-5)
+    # removed: [f − P f, P f], P f in the span of the context directions, the rest orthogonal to all of them
+    removed = make_video(world, vectors, np.random.default_rng(seed), k, "removed")["features"].astype(np.float64)
+    outside, inside = removed[:, :16], removed[:, 16:]
+    np.testing.assert_allclose(outside + inside, f, atol=1e-5)
+    np.testing.assert_allclose(outside @ unit.T, 0, atol=1e-5)
+    coef = np.linalg.lstsq(unit.T, inside.T, rcond=None)[0]                          # inside = unit.T @ coef
+    np.testing.assert_allclose(unit.T @ coef, inside.T, atol=1e-5)
     with pytest.raises(ValueError, match="layout must be one of"):
         make_video(world, vectors, np.random.default_rng(seed), k, "ideal")
+
+
+@given(k=st.integers(1, 5), c=st.integers(6, 12), seed=st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None)
+def test_span_projector_is_the_orthogonal_projection(k, c, seed):
+    from benchmarks.feature_worlds import span_projector
+
+    d = np.random.default_rng(seed).standard_normal((k, c))
+    p = span_projector(np.concatenate([d, np.zeros((1, c))]))                       # a zero row is ignored
+    np.testing.assert_allclose(p, p.T, atol=1e-10)
+    np.testing.assert_allclose(p @ p, p, atol=1e-10)
+    np.testing.assert_allclose(d @ p, d, atol=1e-10)                                # the span is kept
+    assert np.trace(p) == pytest.approx(k)                                          # and nothing else
+    assert np.array_equal(span_projector(np.zeros((2, c))), np.zeros((c, c)))
+
+
+def test_linear_split_from_coupling_samples(tmp_path):
+    """The ``linear`` variant's directions, estimated from the coupling samples alone, point along the true
+    contexts (centred), and its files are [f − P f, P f] of the same videos."""
+    from benchmarks.feature_worlds import span_projector
+    from benchmarks.refactor_study import context_directions, write_linear
+    from refactor import SampleConfig, build_pairs
+
+    world = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
+    write_world(world, 0, tmp_path / "raw")
+    pairs = build_pairs(tmp_path / "raw", tmp_path / "raw" / "annotations.json", "validation", SampleConfig())
+    est = context_directions(pairs)
+    true = draw_vectors(world, 0).context
+    true = true - true.mean(0)
+    cos = (est * true).sum(1) / np.linalg.norm(est, axis=1) / np.linalg.norm(true, axis=1)
+    assert cos.min() > 0.9, cos
+    write_linear(tmp_path / "raw", tmp_path / "lin", pairs)
+    name = "test_000_class00.h5"
+    f = read_features(tmp_path / "raw" / name).features.astype(np.float64)
+    g = read_features(tmp_path / "lin" / name).features.astype(np.float64)
+    proj = span_projector(est)
+    np.testing.assert_allclose(g, np.concatenate([f - f @ proj, f @ proj], axis=1), atol=1e-5)
+    assert (tmp_path / "lin" / "annotations.json").read_bytes() == (tmp_path / "raw" / "annotations.json").read_bytes()
 
 
 def test_world_overrides_take_ranges():
