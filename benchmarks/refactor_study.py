@@ -18,7 +18,9 @@ baseline detector on an ideal refactoring of the same videos: ``oracle_no_contex
 removed exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC), and
 ``oracle_removed`` ([f − P f, P f], P the projection on the span of the true context directions); ``linear`` is
-that split with the directions estimated in closed form from the coupling samples (:func:`context_directions`).
+that split with the directions estimated in closed form from the coupling samples (:func:`context_directions`);
+``context_score`` is f beside a supervised per-class context probability learnt from the coupling samples against
+snippets far from every action sample (:func:`context_classifier`), the baseline detector on [f, p(f)].
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
@@ -156,6 +158,7 @@ VARIANTS: dict[str, Variant] = {
     "oracle_projected": Variant("none", layout="projected"),
     "oracle_removed": Variant("none", layout="removed"),
     "linear": Variant("none", layout="linear"),
+    "context_score": Variant("none", layout="context_score"),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -308,6 +311,9 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         if v.layout == "linear":
             feature_dir = root / f"linear_{tag}"
             write_linear(raw, feature_dir, pairs)
+        elif v.layout == "context_score":
+            feature_dir = root / f"context_score_{tag}"
+            write_context_scores(raw, feature_dir, pairs, seed)
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
@@ -321,7 +327,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     results: dict[str, dict] = {}
     for name in todo:
         v = VARIANTS[name]
-        if pairs is None and (v.front != "none" or v.frozen or v.select or v.layout == "linear"):
+        if pairs is None and (v.front != "none" or v.frozen or v.select or v.layout in ("linear", "context_score")):
             emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
             print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
             continue
@@ -381,6 +387,69 @@ def write_linear(raw: Path, out: Path, pairs) -> None:
         f = ff.features.astype(np.float64)
         inside = f @ proj
         write_two_stream(out / path.name, np.concatenate([f - inside, inside], axis=1).astype(np.float32),
+                         ff.fps, ff.window, ff.stride, num_frames=ff.num_frames)
+    (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
+
+
+def context_classifier(raw: Path, pairs, seed: int, far: float = 0.25, weight_decay: float = 1e-3):
+    """A per-class context score learnt from the coupling samples: multinomial logistic regression over
+    K + 1 classes (each class's context, and "none") on standardised features.
+
+    Positives of class k are its coupling samples. "None" are the training snippets outside every action
+    sample and coupling sample whose cosine to each of their video's action samples is below ``far``
+    (half the sample rule's threshold). Classes are weighted to balance; L2 ``weight_decay``; full-batch
+    L-BFGS. Returns a function (T, C) features -> (T, K) probabilities of the K contexts.
+    """
+    neg = []
+    for vs in pairs.videos:
+        f = read_features(raw / f"{vs.video_id}.h5").features.astype(np.float64)
+        taken = np.zeros(len(f), dtype=bool)
+        for idx in vs.action_snippets:
+            taken[idx] = True
+        taken[vs.pair_snippet] = True
+        cos = normalize_rows(f) @ normalize_rows(vs.action_features.astype(np.float64)).T
+        neg.append(f[~taken & (cos.max(1) < far)])
+    k = len(pairs.classes)
+    x = np.concatenate([pairs.coupling.astype(np.float64), *neg])
+    y = np.concatenate([pairs.label, np.full(sum(len(n) for n in neg), k)])
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xt = torch.from_numpy((x - mean) / std).float()
+    yt = torch.from_numpy(y).long()
+    counts = torch.bincount(yt, minlength=k + 1).clamp(min=1).float()
+    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / counts / (k + 1))
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(x.shape[1], k + 1)
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(lin(xt), yt) + weight_decay * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    lin.eval()
+
+    @torch.no_grad()
+    def score(f: np.ndarray) -> np.ndarray:
+        z = torch.from_numpy((f.astype(np.float64) - mean) / std).float()
+        return torch.softmax(lin(z), dim=1)[:, :k].numpy()
+
+    return score
+
+
+def write_context_scores(raw: Path, out: Path, pairs, seed: int) -> None:
+    """Every feature file of ``raw`` as [f, p(f)] in ``out`` (C + K channels, and one zero channel where C + K is
+    odd: the files hold two streams of one size), p the K context probabilities of :func:`context_classifier`:
+    a supervised per-class context score beside f."""
+    score = context_classifier(raw, pairs, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(raw.glob("*.h5")):
+        ff = read_features(path)
+        parts = [ff.features, score(ff.features)]
+        if sum(x.shape[1] for x in parts) % 2:
+            parts.append(np.zeros((len(ff.features), 1)))
+        write_two_stream(out / path.name, np.concatenate(parts, axis=1).astype(np.float32),
                          ff.fps, ff.window, ff.stride, num_frames=ff.num_frames)
     (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
 

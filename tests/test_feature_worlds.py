@@ -364,9 +364,10 @@ def test_span_projector_is_the_orthogonal_projection(k, c, seed):
     assert np.array_equal(span_projector(np.zeros((2, c))), np.zeros((c, c)))
 
 
-def test_linear_split_from_coupling_samples(tmp_path):
+def test_linear_split_and_context_score_from_coupling_samples(tmp_path):
     """The ``linear`` variant's directions, estimated from the coupling samples alone, point along the true
-    contexts (centred), and its files are [f − P f, P f] of the same videos."""
+    contexts (centred), and its files are [f − P f, P f] of the same videos; ``context_score``'s classifier
+    tells a class's context from background."""
     from benchmarks.feature_worlds import span_projector
     from benchmarks.refactor_study import context_directions, write_linear
     from refactor import SampleConfig, build_pairs
@@ -386,6 +387,25 @@ def test_linear_split_from_coupling_samples(tmp_path):
     proj = span_projector(est)
     np.testing.assert_allclose(g, np.concatenate([f - f @ proj, f @ proj], axis=1), atol=1e-5)
     assert (tmp_path / "lin" / "annotations.json").read_bytes() == (tmp_path / "raw" / "annotations.json").read_bytes()
+
+    # context_score: the learnt per-class context probability is high on the class's own context snippets of
+    # the test videos and low on their background; the files are [f, p(f)]
+    from benchmarks.refactor_study import context_classifier, write_context_scores
+
+    score = context_classifier(tmp_path / "raw", pairs, 0)
+    data = write_world(world, 0, tmp_path / "raw2")
+    own = {CONTEXT: [], BACKGROUND: []}
+    for vid, feats in data["test"].items():
+        p = score(feats)
+        assert p.shape == (len(feats), 3) and np.all(p >= 0) and np.all(p.sum(1) <= 1 + 1e-6)
+        for kind in own:
+            own[kind].append(p[data["kinds"][vid] == kind, int(vid[-2:])])
+    assert np.concatenate(own[CONTEXT]).mean() > 0.8 and np.concatenate(own[BACKGROUND]).mean() < 0.2
+    write_context_scores(tmp_path / "raw", tmp_path / "cs", pairs, 0)
+    h = read_features(tmp_path / "cs" / name).features
+    np.testing.assert_array_equal(h[:, :64], read_features(tmp_path / "raw" / name).features)
+    np.testing.assert_allclose(h[:, 64:67], score(f.astype(np.float32)), atol=1e-6)
+    assert h.shape[1] == 68 and np.all(h[:, 67] == 0)                                # 64 + 3 is odd: one zero channel
 
 
 def test_world_overrides_take_ranges():
