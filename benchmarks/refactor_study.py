@@ -24,7 +24,8 @@ snippets far from every action sample (:func:`context_classifier`), the baseline
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
-on four folds of held-out videos and chooses by the mean. ``default_s0.1`` / ``default_s0.3``
+on four folds of held-out videos and chooses by the mean; ``select_cs`` chooses among the baseline, ``context_score``
+and the deep baseline. ``default_s0.1`` / ``default_s0.3``
 are the default with L_S weighted 0.1 / 0.3.
 
 Measurements of each RefactorNet model on the test videos (stage 1 and stage 2):
@@ -153,6 +154,7 @@ VARIANTS: dict[str, Variant] = {
     "default_t3_encoders": Variant("refactor", {"temporal_kernel": 3, "stage2_encoders": True}),
     "select": Variant("none", select=("baseline", "default", "deep")),
     "select_k4": Variant("none", select=("baseline", "default", "deep"), folds=4),
+    "select_cs": Variant("none", select=("baseline", "context_score", "deep")),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
