@@ -27,6 +27,9 @@ def test_every_package_runs_as_a_module():
     import subprocess
     import sys
 
-    for name in ("extract", "weights", "evaluate", "refactor", "detect"):
-        proc = subprocess.run([sys.executable, "-m", name, "--help"], cwd=REPO, capture_output=True, text=True)
-        assert proc.returncode == 0 and "usage: python -m " + name in proc.stdout
+    names = ("extract", "weights", "evaluate", "refactor", "detect")
+    procs = {name: subprocess.Popen([sys.executable, "-m", name, "--help"], cwd=REPO, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for name in names}   # side by side: 2x faster
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "usage: python -m " + name in out, err
