@@ -482,7 +482,7 @@ def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend == "torchcodec" and torchcodec_status()[0] is None:
-        raise ValueError(f"--backend torchcodec: torchcodec {torchcodec_status()[1]} (see the README's Decoders)")
+        raise ValueError(f"backend torchcodec: torchcodec {torchcodec_status()[1]} (see the README's Decoders)")
 
 
 def _torchcodec_usable() -> bool:

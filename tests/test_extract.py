@@ -303,7 +303,7 @@ def test_cli_torchcodec_asked_for_where_it_cannot_run(tmp_path):
     proc = run_cli(str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "torchcodec")
     assert proc.returncode == 2, proc.stderr
     why = torchcodec_status()[1]
-    assert proc.stderr.strip() == f"extract: --backend torchcodec: torchcodec {why} (see the README's Decoders)"
+    assert proc.stderr.strip() == f"extract: backend torchcodec: torchcodec {why} (see the README's Decoders)"
     assert not (tmp_path / "o").exists()
 
 
