@@ -378,19 +378,31 @@ def context_directions(pairs) -> np.ndarray:
     return means - means.mean(0)
 
 
+def write_transformed(raw: Path, out: Path, transform) -> None:
+    """Every feature file of ``raw`` with its features ``f`` (T, C) replaced by ``transform(f)`` (T, D) in ``out``
+    (one zero channel appended where D is odd: the files hold two streams of one size), and the annotations."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(raw.glob("*.h5")):
+        ff = read_features(path)
+        g = transform(ff.features)
+        if g.shape[1] % 2:
+            g = np.concatenate([g, np.zeros((len(g), 1))], axis=1)
+        write_two_stream(out / path.name, g.astype(np.float32), ff.fps, ff.window, ff.stride,
+                         num_frames=ff.num_frames)
+    (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
+
+
 def write_linear(raw: Path, out: Path, pairs) -> None:
     """Every feature file of ``raw`` as [f − P f, P f] in ``out`` (2C channels), P the orthogonal projection on
     the span of :func:`context_directions`: a closed-form split into an action part and a co-occurrence part,
     estimated from the coupling samples (no training), the learnt counterpart of ``oracle_removed``."""
     proj = span_projector(context_directions(pairs))
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(raw.glob("*.h5")):
-        ff = read_features(path)
-        f = ff.features.astype(np.float64)
-        inside = f @ proj
-        write_two_stream(out / path.name, np.concatenate([f - inside, inside], axis=1).astype(np.float32),
-                         ff.fps, ff.window, ff.stride, num_frames=ff.num_frames)
-    (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
+
+    def split(f: np.ndarray) -> np.ndarray:
+        inside = f.astype(np.float64) @ proj
+        return np.concatenate([f - inside, inside], axis=1)
+
+    write_transformed(raw, out, split)
 
 
 def context_classifier(raw: Path, pairs, seed: int, far: float = 0.25, weight_decay: float = 1e-3):
@@ -442,18 +454,10 @@ def context_classifier(raw: Path, pairs, seed: int, far: float = 0.25, weight_de
 
 def write_context_scores(raw: Path, out: Path, pairs, seed: int) -> None:
     """Every feature file of ``raw`` as [f, p(f)] in ``out`` (C + K channels, and one zero channel where C + K is
-    odd: the files hold two streams of one size), p the K context probabilities of :func:`context_classifier`:
-    a supervised per-class context score beside f."""
+    odd), p the K context probabilities of :func:`context_classifier`: a supervised per-class context score
+    beside f."""
     score = context_classifier(raw, pairs, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(raw.glob("*.h5")):
-        ff = read_features(path)
-        parts = [ff.features, score(ff.features)]
-        if sum(x.shape[1] for x in parts) % 2:
-            parts.append(np.zeros((len(ff.features), 1)))
-        write_two_stream(out / path.name, np.concatenate(parts, axis=1).astype(np.float32),
-                         ff.fps, ff.window, ff.stride, num_frames=ff.num_frames)
-    (out / "annotations.json").write_bytes((raw / "annotations.json").read_bytes())
+    write_transformed(raw, out, lambda f: np.concatenate([f, score(f)], axis=1))
 
 
 def write_heldout(annotations: Path, out: Path, fold: int = 0) -> list[str]:
