@@ -81,6 +81,7 @@ from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
+from refactor.context import ContextConfig, train_context  # noqa: E402
 
 TIOU = "0.3:0.7:0.1"
 
@@ -405,49 +406,14 @@ def write_linear(raw: Path, out: Path, pairs) -> None:
     write_transformed(raw, out, split)
 
 
-def context_classifier(raw: Path, pairs, seed: int, far: float = 0.25, weight_decay: float = 1e-3):
-    """A per-class context score learnt from the coupling samples: multinomial logistic regression over
-    K + 1 classes (each class's context, and "none") on standardised features.
-
-    Positives of class k are its coupling samples. "None" are the training snippets outside every action
-    sample and coupling sample whose cosine to each of their video's action samples is below ``far``
-    (half the sample rule's threshold). Classes are weighted to balance; L2 ``weight_decay``; full-batch
-    L-BFGS. Returns a function (T, C) features -> (T, K) probabilities of the K contexts.
-    """
-    neg = []
-    for vs in pairs.videos:
-        f = read_features(raw / f"{vs.video_id}.h5").features.astype(np.float64)
-        taken = np.zeros(len(f), dtype=bool)
-        for idx in vs.action_snippets:
-            taken[idx] = True
-        taken[vs.pair_snippet] = True
-        cos = normalize_rows(f) @ normalize_rows(vs.action_features.astype(np.float64)).T
-        neg.append(f[~taken & (cos.max(1) < far)])
-    k = len(pairs.classes)
-    x = np.concatenate([pairs.coupling.astype(np.float64), *neg])
-    y = np.concatenate([pairs.label, np.full(sum(len(n) for n in neg), k)])
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    xt = torch.from_numpy((x - mean) / std).float()
-    yt = torch.from_numpy(y).long()
-    counts = torch.bincount(yt, minlength=k + 1).clamp(min=1).float()
-    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / counts / (k + 1))
-    torch.manual_seed(seed)
-    lin = torch.nn.Linear(x.shape[1], k + 1)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(lin(xt), yt) + weight_decay * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    lin.eval()
+def context_classifier(raw: Path, pairs, seed: int):
+    """The context score of :mod:`refactor.context` (its defaults), learnt from the training videos of ``raw``:
+    a function (T, C) features -> (T, K) probabilities of the K classes' contexts."""
+    scorer, _info = train_context(pairs, raw, ContextConfig(seed=seed))
 
     @torch.no_grad()
     def score(f: np.ndarray) -> np.ndarray:
-        z = torch.from_numpy((f.astype(np.float64) - mean) / std).float()
-        return torch.softmax(lin(z), dim=1)[:, :k].numpy()
+        return scorer(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).T[None])[0].T.numpy()
 
     return score
 

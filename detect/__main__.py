@@ -55,6 +55,9 @@ def _train_parser(sub) -> None:
     front.add_argument("--refactor", metavar="CKPT",
                        help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2; "
                             "front refactor)")
+    front.add_argument("--context-score", metavar="CKPT",
+                       help="context-score checkpoint (python -m refactor context): the detector sees f beside "
+                            "each class's context probability, the scorer frozen inside it (front context)")
     front.add_argument("--baseline", action="store_true", help="raw features, no front (front none, the default)")
     front.add_argument("--deep-baseline", action="store_true",
                        help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "
@@ -239,7 +242,7 @@ def _cam(args) -> int:
 
 def train_settings(args) -> tuple[DetectorConfig, TrainConfig, InferenceConfig]:
     """The settings of ``detect train``: dataclass defaults < ``--dataset`` < ``--config`` < flags
-    (``--refactor`` / ``--baseline`` / ``--deep-baseline`` are flags setting ``model.front``)."""
+    (``--refactor`` / ``--context-score`` / ``--baseline`` / ``--deep-baseline`` are flags setting ``model.front``)."""
     presets = None
     if args.dataset is not None:
         if args.dataset == "auto":
@@ -250,12 +253,13 @@ def train_settings(args) -> tuple[DetectorConfig, TrainConfig, InferenceConfig]:
             dataset = get_dataset(args.dataset)
         presets = dataset.presets()
     settings = resolve_settings(train_sections(), args, args.config, presets)
-    legacy = "refactor" if args.refactor else "deep" if args.deep_baseline else "none" if args.baseline else None
+    flags = {"refactor": ("--refactor", args.refactor), "context": ("--context-score", args.context_score),
+             "deep": ("--deep-baseline", args.deep_baseline), "none": ("--baseline", args.baseline)}
+    legacy = next((name for name, (_flag, given) in flags.items() if given), None)
     if legacy is not None:
         given = getattr(args, "model.front", legacy)
         if given != legacy:
-            flag = "--refactor" if args.refactor else "--deep-baseline" if args.deep_baseline else "--baseline"
-            raise DetectorError(f"--front {given} contradicts {flag}")
+            raise DetectorError(f"--front {given} contradicts {flags[legacy][0]}")
         settings["model"]["front"] = legacy
     config = DetectorConfig(**settings["model"])
     if args.refactor_config and config.front != "deep":
@@ -292,6 +296,7 @@ def _train(args) -> int:
             print(f"detect: resuming from {state}", file=sys.stderr)
         model, meta = train_detector(args.features, args.annotations, config, train,
                                      refactor_checkpoint=args.refactor or args.refactor_config, front=config.front,
+                                     context_checkpoint=args.context_score,
                                      state_path=state, inference=inference,
                                      best_path=files["best"] if train.val_subset is not None else None,
                                      log_path=files["log"])

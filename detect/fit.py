@@ -5,7 +5,8 @@ Stages, each writing into the work folder ``WORK``:
 
 1. ``features``: I3D features of every annotated video found in ``--videos`` (``WORK/features``;
    resumable video by video, as ``python -m extract``);
-2. ``refactor``: RefactorNet stage 1 on the training subset (``WORK/refactor.pt``);
+2. ``refactor``: RefactorNet stage 1 on the training subset (``WORK/refactor.pt``; the context score,
+   ``WORK/context.pt``, where the context front is chosen or with ``--ablation``);
 3. ``detector``: stage 2, the detector trained end to end with RefactorNet in front
    (``WORK/detector.pt``; per-epoch state in ``WORK/detector.pt.state``, so an interrupted run
    resumes at its last finished epoch);
@@ -14,25 +15,29 @@ Stages, each writing into the work folder ``WORK``:
 5. ``figures``: loss curves, mAP against tIoU, timelines of a few test videos and CAM figures of
    action and coupling samples (``WORK/figures``);
 6. with ``--ablation``: the paper's comparisons on the same features — baseline, deep baseline,
-   RefactorNet in the fit's form (stage 3's model, unless the selection chose another front:
-   then that front's row is stage 3's), RefactorNet with L_A & L_C only (no KL), action component
-   only, and stage 1 frozen (its f' to a plain detector) — each in ``WORK/ablation/<variant>``, one
-   table with average mAP, mAP per tIoU and Table 3's two columns (``WORK/ablation.json``).
+   the context score beside f, RefactorNet in the fit's form (stage 3's model, unless the selection
+   chose another front: then that front's row is stage 3's), RefactorNet with L_A & L_C only (no KL),
+   action component only, and stage 1 frozen (its f' to a plain detector) — each in
+   ``WORK/ablation/<variant>``, one table with average mAP, mAP per tIoU and Table 3's two columns
+   (``WORK/ablation.json``).
 
 By default the main model's front is chosen first (``--no-select-front``: RefactorNet in the fit's form,
-about a third of the training time): the baseline (raw features), the fit's RefactorNet and the deep
-baseline are each trained (stage 1 and detector) on three quarters of each class's training videos and
-scored on the other quarter (``WORK/select/<candidate>``, :func:`common.annotations.hold_out`); the best
-average mAP there (ties: in that order) is the front of stages 3-5, trained on every training video
-(``WORK/select.json``: the held-out videos, the scores, the choice). Where no class has two training
-videos nothing can be held out: the fit says so in one line and keeps RefactorNet. Where RefactorNet
-cannot be trained (a class without coupling samples: a weak or absent context), it is not a candidate:
-the fit says so in one line, chooses between the baseline and the deep baseline (RefactorNet's default
-sizes), and the ablation has only their rows; with ``--no-select-front`` that is an error. Why this is the
-default: on the world family of ``benchmarks/refactor_study.py`` no single front stays within the
+about a third of the training time): each candidate of ``--select-candidates`` (default: the baseline
+(raw features), the context score beside f (:mod:`refactor.context`) and the deep baseline; RefactorNet
+in the fit's form can be added as ``refactor``) is trained on three quarters of each class's training
+videos and scored on the other quarter (``WORK/select/<candidate>``, :func:`common.annotations.hold_out`);
+the best average mAP there (ties: the simplest, in the order baseline, context, refactor, deep) is the
+front of stages 3-5, trained on every training video (``WORK/select.json``: the held-out videos, the
+scores, the choice). Where no class has two training videos nothing can be held out: the fit says so in
+one line and keeps the simplest candidate. Where a class has no coupling samples (a weak or absent
+context), neither RefactorNet nor the context score can be trained: the fit says so in one line, chooses
+among the other candidates (the deep baseline with RefactorNet's default sizes), and the ablation has
+only the baseline's and the deep baseline's rows; with ``--no-select-front`` that is an error. Why this is
+the default: on the world family of ``benchmarks/refactor_study.py`` no single front stays within the
 noise of the baseline and the deep baseline on every world (RefactorNet's default form falls below the
-deep baseline with wide features, the deep baseline far below both with narrow ones), and the front
-chosen on held-out videos does (README, "When does refactoring help?").
+deep baseline with wide features, the deep baseline far below both with narrow ones), the front chosen on
+held-out videos does, and with the context score as a candidate instead of RefactorNet the chosen front
+gains more (README, "When does refactoring help?").
 
 Caching: every stage has a key, the sha256 of its settings and of the keys of the stages it reads
 (the first stage: of the videos' names, sizes and modification times, the annotation file's
@@ -77,6 +82,7 @@ from extract.pipeline import ExtractConfig, extract_videos
 from extract.video import VIDEO_EXTENSIONS
 from refactor.apply import apply_refactor
 from refactor.cam import draw_cams
+from refactor.context import ContextConfig, save_context, train_context
 from refactor.errors import NoCouplingSamples
 from refactor.model import FORMS, RefactorConfig
 from refactor.pairs import build_pairs
@@ -89,10 +95,12 @@ __all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig",
            "ablation_table", "choose_front", "describe", "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
-ABLATION_VARIANTS = ("baseline", "deep", "refactor", "paper", "no_kl", "action_only", "stage1")
-# the fronts the selection chooses among, simplest first (see choose_front), and the detector front of each
-SELECT_CANDIDATES = {"baseline": "none", "refactor": "refactor", "deep": "deep"}
+ABLATION_VARIANTS = ("baseline", "deep", "context", "refactor", "paper", "no_kl", "action_only", "stage1")
+# the fronts the selection can choose among, simplest first (see choose_front), and the detector front of each;
+# FitConfig.select_candidates says which of them a fit tries
+SELECT_CANDIDATES = {"baseline": "none", "context": "context", "refactor": "refactor", "deep": "deep"}
 VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (same depth and size)",
+                 "context": "Context score beside f (f ⊕ p)",
                  "refactor": "RefactorNet (the fit's form)", "paper": "RefactorNet, paper's form",
                  "no_kl": "Paper's form, L_A & L_C only", "action_only": "Paper's form, action component only",
                  "stage1": "Paper's stage 1 only (frozen f')"}
@@ -104,7 +112,7 @@ def choose_front(scores: Mapping[str, float], margin: float = 0.0) -> str:
 
     Args:
         scores: candidate name -> average mAP on the held-out videos, a fraction in [0, 1], in order of
-            preference (:data:`SELECT_CANDIDATES`' order: baseline, RefactorNet, deep baseline).
+            preference (:data:`SELECT_CANDIDATES`' order: baseline, context score, RefactorNet, deep baseline).
         margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) a simpler candidate may
             give up; 0 takes the best score (ties: the first).
 
@@ -148,12 +156,14 @@ class FitConfig:
         seed: seed of every model's initialisation and sampling.
         tiou: evaluation thresholds, start:stop:step or a comma list.
         ablation: also train and evaluate the paper's comparisons on the same features.
-        select_front: choose the main model's front (baseline, RefactorNet or deep baseline) by average
-            mAP on a held-out quarter of each class's training videos (about 3x the training time;
+        select_front: choose the main model's front among ``select_candidates`` by average mAP on a
+            held-out quarter of each class's training videos (about 3x the training time;
             --no-select-front: RefactorNet in the fit's form).
-        select_margin: the selection takes the simplest candidate (baseline, then RefactorNet, then the
-            deep baseline) whose held-out average mAP is at most this many points below the best
-            (:func:`choose_front`); 0: the best.
+        select_candidates: the fronts the selection tries, a comma list of baseline (raw features),
+            context (f beside its context score), refactor (RefactorNet in the fit's form) and deep (the
+            deep baseline); tried and preferred in that order.
+        select_margin: the selection takes the simplest candidate (in the order above) whose held-out
+            average mAP is at most this many points below the best (:func:`choose_front`); 0: the best.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -178,6 +188,7 @@ class FitConfig:
     tiou: str = "0.3:0.7:0.1"
     ablation: bool = False
     select_front: bool = True
+    select_candidates: tuple[str, ...] = ("baseline", "context", "deep")
     select_margin: float = 0.0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
@@ -292,6 +303,10 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
         raise FitError(f"--work {work} exists and is not a folder")
     if not cfg.select_margin >= 0:
         raise FitError(f"--select-margin must be >= 0 points of average mAP, got {cfg.select_margin}")
+    unknown = [c for c in cfg.select_candidates if c not in SELECT_CANDIDATES]
+    if unknown or not cfg.select_candidates:
+        raise FitError(f"--select-candidates must be a comma list of {', '.join(SELECT_CANDIDATES)}, got "
+                       f"{','.join(cfg.select_candidates) or 'nothing'}")
     work.mkdir(parents=True, exist_ok=True)
     report = FitReport()
     stages = _Stages(work, report, log)
@@ -357,8 +372,11 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
         report.selection = _select(work, feats, annotations, train_subset, cfg, stages, feat_key, log, ref_key)
         chosen = report.selection["chosen"]
     front = SELECT_CANDIDATES[chosen]
-    det_key = main.detector("detector", ref_key if front != "none" and ref_key else feat_key, front=front,
-                            checkpoint=ref_key is not None)
+    if front == "context":
+        det_key = main.detector("detector", main.context("context", feat_key), front=front)
+    else:
+        det_key = main.detector("detector", ref_key if front != "none" and ref_key else feat_key, front=front,
+                                checkpoint=ref_key is not None)
     report.result = main.evaluate("evaluate", det_key, work / "predictions.json", work / "result.json", log)
     log(detection_table(_result_obj(report.result), per_class=True))
 
@@ -439,11 +457,30 @@ class _Variant:
         self.stages.run(self._name(stage), key, [out], build)
         return key
 
+    def context(self, stage: str, upstream: str) -> str:
+        """Learn the context score (:mod:`refactor.context`) into ROOT/context.pt."""
+        out = self.root / "context.pt"
+        samples = SampleConfig()
+        config = ContextConfig(seed=self.cfg.seed, device=_train_device(self.cfg.device))
+        key = stage_key(self._name(stage), {"features": upstream, "annotations": self.ann_hash,
+                                            "subset": self.train_subset, "samples": asdict(samples),
+                                            "context": asdict(config) | {"device": None}})
+
+        def build() -> dict:
+            pairs = build_pairs(self.feats, self.annotations, self.train_subset, samples)
+            scorer, info = train_context(pairs, self.feats, config)
+            save_context(out, scorer, pairs, samples, config, info)
+            return info
+
+        self.stages.run(self._name(stage), key, [out], build)
+        return key
+
     def detector(self, stage: str, upstream: str, front: str, features: Path | None = None,
                  checkpoint: bool = True) -> str:
-        """Train a detector (front "refactor", "deep" or "none") into ROOT/detector.pt, resumably. The
-        fronts "refactor" and "deep" read ROOT/refactor.pt (the deep baseline: its sizes); ``checkpoint``
-        False: the deep baseline takes the sizes of RefactorNet's default configuration instead."""
+        """Train a detector (front "refactor", "context", "deep" or "none") into ROOT/detector.pt, resumably.
+        The fronts "refactor" and "deep" read ROOT/refactor.pt (the deep baseline: its sizes), "context"
+        reads ROOT/context.pt; ``checkpoint`` False: the deep baseline takes the sizes of RefactorNet's
+        default configuration instead."""
         out = self.root / "detector.pt"
         state = self.root / "detector.pt.state"
         train = TrainConfig(epochs=self.cfg.detector_epochs, seed=self.cfg.seed, subset=self.train_subset,
@@ -459,8 +496,10 @@ class _Variant:
                 state.unlink(missing_ok=True)
                 _write_state_key(state, key)
             ref = self.root / "refactor.pt" if front in ("refactor", "deep") and checkpoint else None
+            ctx = self.root / "context.pt" if front == "context" else None
             model, meta = train_detector(features or self.feats, self.annotations, DetectorConfig(), train,
-                                         refactor_checkpoint=ref, front=front, progress=None, state_path=state)
+                                         refactor_checkpoint=ref, front=front, progress=None, state_path=state,
+                                         context_checkpoint=ctx)
             save_detector(out, model, meta)
             return {"epochs": len(meta["history"]), "final_loss": meta["history"][-1].get("loss")
                     if meta["history"] else None}
@@ -533,13 +572,14 @@ def _train_device(device: str) -> str:
 
 def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: FitConfig, stages: _Stages,
             feat_key: str, log: Callable[[str], None], main_ref: str | None) -> dict:
-    """The front selection (``FitConfig.select_front``): each of :data:`SELECT_CANDIDATES` trained on three
-    quarters of each class's training videos and scored on the rest; returns (and writes to
-    ``WORK/select.json``) the held-out videos, each candidate's average mAP on them and the choice.
-    ``main_ref`` is the key of the main stage 1 (``WORK/refactor.pt``); None: RefactorNet could not be
-    trained on all training videos. Then, or where its stage 1 finds no coupling samples in the three
-    quarters, RefactorNet is not a candidate (``candidates_note`` says why) and the deep baseline takes
-    the main stage 1's sizes (none: those of RefactorNet's default configuration)."""
+    """The front selection (``FitConfig.select_front``): each candidate of ``cfg.select_candidates`` (in
+    :data:`SELECT_CANDIDATES`' order) trained on three quarters of each class's training videos and scored
+    on the rest; returns (and writes to ``WORK/select.json``) the held-out videos, each candidate's average
+    mAP on them and the choice. Where nothing can be held out, the simplest candidate is kept.
+    ``main_ref`` is the key of the main stage 1 (``WORK/refactor.pt``); None: there are no coupling
+    samples. Then, or where the three quarters have none, RefactorNet and the context score are not
+    candidates (``candidates_note`` says why) and the deep baseline takes the main stage 1's sizes
+    (none: those of RefactorNet's default configuration)."""
     root = work / "select"
     held_ann = root / "annotations.json"
     split_key = stage_key("select-split", {"annotations": ground_truth_digest(annotations), "subset": train_subset})
@@ -550,48 +590,56 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
         return {"heldout": held}
 
     held = stages.run("select-split", split_key, [held_ann], split)["heldout"]
-    refactor = main_ref is not None
+    coupling = main_ref is not None
+    candidates = [n for n in SELECT_CANDIDATES if n in cfg.select_candidates
+                  and (coupling or SELECT_CANDIDATES[n] not in ("refactor", "context"))]
+    notes = [] if coupling else ["RefactorNet and the context score cannot be trained on these training videos"]
+    if not candidates:
+        raise FitError(f"none of the candidates {','.join(cfg.select_candidates)} can be trained: {notes[0]}; add "
+                       "baseline or deep to --select-candidates")
     if not held:
-        fallback = "refactor" if refactor else "baseline"
-        table = {"heldout": [], "average_mAP": {}, "chosen": fallback,
+        table = {"heldout": [], "average_mAP": {}, "chosen": candidates[0],
                  "note": f"no class of the training subset {train_subset!r} has two videos, so none can be "
-                         "held out to choose the front: " + ("RefactorNet kept" if refactor else
-                                                             "the baseline kept (RefactorNet cannot be trained)")}
+                         f"held out to choose the front: the simplest candidate, {candidates[0]}, is kept"
+                         + ("" if coupling else f" ({notes[0]})")}
         write_json(table, work / "select.json")
         log(f"fit: {table['note']}")
         return table
     scores: dict[str, float] = {}
-    note = None if refactor else "RefactorNet cannot be trained on these training videos"
     k1 = None                                    # the refactor candidate's stage 1 (it comes before deep)
-    for name, front in SELECT_CANDIDATES.items():
-        if front == "refactor" and not refactor:
-            continue
+    for name in candidates:
+        front = SELECT_CANDIDATES[name]
         croot = root / name
         croot.mkdir(parents=True, exist_ok=True)
         v = _Variant(croot, feats, held_ann, train_subset, HELDOUT, cfg, stages, prefix=f"select-{name}-")
         if front == "none":
             key = v.detector("detector", feat_key, front=front)
-        elif front == "refactor":
+        elif front in ("refactor", "context"):
             try:
-                k1 = v.stage1("refactor", feat_key, form=cfg.refactor_form)
+                k = (v.stage1("refactor", feat_key, form=cfg.refactor_form) if front == "refactor"
+                     else v.context("context", feat_key))
             except NoCouplingSamples as exc:
-                note = f"RefactorNet is not a candidate: without the held-out videos {exc}"
-                log(f"fit: {note}")
+                notes.append(f"{name} is not a candidate: without the held-out videos {exc}")
+                log(f"fit: {notes[-1]}")
                 continue
-            key = v.detector("detector", k1, front=front)
+            k1 = k if front == "refactor" else k1
+            key = v.detector("detector", k, front=front)
         elif k1 is not None:                     # the deep baseline: the refactor candidate's sizes
             shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")
             key = v.detector("detector", k1, front=front)
-        elif refactor:                           # no refactor candidate: the main stage 1's sizes
+        elif coupling:                           # no refactor candidate: the main stage 1's sizes
             shutil.copyfile(work / "refactor.pt", croot / "refactor.pt")
             key = v.detector("detector", main_ref, front=front)
         else:                                    # no RefactorNet: the default configuration's sizes
             key = v.detector("detector", feat_key, front=front, checkpoint=False)
         scores[name] = v.evaluate("evaluate", key, croot / "predictions.json", croot / "result.json")["average_mAP"]
+    if not scores:
+        raise FitError("no candidate front could be trained on three quarters of the training videos: "
+                       + "; ".join(notes))
     chosen = choose_front(scores, cfg.select_margin / 100)
     table = {"heldout": held, "average_mAP": scores, "margin": cfg.select_margin, "chosen": chosen}
-    if note is not None:
-        table["candidates_note"] = note
+    if notes:
+        table["candidates_note"] = "; ".join(notes)
     write_json(table, work / "select.json")
     log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
         + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP"
@@ -624,6 +672,9 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
         elif ref_key is None:                      # the deep baseline without a stage-1 model
             key = v.detector("detector", feat_key, front=variant, checkpoint=False)
+            rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
+        elif variant == "context":                 # the context score beside f
+            key = v.detector("detector", v.context("context", feat_key), front="context")
             rows[variant] = v.evaluate("evaluate", key, root / "predictions.json", root / "result.json")
         elif variant in ("deep", "refactor"):      # the main stage-1 model (the deep baseline: its size and depth)
             shutil.copyfile(work / "refactor.pt", root / "refactor.pt")

@@ -5,8 +5,9 @@ heads. Each is a :class:`Front` subclass (how to build its module, its output si
 registered with :func:`register_front`; adding one is one class and one registration.
 
 Registered: ``none`` (raw features, ``--baseline``), ``refactor`` (RefactorNet, trained end to end
-from a stage-1 checkpoint, ``--refactor CKPT``) and ``deep`` (temporal convolutions with RefactorNet's
-depth and parameter count, ``--deep-baseline``; Table 2).
+from a stage-1 checkpoint, ``--refactor CKPT``), ``context`` (f beside its context score, a frozen
+:class:`refactor.context.ContextScorer` from ``--context-score CKPT``) and ``deep`` (temporal convolutions
+with RefactorNet's depth and parameter count, ``--deep-baseline``; Table 2).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from refactor.context import ContextScorer
 from refactor.model import RefactorConfig, RefactorNet, RefactorOutput
 
 __all__ = ["Front", "register_front", "get_front", "front_names", "NoFront", "RefactorFront", "DeepFront",
-           "DeepBaseline", "deep_baseline_hidden", "masked"]
+           "ContextFront", "DeepBaseline", "deep_baseline_hidden", "masked"]
 
 
 def masked(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -37,11 +39,14 @@ class Front:
             filled with the defaults for ``in_dim`` when missing).
         stage1: it is RefactorNet itself: training starts from a stage-1 checkpoint's weights and
             adds L_R on that checkpoint's (action, coupling) pairs.
+        context: it holds a context scorer whose weights come from a context-score checkpoint
+            (``refactor.context``) and stay frozen.
     """
 
     name: ClassVar[str] = ""
     uses_refactor_config: ClassVar[bool] = False
     stage1: ClassVar[bool] = False
+    context: ClassVar[bool] = False
 
     @classmethod
     def build(cls, config: Any) -> nn.Module | None:
@@ -148,6 +153,28 @@ class RefactorFront(Front):
     def apply(cls, module, x, mask):
         ref = module(x, mask)
         return masked(ref.features, mask), ref
+
+
+@register_front
+class ContextFront(Front):
+    """f beside its context score: f' = f ⊕ p(f) (C + K channels), p a frozen context scorer
+    (:mod:`refactor.context`) over the detector's K classes."""
+
+    name = "context"
+    context = True
+
+    @classmethod
+    def build(cls, config: Any) -> nn.Module:
+        scorer = ContextScorer(config.in_dim, config.num_classes)
+        return scorer.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
+
+    @classmethod
+    def out_dim(cls, config: Any) -> int:
+        return config.in_dim + config.num_classes
+
+    @classmethod
+    def apply(cls, module, x, mask):
+        return masked(torch.cat([x, module(x)], dim=1), mask), None
 
 
 @register_front

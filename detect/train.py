@@ -45,7 +45,7 @@ from detect.proposals import generate_proposals
 from detect.settings import detector_settings
 from detect.validation import VAL_KEY, Validator, best_entry, write_log
 from extract.features import read_features
-from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_refactor
+from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_context, load_refactor
 
 __all__ = ["TrainConfig", "EpochReport", "train_detector", "DetectorError"]
 
@@ -185,11 +185,12 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
 
 
 def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoRecord], front: str,
-                 refactor_checkpoint) -> dict:
+                 refactor_checkpoint, context_checkpoint=None) -> dict:
     """What a resumed run must share with the interrupted one (everything but the epoch count)."""
     return {"config": config.to_dict(), "train": asdict(train) | {"epochs": None, "device": None}, "front": front,
             "videos": [[v.video_id, v.num_snippets, len(v.segments)] for v in videos],
-            "refactor": None if refactor_checkpoint is None else sha256_file(refactor_checkpoint)}
+            "refactor": None if refactor_checkpoint is None else sha256_file(refactor_checkpoint)}  \
+        | ({} if context_checkpoint is None else {"context": sha256_file(context_checkpoint)})
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
@@ -198,7 +199,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
                    progress: bool | None = None, state_path: str | os.PathLike | None = None,
                    on_epoch: Callable[[EpochReport], None] | None = None,
                    inference: InferenceConfig | None = None, best_path: str | os.PathLike | None = None,
-                   log_path: str | os.PathLike | None = None) -> tuple[Detector, dict]:
+                   log_path: str | os.PathLike | None = None,
+                   context_checkpoint: str | os.PathLike | None = None) -> tuple[Detector, dict]:
     """Train a detector on the feature files of ``train.subset``.
 
     Args:
@@ -206,8 +208,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             and ``front``).
         refactor_checkpoint: stage-1 RefactorNet checkpoint (front "refactor"; the deep baseline
             copies its configuration when given).
-        front: a registered front (:mod:`detect.fronts`: "none" (baseline), "refactor" or "deep");
-            None: ``config.front`` ("none" without a config).
+        front: a registered front (:mod:`detect.fronts`: "none" (baseline), "refactor", "context" or
+            "deep"); None: ``config.front`` ("none" without a config).
         state_path: training state written atomically after every epoch (model, optimizer,
             history; the random streams derive from the seed and the epoch); if the file exists,
             training resumes from it (and gives the model an uninterrupted run would have). It must
@@ -221,6 +223,9 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             (rank 0, atomically) whenever the average mAP improves.
         log_path: the history as JSON lines (:func:`detect.validation.write_log`), rewritten after
             every epoch (rank 0).
+        context_checkpoint: context-score checkpoint (``refactor context``; front "context", required
+            there): its scorer is copied into the detector, frozen, so the detector's checkpoint is
+            all ``detect run`` needs.
 
     Returns:
         (model in eval mode, checkpoint metadata for :func:`detect.checkpoint.save_detector`).
@@ -242,6 +247,19 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     ref_model = ref_ckpt = None
     if kind.stage1 and refactor_checkpoint is None:
         raise DetectorError("front 'refactor' needs a stage-1 checkpoint (--refactor CKPT)")
+    if kind.context != (context_checkpoint is not None):
+        raise DetectorError("front 'context' needs a context-score checkpoint (--context-score CKPT)" if kind.context
+                            else f"a context-score checkpoint is only used by front 'context', not {front!r}")
+    scorer = None
+    if context_checkpoint is not None:
+        try:
+            scorer, ctx = load_context(context_checkpoint, in_dim=dim)
+        except RefactorError as exc:
+            raise DetectorError(str(exc)) from exc
+        if tuple(ctx["feature_layout"]["streams"]) != tuple(streams) or list(ctx["classes"]) != list(classes):
+            raise DetectorError(f"{context_checkpoint} was trained on {'+'.join(ctx['feature_layout']['streams'])} "
+                                f"features of classes {ctx['classes'][:3]}..., these are {'+'.join(streams)} of "
+                                f"{list(classes)[:3]}...")
     if refactor_checkpoint is not None:
         try:
             ref_model, ref_ckpt = load_refactor(refactor_checkpoint, in_dim=dim)
@@ -269,6 +287,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         model.front.load_state_dict(ref_model.state_dict())
         if not encoders_learn:
             model.front.freeze_encoders()
+    if scorer is not None:
+        model.front.load_state_dict(scorer.state_dict())        # frozen (detect.fronts.ContextFront)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
@@ -279,7 +299,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
 
-    fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint)
+    fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint, context_checkpoint)
     inference = inference or InferenceConfig()
     fps = sorted({v.fps for v in videos})
     attrs = read_features(videos[0].path, rows=slice(0, 0)).attrs      # frame geometry, where recorded
@@ -291,6 +311,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             "subsets": subset_videos(annotations),
             "refactor_checkpoint": None if refactor_checkpoint is None else
             {"path": str(Path(refactor_checkpoint).resolve()), "sha256": sha256_file(refactor_checkpoint)},
+            "context_checkpoint": None if context_checkpoint is None else
+            {"path": str(Path(context_checkpoint).resolve()), "sha256": sha256_file(context_checkpoint)},
             "num_videos": len(videos),
             "num_windows": sum(len(make_windows(v.num_snippets, train.window, train.overlap)) for v in videos)}
     rank, _ = rank_and_world()

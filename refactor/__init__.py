@@ -8,11 +8,13 @@ recombine them, ``f' = φA(f) ⊕ φC(f)``.
 >>> from refactor import load_refactor     # a trained stage-1 checkpoint, for stage 2
 
 Modules: ``model`` (φA, φC, the losses), ``samples`` (action and coupling samples of one video),
-``pairs`` (the pairs of a training set), ``train`` (stage 1 and its checkpoint), ``apply``
+``pairs`` (the pairs of a training set), ``train`` (stage 1 and its checkpoint), ``context`` (the context
+score: a supervised co-occurrence component beside f, and its checkpoint), ``apply``
 (refactored feature files), ``cam`` (Grad-CAM figures), ``errors``.
 """
 
 from refactor.apply import apply_refactor
+from refactor.context import ContextConfig, ContextScorer, load_context, save_context, train_context
 from refactor.errors import NoCouplingSamples, RefactorError
 from refactor.model import (FORMS, RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence,
                             pair_losses, reconstruction_loss, spread_loss)
@@ -24,4 +26,5 @@ __all__ = ["FORMS", "RefactorConfig", "RefactorNet", "RefactorOutput", "Refactor
            "spread_loss", "reconstruction_loss",
            "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",
            "NoCouplingSamples",
-           "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor"]
+           "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor",
+           "ContextConfig", "ContextScorer", "train_context", "save_context", "load_context"]

@@ -1,13 +1,16 @@
-"""python -m refactor train|apply|cam: RefactorNet stage 1 (encoders), refactored feature files, and
-Grad-CAM figures of the action vs co-occurrence components."""
+"""python -m refactor train|context|apply|cam: RefactorNet stage 1 (encoders), the context score (a supervised
+co-occurrence component, refactor.context), refactored feature files, and Grad-CAM figures of the action vs
+co-occurrence components."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from common.annotations import AnnotationError, subset_videos
+from common.annotations import AnnotationError, default_subsets, subset_videos
+from common.config import Section
 from common.checkpoint import checkpoint_kind
 from common.config import ConfigError, add_config_arguments, add_section_arguments, dump_settings, resolve_settings
 from common.datasets import dataset_names, detect_dataset, get_dataset
@@ -16,6 +19,7 @@ from extract.features import FeatureFileError
 from extract.video import VideoError
 from refactor.apply import apply_refactor
 from refactor.cam import add_cam_arguments, cam_options, checkpoint_samples, draw_cams
+from refactor.context import ContextConfig, save_context, train_context
 from refactor.errors import RefactorError
 from refactor.model import RefactorConfig
 from refactor.pairs import build_pairs
@@ -45,6 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     for section in sections():
         add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
 
+    p = sub.add_parser("context", help="learn the context score p(context | f) from the coupling samples",
+                       description="The context score (refactor.context): a logistic regression telling each class's "
+                                   "coupling samples from snippets far from every action; `detect train "
+                                   "--context-score OUT` puts it beside f. --config FILE: "
+                                   "{samples: {...}, context: {...}}.")
+    p.add_argument("--features", help="folder of feature files (python -m extract); required")
+    p.add_argument("--annotations",
+                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
+    p.add_argument("--out", help="checkpoint to write; required")
+    p.add_argument("--subset", default=None,
+                   help="training subset (default: THUMOS14 validation, ActivityNet training, from the annotations)")
+    add_config_arguments(p)
+    for section in context_sections():
+        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
+
     p = sub.add_parser("apply", help="write refactored feature files f'")
     p.add_argument("--features", required=True)
     p.add_argument("--checkpoint", required=True)
@@ -54,6 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cam", help="Grad-CAM figures: where the action and co-occurrence components come from")
     add_cam_arguments(p, "RefactorNet checkpoint (refactor train; a detector's front: python -m detect cam)")
     return parser
+
+
+def context_sections() -> list[Section]:
+    """The settings sections of ``refactor context``: ``samples`` (:class:`SampleConfig`, the coupling rule)
+    and ``context`` (:class:`ContextConfig`)."""
+    return [Section("samples", SampleConfig), Section("context", ContextConfig)]
+
+
+def _context(args) -> int:
+    settings = resolve_settings(context_sections(), args, args.config)
+    samples, config = SampleConfig(**settings["samples"]), ContextConfig(**settings["context"])
+    if args.print_config:
+        print(dump_settings({"samples": asdict(samples), "context": asdict(config)}), end="")
+        return 0
+    subset = args.subset or default_subsets(args.annotations)[0]
+    pairs = build_pairs(args.features, args.annotations, subset, samples)
+    scorer, info = train_context(pairs, args.features, config)
+    save_context(args.out, scorer, pairs, samples, config, info)
+    counts = info["counts"]
+    print(f"refactor: context score of {len(pairs.classes)} classes from {sum(counts[:-1])} coupling samples and "
+          f"{counts[-1]} far snippets of {len(pairs.videos)} videos; final loss {info['final_loss']:.4f} -> {args.out}")
+    return 0
 
 
 def _cam(args) -> int:
@@ -112,16 +153,19 @@ def _train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and not args.print_config:
+    if args.command in ("train", "context") and not args.print_config:
         missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
-    if unusable_outputs(f"refactor {args.command}", files={"--out": args.out if args.command == "train" else None},
+    trains = args.command in ("train", "context")
+    if unusable_outputs(f"refactor {args.command}", files={"--out": args.out if trains else None},
                         dirs={"--out": args.out if args.command in ("apply", "cam") else None}):
         return 2
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "context":
+            return _context(args)
         if args.command == "apply":
             failed: dict = {}
             written = apply_refactor(args.checkpoint, args.features, args.out, overwrite=args.overwrite,

@@ -1,0 +1,194 @@
+"""The context score (``refactor.context``): the scorer against a NumPy reference, the rule for "none"
+samples, what training learns on a small feature world, its checkpoint, the detector front that carries
+it frozen, and the CLI (``refactor context``, ``detect train --context-score``) against the API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.feature_worlds import BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
+from detect import DetectorError, TrainConfig, train_detector  # noqa: E402
+from detect.checkpoint import load_detector, save_detector  # noqa: E402
+from detect.infer import run_detector  # noqa: E402
+from extract.features import read_features  # noqa: E402
+from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
+                      save_context, train_context)
+from refactor.context import far_snippets  # noqa: E402
+
+WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
+C = WORLD.dim
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("ctxworld")
+    data = write_world(WORLD, 0, root)
+    return root, data
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    root, _ = world
+    pairs = build_pairs(root, root / "annotations.json", "validation", SampleConfig())
+    scorer, info = train_context(pairs, root, ContextConfig())
+    path = save_context(tmp_path_factory.mktemp("ctx") / "context.pt", scorer, pairs, SampleConfig(), ContextConfig(),
+                        info)
+    return pairs, scorer, info, path
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_scorer_is_a_standardised_softmax(c, k, b, t, seed):
+    """p = softmax(W (x - μ) / σ + b) without its last ("none") output, per snippet, against NumPy."""
+    rng = np.random.default_rng(seed)
+    scorer = ContextScorer(c, k)
+    mean, std = rng.normal(size=c), rng.uniform(0.5, 2, size=c)
+    w, bias = rng.normal(size=(k + 1, c)), rng.normal(size=k + 1)
+    with torch.no_grad():
+        scorer.mean.copy_(torch.from_numpy(mean))
+        scorer.std.copy_(torch.from_numpy(std))
+        scorer.linear.weight.copy_(torch.from_numpy(w))
+        scorer.linear.bias.copy_(torch.from_numpy(bias))
+    x = rng.normal(size=(b, c, t))
+    with torch.no_grad():
+        p = scorer(torch.from_numpy(x).float()).numpy()
+    z = np.einsum("kc,bct->btk", w, (x - mean[None, :, None]) / std[None, :, None]) + bias
+    ref = np.exp(z - z.max(-1, keepdims=True))
+    ref = (ref / ref.sum(-1, keepdims=True))[..., :k].transpose(0, 2, 1)
+    assert p.shape == (b, k, t)
+    np.testing.assert_allclose(p, ref, rtol=1e-4, atol=1e-6)
+    assert np.all(p.sum(1) <= 1 + 1e-6)
+
+
+def test_far_snippets_by_hand():
+    """"None" samples: not taken, and below ``far`` in cosine to every action sample (none there: all untaken)."""
+    f = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.2], [0.0, 0.0]])
+    actions = np.array([[1.0, 0.0]])
+    taken = np.array([False, False, False, False, True])
+    # cosines to the action: 1, 0, 0.707, -0.98; snippet 4 is taken
+    np.testing.assert_array_equal(far_snippets(f, actions, taken, 0.25), [1, 3])
+    np.testing.assert_array_equal(far_snippets(f, actions, taken, 0.8), [1, 2, 3])
+    np.testing.assert_array_equal(far_snippets(f, np.zeros((0, 2)), taken, 0.25), [0, 1, 2, 3])
+
+
+def test_training_counts_and_learns_each_class_context(world, trained):
+    """The outputs' samples are the coupling samples of each class and the far snippets of every video; on the
+    test videos the learnt probability of a video's own class's context is high on its context snippets and
+    low on its background."""
+    root, data = world
+    pairs, scorer, info, _ = trained
+    counts = info["counts"]
+    assert counts[:-1] == [int(np.sum(pairs.label == c)) for c in range(3)]
+    far = 0
+    for vs in pairs.videos:
+        f = read_features(root / f"{vs.video_id}.h5").features
+        taken = np.zeros(len(f), dtype=bool)
+        for idx in vs.action_snippets:
+            taken[idx] = True
+        taken[vs.pair_snippet] = True
+        far += len(far_snippets(f, vs.action_features, taken, ContextConfig().far))
+    assert counts[-1] == far > 0
+    own = {CONTEXT: [], BACKGROUND: []}
+    for vid, feats in data["test"].items():
+        with torch.no_grad():
+            p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
+        for kind in own:
+            own[kind].append(p[data["kinds"][vid] == kind, int(vid[-2:])])
+    assert np.concatenate(own[CONTEXT]).mean() > 0.8 and np.concatenate(own[BACKGROUND]).mean() < 0.2
+
+
+def test_max_negatives_draws_a_subset(world, trained):
+    root, _ = world
+    pairs = trained[0]
+    _, info = train_context(pairs, root, ContextConfig(max_negatives=50))
+    assert info["counts"][-1] == 50 and info["counts"][:-1] == trained[2]["counts"][:-1]
+
+
+def test_checkpoint_round_trip_and_one_line_errors(world, trained, tmp_path):
+    root, data = world
+    pairs, scorer, info, path = trained
+    loaded, ckpt = load_context(path, in_dim=C)
+    assert ckpt["classes"] == pairs.classes and ckpt["counts"] == info["counts"]
+    assert ckpt["feature_layout"] == {"streams": list(pairs.streams), "dim": C}
+    x = torch.from_numpy(np.stack([f for f in data["test"].values()][0][None])).transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), scorer(x), rtol=0, atol=0)
+    with pytest.raises(RefactorError, match=f"trained on {C}-d features .*these are {2 * C}-d"):
+        load_context(path, in_dim=2 * C)
+    with pytest.raises(RefactorError, match="no such context-score checkpoint"):
+        load_context(tmp_path / "absent.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RefactorError, match=r"is not a context-score checkpoint") as exc:
+        load_context(bad)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match="far must be a cosine"):
+        ContextConfig(far=2.0)
+    with pytest.raises(RefactorError, match="no feature file"):
+        train_context(pairs, tmp_path)
+
+
+def test_the_detector_carries_the_frozen_scorer(world, trained, tmp_path):
+    """Front ``context``: f' = [x, p(x)]; training leaves the scorer's weights as they were; the detector's
+    checkpoint alone gives the detections (the context checkpoint moved away), and they equal the model's."""
+    root, _ = world
+    _, scorer, _, path = trained
+    train = TrainConfig(epochs=2, window=64, seed=0)
+    model, meta = train_detector(root, root / "annotations.json", train=train, front="context",
+                                 context_checkpoint=path, progress=False)
+    assert model.config.front == "context" and model.config.feature_dim == C + 3
+    for name, value in scorer.state_dict().items():
+        torch.testing.assert_close(model.front.state_dict()[name], value, rtol=0, atol=0)
+    assert meta["context_checkpoint"]["sha256"]
+    x = torch.randn(2, C, 20)
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([20, 13]))
+        torch.testing.assert_close(enc.features[0], torch.cat([x[0], scorer(x[:1])[0]]))
+        assert torch.all(enc.features[1, :, 13:] == 0)
+    det = save_detector(tmp_path / "det.pt", model, meta)
+    moved = tmp_path / "elsewhere.pt"
+    path.rename(moved)
+    try:
+        again, _ = load_detector(det)
+        assert again.config.front == "context"
+        run_detector(det, root, out=tmp_path / "pred.json", subset="test", progress=False)
+    finally:
+        moved.rename(path)
+    assert json.loads((tmp_path / "pred.json").read_text())["results"]
+    with pytest.raises(DetectorError, match="front 'context' needs a context-score checkpoint"):
+        train_detector(root, root / "annotations.json", train=train, front="context", progress=False)
+    with pytest.raises(DetectorError, match="only used by front 'context'"):
+        train_detector(root, root / "annotations.json", train=train, front="none", context_checkpoint=path,
+                       progress=False)
+
+
+def test_cli_and_api_agree(world, trained, tmp_path):
+    """``refactor context`` writes the checkpoint the API writes (same weights); ``detect train --context-score``
+    trains the context front; ``--front none`` with it is refused in one line."""
+    from detect.__main__ import main as detect_main
+    from refactor.__main__ import main as refactor_main
+
+    root, _ = world
+    out = tmp_path / "cli.pt"
+    assert refactor_main(["context", "--features", str(root), "--annotations", str(root / "annotations.json"),
+                          "--out", str(out)]) == 0
+    cli, _ = load_context(out)
+    for name, value in trained[1].state_dict().items():
+        torch.testing.assert_close(cli.state_dict()[name], value, rtol=0, atol=0)
+    det = tmp_path / "det.pt"
+    assert detect_main(["train", "--features", str(root), "--annotations", str(root / "annotations.json"),
+                        "--out", str(det), "--context-score", str(out), "--epochs", "1", "--window", "64"]) == 0
+    assert load_detector(det)[0].config.front == "context"
+    assert detect_main(["train", "--features", str(root), "--annotations", str(root / "annotations.json"),
+                        "--out", str(tmp_path / "x.pt"), "--context-score", str(out), "--front", "none"]) != 0
