@@ -12,7 +12,9 @@ from the same samples as RefactorNet stage 1 (paper §3.3):
 * class k: the coupling samples of class k's action samples (non-action snippets similar to them);
 * "none": the training snippets outside every action sample and coupling sample whose cosine to each
   of their video's action samples is below ``far`` (:attr:`ContextConfig.far`, half the coupling
-  rule's threshold): snippets far from any action;
+  rule's threshold): snippets far from any action. The cosine is taken after subtracting the mean of
+  all training snippets: I3D's features are non-negative (post-ReLU), so their raw cosines are all
+  high and no snippet would be "far";
 
 classes weighted to balance, L2 weight decay, full-batch L-BFGS on features standardised with the
 training samples' mean μ and standard deviation σ. The detector then sees f' (front ``context``,
@@ -42,8 +44,8 @@ from refactor.errors import RefactorError
 from refactor.pairs import PairSet
 from refactor.samples import SampleConfig, _cosine
 
-__all__ = ["ContextConfig", "ContextScorer", "far_snippets", "train_context", "save_context", "load_context",
-           "CONTEXT_KIND", "FORMAT_VERSION"]
+__all__ = ["ContextConfig", "ContextScorer", "far_snippets", "snippet_mean", "train_context", "save_context",
+           "load_context", "CONTEXT_KIND", "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
 FORMAT_VERSION = 1
@@ -107,21 +109,34 @@ class ContextScorer(nn.Module):
         return p.reshape(b, t, self.num_classes).transpose(1, 2)
 
 
-def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.ndarray, far: float) -> np.ndarray:
+def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.ndarray, far: float,
+                 mean: np.ndarray | float = 0.0) -> np.ndarray:
     """Indices of the snippets of one video that are neither ``taken`` (in an action or coupling sample)
-    nor as close as ``far`` (cosine) to any of the video's action samples.
+    nor as close as ``far`` (cosine of the centred features) to any of the video's action samples.
 
     Args:
         features (ndarray[T, C]): the video's snippet features.
         action_features (ndarray[A, C]): its action samples (A may be 0: then only ``taken`` counts).
         taken (ndarray[T] bool): snippets in an action sample or a coupling sample.
         far: cosine threshold.
+        mean (ndarray[C] or a scalar): subtracted from both sides before the cosine.
     """
-    features = np.asarray(features, dtype=np.float64)
     if len(action_features) == 0:
         return np.flatnonzero(~taken)
-    closest = _cosine(features, np.asarray(action_features, dtype=np.float64)).max(axis=1)
+    z = np.asarray(features, dtype=np.float64) - mean
+    a = np.asarray(action_features, dtype=np.float64) - mean
+    closest = _cosine(z, a).max(axis=1)
     return np.flatnonzero(~taken & (closest < far))
+
+
+def snippet_mean(paths: list[Path]) -> np.ndarray:
+    """Mean (ndarray[C], float64) of every snippet of the feature files ``paths``."""
+    total, count = None, 0
+    for path in paths:
+        f = read_features(path).features.astype(np.float64)
+        total = f.sum(0) if total is None else total + f.sum(0)
+        count += len(f)
+    return total / count
 
 
 def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
@@ -138,17 +153,19 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     """
     feature_dir = Path(feature_dir)
     k = len(pairs.classes)
-    negatives = []
-    for vs in pairs.videos:
-        path = feature_dir / f"{vs.video_id}.h5"
+    paths = [feature_dir / f"{vs.video_id}.h5" for vs in pairs.videos]
+    for vs, path in zip(pairs.videos, paths):
         if not path.is_file():
             raise RefactorError(f"no feature file {path} for the samples of video {vs.video_id!r}")
+    centre = snippet_mean(paths)
+    negatives = []
+    for vs, path in zip(pairs.videos, paths):
         f = read_features(path).features.astype(np.float64)
         taken = np.zeros(len(f), dtype=bool)
         for idx in vs.action_snippets:
             taken[idx] = True
         taken[vs.pair_snippet] = True
-        negatives.append(f[far_snippets(f, vs.action_features, taken, config.far)])
+        negatives.append(f[far_snippets(f, vs.action_features, taken, config.far, centre)])
     neg = np.concatenate(negatives) if negatives else np.zeros((0, pairs.coupling.shape[1]))
     if len(neg) == 0:
         raise RefactorError(f"no training snippet is far from every action (cosine < {config.far}): the context score "

@@ -24,7 +24,7 @@ from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
                       save_context, train_context)
-from refactor.context import far_snippets  # noqa: E402
+from refactor.context import far_snippets, snippet_mean  # noqa: E402
 
 WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
 C = WORLD.dim
@@ -80,6 +80,27 @@ def test_far_snippets_by_hand():
     np.testing.assert_array_equal(far_snippets(f, actions, taken, 0.25), [1, 3])
     np.testing.assert_array_equal(far_snippets(f, actions, taken, 0.8), [1, 2, 3])
     np.testing.assert_array_equal(far_snippets(f, np.zeros((0, 2)), taken, 0.25), [0, 1, 2, 3])
+    # non-negative features (I3D's, post-ReLU): every raw cosine is high, none is far; centred, the same
+    # snippets as above are
+    g = f + 10.0
+    assert len(far_snippets(g, actions + 10.0, taken, 0.25)) == 0
+    np.testing.assert_array_equal(far_snippets(g, actions + 10.0, taken, 0.25, mean=10.0), [1, 3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.integers(1, 5), st.integers(0, 2**31 - 1))
+def test_snippet_mean_is_that_of_all_snippets(tmp_path_factory, lengths, c, seed):
+    from tests.featfiles import write_features
+
+    rng = np.random.default_rng(seed)
+    folder = tmp_path_factory.mktemp("moments")
+    feats = [rng.normal(3.0, 2.0, size=(n, c)).astype(np.float32) for n in lengths]
+    paths = []
+    for i, f in enumerate(feats):
+        paths.append(folder / f"v{i}.h5")
+        write_features(paths[-1], {"rgb": f})
+    every = np.concatenate(feats).astype(np.float64)
+    np.testing.assert_allclose(snippet_mean(paths), every.mean(0), rtol=1e-9, atol=1e-9)
 
 
 def test_training_counts_and_learns_each_class_context(world, trained):
@@ -91,13 +112,14 @@ def test_training_counts_and_learns_each_class_context(world, trained):
     counts = info["counts"]
     assert counts[:-1] == [int(np.sum(pairs.label == c)) for c in range(3)]
     far = 0
+    mean = snippet_mean([root / f"{vs.video_id}.h5" for vs in pairs.videos])
     for vs in pairs.videos:
         f = read_features(root / f"{vs.video_id}.h5").features
         taken = np.zeros(len(f), dtype=bool)
         for idx in vs.action_snippets:
             taken[idx] = True
         taken[vs.pair_snippet] = True
-        far += len(far_snippets(f, vs.action_features, taken, ContextConfig().far))
+        far += len(far_snippets(f, vs.action_features, taken, ContextConfig().far, mean))
     assert counts[-1] == far > 0
     own = {CONTEXT: [], BACKGROUND: []}
     for vid, feats in data["test"].items():
@@ -105,7 +127,7 @@ def test_training_counts_and_learns_each_class_context(world, trained):
             p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
         for kind in own:
             own[kind].append(p[data["kinds"][vid] == kind, int(vid[-2:])])
-    assert np.concatenate(own[CONTEXT]).mean() > 0.8 and np.concatenate(own[BACKGROUND]).mean() < 0.2
+    assert np.concatenate(own[CONTEXT]).mean() > 0.6 and np.concatenate(own[BACKGROUND]).mean() < 0.05
 
 
 def test_max_negatives_draws_a_subset(world, trained):

@@ -237,18 +237,24 @@ def test_ablation_puts_the_papers_form_beside_the_fits(world, tmp_path, form):
     frozen = sorted((work / "ablation" / "stage1" / "features").glob("*.h5"))
     assert frozen and json.loads(read_features(frozen[0]).attrs["refactor"])["checkpoint"] == str(paper_ckpt.resolve())
     assert report.ablation["variants"].keys() == table["variants"].keys()
+    ctx = load_detector(work / "ablation" / "context" / "detector.pt")[0]       # the context score beside f
+    assert ctx.config.front == "context" and (work / "ablation" / "context" / "context.pt").is_file()
 
 
 def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
-    """``--select-front``: the three candidates are trained without a held-out quarter of each class's
-    training videos and scored on it alone; the best (ties: the first) becomes the main model's front,
-    trained on all of them; a rerun does nothing."""
+    """``--select-front``: the candidates (here all four) are trained without a held-out quarter of each
+    class's training videos and scored on it alone; the best (ties: the first) becomes the main model's
+    front, trained on all of them; a rerun does nothing."""
+    assert FitConfig().select_candidates == ("baseline", "context", "deep")
     work = tmp_path / "work"
-    report = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    every = replace(CFG, select_front=True, figure_videos=0, select_candidates=("deep", "refactor", "context",
+                                                                              "baseline"))
+    report = run(world, work, every)
     table = json.loads((work / "select.json").read_text())
     db = read_database(world / "annotations.json")
     assert table["heldout"] and table["heldout"] == hold_out(db, "validation")[1]
-    assert list(table["average_mAP"]) == list(SELECT_CANDIDATES)
+    assert list(table["average_mAP"]) == list(SELECT_CANDIDATES)        # tried in that order, whatever the list's
+    assert load_detector(work / "select" / "context" / "detector.pt")[0].config.front == "context"
     best = max(table["average_mAP"].values())
     margin = CFG.select_margin / 100
     assert table["margin"] == CFG.select_margin
@@ -259,16 +265,19 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
         assert json.loads((work / "select" / name / "result.json").read_text())["average_mAP"] == m
     assert load_detector(work / "detector.pt")[0].config.front == SELECT_CANDIDATES[table["chosen"]]
     assert report.selection == table
-    again = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    again = run(world, work, every)
     assert not any(again.ran.values())
     # a margin of 100 points takes the simplest candidate; no candidate is trained again
-    wide = run(world, work, replace(CFG, select_front=True, select_margin=100.0, figure_videos=0))
+    wide = run(world, work, replace(every, select_margin=100.0))
     assert wide.selection["chosen"] == "baseline" and wide.selection["average_mAP"] == table["average_mAP"]
     assert not any(ran for stage, ran in wide.ran.items() if stage.startswith("select"))
     assert load_detector(work / "detector.pt")[0].config.front == "none"
     assert "; margin 100)" in describe(wide, work)
     with pytest.raises(FitError, match="--select-margin must be >= 0"):
         run(world, work, replace(CFG, select_margin=-1.0))
+    with pytest.raises(FitError, match="--select-candidates must be a comma list of baseline, context, refactor, "
+                                       "deep, got baseline,bogus"):
+        run(world, work, replace(CFG, select_candidates=("baseline", "bogus")))
 
 
 scores = st.dictionaries(st.sampled_from(["baseline", "refactor", "deep", "other"]),
@@ -301,7 +310,8 @@ def test_choose_front_by_hand():
 
 def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, tmp_path):
     """Selection is ``FitConfig``'s default. With one training video per class nothing can be held out: the
-    fit says so in one line, records it in ``select.json`` and keeps RefactorNet, training no candidate."""
+    fit says so in one line, records it in ``select.json`` and keeps the simplest candidate (the baseline),
+    training no candidate."""
     assert FitConfig().select_front
     db = read_database(world / "annotations.json")
     first: dict[str, str] = {}
@@ -317,11 +327,11 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     report = fit(world / "videos", ann, work, replace(CFG, select_front=True, figure_videos=0), log=lines.append,
                  progress=False, extract_streams=streams(CFG))
     note = "no class of the training subset 'validation' has two videos, so none can be held out"
-    assert report.selection["chosen"] == "refactor" and report.selection["heldout"] == []
+    assert report.selection["chosen"] == "baseline" and report.selection["heldout"] == []
     assert note in report.selection["note"] and [m for m in lines if note in m] == [f"fit: {report.selection['note']}"]
     assert json.loads((work / "select.json").read_text()) == report.selection
     assert not any((work / "select" / name).exists() for name in SELECT_CANDIDATES)
-    assert load_detector(work / "detector.pt")[0].config.front == "refactor"
+    assert load_detector(work / "detector.pt")[0].config.front == "none"
     assert f"front not chosen: {report.selection['note']}" in describe(report, work).splitlines()
 
 
@@ -369,24 +379,27 @@ def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world
 
 
 def test_a_refactor_candidate_without_coupling_samples_is_left_out(world, tmp_path, monkeypatch):
-    """Where only the held-out split leaves a class without coupling samples, RefactorNet is not a candidate and
-    the deep baseline candidate takes the main stage 1's sizes."""
+    """Where only the held-out split leaves a class without coupling samples, neither RefactorNet nor the context
+    score is a candidate and the deep baseline candidate takes the main stage 1's sizes."""
     monkeypatch.setattr("detect.fit.build_pairs", _no_coupling(lambda ann: ann.parent.name == "select"))
     work = tmp_path / "work"
-    report = run(world, work, replace(CFG, select_front=True, figure_videos=0))
+    report = run(world, work, replace(CFG, select_front=True, figure_videos=0,
+                                      select_candidates=tuple(SELECT_CANDIDATES)))
     table = report.selection
     assert list(table["average_mAP"]) == ["baseline", "deep"] and report.no_refactor is None
-    assert table["candidates_note"].startswith("RefactorNet is not a candidate: without the held-out videos class")
+    note = table["candidates_note"]
+    assert note.startswith("context is not a candidate: without the held-out videos class")
+    assert "; refactor is not a candidate: without the held-out videos class" in note
     assert (work / "select" / "deep" / "refactor.pt").read_bytes() == (work / "refactor.pt").read_bytes()
 
 
-def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path, monkeypatch):
+def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path):
     """When the selection picks another front than RefactorNet (here the only candidate), the main detector
     has that front, the ablation's row of it is the main result, and RefactorNet is trained as a row of its
     own from the main stage-1 checkpoint."""
-    monkeypatch.setattr("detect.fit.SELECT_CANDIDATES", {"baseline": "none"})
     work = tmp_path / "work"
-    report = run(world, work, replace(CFG, select_front=True, ablation=True, figure_videos=1))
+    report = run(world, work, replace(CFG, select_front=True, ablation=True, figure_videos=1,
+                                      select_candidates=("baseline",)))
     assert report.selection["chosen"] == "baseline"
     assert load_detector(work / "detector.pt")[0].config.front == "none"
     table = json.loads((work / "ablation.json").read_text())
