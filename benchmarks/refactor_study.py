@@ -256,6 +256,15 @@ def measure(model, stage1, test: dict[str, np.ndarray], kinds: list[np.ndarray])
     return out
 
 
+def measure_context(feature_dir: Path, test: list[str], kinds: list[np.ndarray], dim: int, k: int) -> dict[str, float]:
+    """φC = p(f), the context score, on the test videos (its channels ``dim:dim + k`` of the files
+    :func:`write_context_scores` wrote): cosines between action snippets and the same video's context / background
+    snippets, and between random snippets (the collapse figures of :func:`measure`)."""
+    p = [read_features(feature_dir / f"{vid}.h5").features[:, dim:dim + k] for vid in test]
+    return {"phiC_ctx": mean_cosine(p, kinds, ACTION, CONTEXT), "phiC_bg": mean_cosine(p, kinds, ACTION, BACKGROUND),
+            "phiC_pair": _pair_cosine(p, np.random.default_rng(0))}
+
+
 def coupling_quality(pairs, kinds: dict[str, np.ndarray]) -> dict[str, float]:
     """Share of coupling samples of each kind (the kind of the snippet; context = the class's own scene)."""
     counts = np.zeros(len(KINDS))
@@ -360,6 +369,9 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             rec = dict(rec)
         rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
                 "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]} | extra
+        if v.layout == "context_score":
+            rec["context"] = measure_context(root / "context_score_", list(data["test"]), test_kinds, world.dim,
+                                             world.classes)
         if v.front == "refactor" or v.frozen:
             rec["stage1"] = measure(ref_model, None, data["test"], test_kinds)
         if v.front == "refactor":
@@ -528,7 +540,7 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 # per seed, the difference to the better of the two plain fronts, in points
                 row["below_best"] = {s: 100 * (runs[s]["average_mAP"] - max(base[s]["average_mAP"],
                                                                              deep[s]["average_mAP"])) for s in both}
-            for stage in ("stage1", "stage2"):
+            for stage in ("stage1", "stage2", "context"):
                 if all(stage in runs[s] for s in seeds):
                     keys = runs[seeds[0]][stage].keys()
                     row[stage] = {k: float(np.mean([runs[s][stage][k] for s in seeds])) for k in keys}
@@ -648,6 +660,16 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
             cells = " | ".join(_pm(per.get(o, {}).get("delta_baseline")) for o in oracles)
             lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
                          f"{_pm(per['baseline']['average_mAP'], sign=False)} | {cells} | {_pm(default)} | {share} |")
+    rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
+    if rows:
+        lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
+                  "snippets and the same video's context / background snippets, and between random snippets:", "",
+                  "| world | seeds | φC cos(act, ctx) | φC cos(act, bg) | φC pair cos |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for wk, row in rows:
+            m = row["context"]
+            lines.append(f"| {_label(json.loads(wk), c)} | {len(row['seeds'])} | {m['phiC_ctx']:.2f} | "
+                         f"{m['phiC_bg']:.2f} | {m['phiC_pair']:.2f} |")
     lines += ["", "Measurements (stage 2 on the test videos; means over seeds):", "",
               "| world | coupling: context / bg / mixed | paper φC ctx / bg | paper φA drift | paper R² "
               "| default φC ctx / bg | default γ rms |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
