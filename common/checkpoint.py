@@ -16,11 +16,13 @@ accepts them where the caller names ``legacy_kindless``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common.fileio import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_kind"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_kind", "rebuild_model"]
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, format_version: int, payload: dict) -> Path:
@@ -73,6 +75,21 @@ def load_checkpoint(path: str | os.PathLike, error: type[Exception], what: str, 
         raise error(f"{path} is not a {what} of format {format_version} "
                     f"(it has format {data.get('format_version')!r})")
     return data
+
+
+def rebuild_model(path: str | os.PathLike, ckpt: dict, build: Callable[[dict], Any], error: type[Exception],
+                  what: str) -> Any:
+    """``build(ckpt)`` (a ``torch.nn.Module``) with ``ckpt["state_dict"]`` loaded strictly. A damaged or
+    hand-edited checkpoint (an entry missing, of the wrong type, a tensor of the wrong shape) raises
+    ``error(f"{path} is not a {what} (<exception type>: <its first line>)")``: one line, never
+    ``load_state_dict``'s multi-line report."""
+    try:
+        model = build(ckpt)
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise error(f"{path} is not a {what} ({type(exc).__name__}: {detail})") from exc
+    return model
 
 
 def checkpoint_kind(path: str | os.PathLike, error: type[Exception], what: str = "checkpoint") -> str | None:

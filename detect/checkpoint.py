@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
 from detect.config import DetectorError, InferenceConfig
 from detect.model import Detector, DetectorConfig
 
@@ -68,12 +68,7 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """
     what = f"detector checkpoint of format {FORMAT_VERSION}"
     ckpt = load_checkpoint(path, DetectorError, what, kind=KIND, format_version=FORMAT_VERSION)
-    try:
-        model = Detector(DetectorConfig(**ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise DetectorError(f"{path} is not a {what} ({type(exc).__name__}: {detail})") from exc
+    model = rebuild_model(path, ckpt, lambda c: Detector(DetectorConfig(**c["config"])), DetectorError, what)
     return model.to(device).eval(), ckpt
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, rebuild_model
 from common.checkpoint import save_checkpoint as write_checkpoint
 from extract.features import read_features
 from refactor.errors import RefactorError
@@ -225,13 +225,13 @@ def load_context(path: str | os.PathLike, in_dim: int | None = None) -> tuple[Co
     """
     what = f"context-score checkpoint of format {FORMAT_VERSION}"
     ckpt = load_checkpoint(path, RefactorError, what, kind=CONTEXT_KIND, format_version=FORMAT_VERSION)
-    try:   # a damaged or hand-edited checkpoint: one clear line
-        scorer = ContextScorer(int(ckpt["in_dim"]), len(ckpt["classes"]))
-        scorer.load_state_dict(ckpt["state_dict"], strict=True)
-        streams = list(ckpt["feature_layout"]["streams"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise RefactorError(f"{path} is not a {what} ({type(exc).__name__}: {detail})") from exc
+
+    def build(c: dict) -> ContextScorer:
+        list(c["feature_layout"]["streams"])         # required: detectors check the streams they are given
+        return ContextScorer(int(c["in_dim"]), len(c["classes"]))
+
+    scorer = rebuild_model(path, ckpt, build, RefactorError, what)
+    streams = list(ckpt["feature_layout"]["streams"])
     if in_dim is not None and in_dim != scorer.in_dim:
         raise RefactorError(f"{path} was trained on {scorer.in_dim}-d features ({'+'.join(streams)}), "
                             f"these are {in_dim}-d")

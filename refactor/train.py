@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.checkpoint import load_checkpoint
+from common.checkpoint import load_checkpoint, rebuild_model
 from common.checkpoint import save_checkpoint as write_checkpoint
 from common.config import Section, effective_settings
 from refactor.errors import RefactorError
@@ -210,15 +210,14 @@ def load_refactor(path: str | os.PathLike, in_dim: int | None = None) -> tuple[R
                            legacy_kindless=True)
     if "state_dict" not in ckpt:
         raise RefactorError(f"{path} is not a {what} of format {FORMAT_VERSION} (no state_dict)")
-    try:   # a damaged or hand-edited checkpoint: one clear line, not a multi-line load_state_dict error
-        config = RefactorConfig.from_dict(ckpt["config"])
-        streams = list(ckpt["feature_layout"]["streams"])
-        model = RefactorNet(config)
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise RefactorError(f"{path} is not a {what} of format {FORMAT_VERSION} "
-                            f"({type(exc).__name__}: {detail})") from exc
+
+    def build(c: dict) -> RefactorNet:
+        list(c["feature_layout"]["streams"])         # required: detectors check the streams they are given
+        return RefactorNet(RefactorConfig.from_dict(c["config"]))
+
+    model = rebuild_model(path, ckpt, build, RefactorError, f"{what} of format {FORMAT_VERSION}")
+    config = model.config
+    streams = list(ckpt["feature_layout"]["streams"])
     if in_dim is not None and in_dim != config.in_dim:
         raise RefactorError(f"{path} was trained on {config.in_dim}-d features "
                             f"({'+'.join(streams)}), these are {in_dim}-d")

@@ -155,6 +155,12 @@ def test_checkpoint_round_trip_and_one_line_errors(world, trained, tmp_path):
     with pytest.raises(RefactorError, match=r"is not a context-score checkpoint") as exc:
         load_context(bad)
     assert "\n" not in str(exc.value)
+    edited = torch.load(path, weights_only=True)
+    edited["classes"] = edited["classes"][:2]                       # the weights have K + 1 = 4 rows, not 3
+    torch.save(edited, tmp_path / "edited.pt")
+    with pytest.raises(RefactorError, match=r"is not a context-score checkpoint of format 1 \(RuntimeError: ") as exc:
+        load_context(tmp_path / "edited.pt")
+    assert "\n" not in str(exc.value)
     with pytest.raises(ValueError, match="far must be a cosine"):
         ContextConfig(far=2.0)
     with pytest.raises(RefactorError, match="no feature file"):
