@@ -660,6 +660,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
             cells = " | ".join(_pm(per.get(o, {}).get("delta_baseline")) for o in oracles)
             lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
                          f"{_pm(per['baseline']['average_mAP'], sign=False)} | {cells} | {_pm(default)} | {share} |")
+    lines += select_context_table(summary, c)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -689,7 +690,44 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         plot_mechanism(summary.get(world_key(c), {}), figures / "mechanism.png")
         plot_oracles(summary, c, figures / "oracle_bound.png")
         plot_select(summary, c, figures / "select_map.png")
+        plot_select(summary, c, figures / "select_context_map.png", ("deep", "context_score", "select", "select_cs"),
+                    "select_cs")
     return "\n".join(lines)
+
+
+def select_context_table(summary: dict, centre: dict) -> list[str]:
+    """Markdown lines: per world with a ``select_cs`` run (``detect fit``'s default candidates: baseline, context
+    score, deep baseline), its paired Δ to the baseline with the choices, its worst seed against the better of
+    the baseline and the deep baseline, and the issue's verdict, beside the same for ``select`` (baseline,
+    default form, deep baseline); then the verdicts counted."""
+    rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get("select_cs", {})]
+    if not rows:
+        return []
+    lines = ["", "The front chosen on held-out training videos among the baseline, the context score and the deep "
+             "baseline (select_cs, `detect fit`'s default) beside the choice among the baseline, the default form "
+             "and the deep baseline (select): paired Δ average mAP to the baseline (the choices), the worst seed "
+             "against the better of the baseline and the deep baseline (points) and the issue's verdict:", "",
+             "| world | seeds | Δ select_cs (chosen) | worst seed | verdict | Δ select (chosen) | worst seed "
+             "| verdict |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+    counts: dict[str, Counter] = {"select_cs": Counter(), "select": Counter()}
+    for wk, per in rows:
+        cells = []
+        for name in ("select_cs", "select"):
+            row = per.get(name)
+            if row is None or "delta_baseline" not in row:
+                cells += ["—", "—", "—"]
+                continue
+            chosen = ", ".join(f"{k} {n}" for k, n in row.get("selected", {}).items())
+            worst = f"{min(row['below_best'].values()):+.1f}" if row.get("below_best") else "—"
+            counts[name][verdict(per, name)] += 1
+            cells += [f"{_pm(row['delta_baseline'])} ({chosen})", worst, verdict(per, name)]
+        lines.append(f"| {_label(json.loads(wk), centre)} | {len(per['select_cs']['seeds'])} | {' | '.join(cells)} |")
+    lines.append("")
+    for name, n in counts.items():
+        lines.append(f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
+                     "worlds)")
+    return lines
 
 
 def _paired_gaps(summary: dict, first: str, second: str):
@@ -792,13 +830,14 @@ def plot_oracles(summary: dict, centre: dict, path: Path,
     _plot_deltas(rows, variants, path, "what an ideal refactoring would gain (oracles) and what the forms gain")
 
 
-def plot_select(summary: dict, centre: dict, path: Path,
-                variants: tuple[str, ...] = ("deep", "default", "select")) -> None:
-    """One group of bars per world with a ``select`` run: the paired Δ average mAP to the baseline (mean ±
-    std over seeds) of the deep baseline, the default and the front chosen on held-out videos."""
+def plot_select(summary: dict, centre: dict, path: Path, variants: tuple[str, ...] = ("deep", "default", "select"),
+                rule: str = "select") -> None:
+    """One group of bars per world with a ``rule`` run (``select`` or ``select_cs``): the paired Δ average mAP
+    to the baseline (mean ± std over seeds) of ``variants`` (by default the deep baseline, the default and
+    the front chosen on held-out videos)."""
     rows = [(_label(json.loads(wk), centre), per) for wk, per in summary.items()
-            if "delta_baseline" in per.get("select", {})]
-    _plot_deltas(rows, variants, path, "the front chosen on held-out training videos (select) beside the fixed ones")
+            if "delta_baseline" in per.get(rule, {})]
+    _plot_deltas(rows, variants, path, f"the front chosen on held-out training videos ({rule}) beside the fixed ones")
 
 
 def _plot_deltas(rows: list[tuple[str, dict]], variants: tuple[str, ...], path: Path, title: str) -> None:
