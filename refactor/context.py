@@ -148,8 +148,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
         (scorer in eval mode on the CPU, info: ``counts`` per output (K contexts, then "none"), ``final_loss``).
 
     Raises:
-        RefactorError: a video's feature file is missing or does not match its samples, or no snippet is far
-            from every action (no "none" samples).
+        RefactorError: a video's feature file is missing, or no snippet is far from every action (no "none"
+            samples).
     """
     feature_dir = Path(feature_dir)
     k = len(pairs.classes)
@@ -190,15 +190,18 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     lin = scorer.linear.to(device)
     opt = torch.optim.LBFGS(lin.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe")
 
+    def objective() -> Tensor:
+        return loss_fn(lin(xt), yt) + config.weight_decay * lin.weight.pow(2).sum()
+
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = loss_fn(lin(xt), yt) + config.weight_decay * lin.weight.pow(2).sum()
+        loss = objective()
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        final = float(loss_fn(lin(xt), yt) + config.weight_decay * lin.weight.pow(2).sum())
+        final = float(objective())
     scorer.cpu().eval()
     return scorer, {"counts": counts.cpu().tolist(), "final_loss": final}
 
