@@ -622,7 +622,8 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
                 notes.append(f"{name} is not a candidate: without the held-out videos {exc}")
                 log(f"fit: {notes[-1]}")
                 continue
-            k1 = k if front == "refactor" else k1
+            if front == "refactor":
+                k1 = k
             key = v.detector("detector", k, front=front)
         elif k1 is not None:                     # the deep baseline: the refactor candidate's sizes
             shutil.copyfile(root / "refactor" / "refactor.pt", croot / "refactor.pt")

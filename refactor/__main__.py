@@ -10,9 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common.annotations import AnnotationError, default_subsets, subset_videos
-from common.config import Section
 from common.checkpoint import checkpoint_kind
-from common.config import ConfigError, add_config_arguments, add_section_arguments, dump_settings, resolve_settings
+from common.config import (ConfigError, Section, add_config_arguments, add_section_arguments, dump_settings,
+                           resolve_settings)
 from common.datasets import dataset_names, detect_dataset, get_dataset
 from common.paths import unusable_outputs
 from extract.features import FeatureFileError
@@ -27,6 +27,21 @@ from refactor.samples import SampleConfig
 from refactor.train import TrainConfig, load_refactor, save_checkpoint, sections, settings_of, train_refactor
 
 
+def _training_inputs(p: argparse.ArgumentParser, out_help: str) -> None:
+    """``--features``, ``--annotations`` and ``--out`` of a command that trains from a feature folder."""
+    p.add_argument("--features", help="folder of feature files (python -m extract); required")
+    p.add_argument("--annotations",
+                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
+    p.add_argument("--out", help=out_help)
+
+
+def _settings_arguments(p: argparse.ArgumentParser, settings: list[Section]) -> None:
+    """``--config``, ``--print-config`` and one flag per field of each settings section."""
+    add_config_arguments(p)
+    for section in settings:
+        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m refactor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,33 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--config FILE (YAML or JSON, {model: {...}, samples: {...}, train: {...}}) sets "
                                    "any of them and flags override the file. An interrupted run resumes from "
                                    "OUT.state.")
-    p.add_argument("--features", help="folder of feature files (python -m extract); required")
-    p.add_argument("--annotations",
-                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
-    p.add_argument("--out", help="checkpoint to write (OUT.state while unfinished); required")
+    _training_inputs(p, "checkpoint to write (OUT.state while unfinished); required")
     p.add_argument("--dataset", choices=(*dataset_names(), "auto"), default=None,
                    help="apply a dataset's conventions below --config and flags (its training subset); auto: from "
                         "the annotations' subset names")
     p.add_argument("--restart", action="store_true",
                    help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
-    add_config_arguments(p)
-    for section in sections():
-        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
+    _settings_arguments(p, sections())
 
     p = sub.add_parser("context", help="learn the context score p(context | f) from the coupling samples",
                        description="The context score (refactor.context): a logistic regression telling each class's "
                                    "coupling samples from snippets far from every action; `detect train "
                                    "--context-score OUT` puts it beside f. --config FILE: "
                                    "{samples: {...}, context: {...}}.")
-    p.add_argument("--features", help="folder of feature files (python -m extract); required")
-    p.add_argument("--annotations",
-                   help="ground truth: ActivityNet-layout JSON or THUMOS14 annotation folder; required")
-    p.add_argument("--out", help="checkpoint to write; required")
+    _training_inputs(p, "checkpoint to write; required")
     p.add_argument("--subset", default=None,
                    help="training subset (default: THUMOS14 validation, ActivityNet training, from the annotations)")
-    add_config_arguments(p)
-    for section in context_sections():
-        add_section_arguments(p.add_argument_group(f"{section.name} settings ({section.cls.__name__})"), section)
+    _settings_arguments(p, context_sections())
 
     p = sub.add_parser("apply", help="write refactored feature files f'")
     p.add_argument("--features", required=True)
