@@ -20,7 +20,9 @@ removed exactly) and ``oracle_split`` ([f − context, context]), which bound wh
 ``oracle_removed`` ([f − P f, P f], P the projection on the span of the true context directions); ``linear`` is
 that split with the directions estimated in closed form from the coupling samples (:func:`context_directions`);
 ``context_score`` is f beside a supervised per-class context probability learnt from the coupling samples against
-snippets far from every action sample (:func:`context_classifier`), the baseline detector on [f, p(f)].
+snippets far from every action sample (:mod:`refactor.context`; the detector's front ``context``, f' = [f, p(f)]);
+``context_a_w4`` and the other ``context_*`` variants change its :class:`ContextConfig` (action outputs, a window
+of neighbouring snippets; ``action_w4``: the action outputs alone).
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
@@ -81,7 +83,7 @@ from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
-from refactor.context import ContextConfig, train_context  # noqa: E402
+from refactor.context import ContextConfig, save_context, train_context  # noqa: E402
 
 TIOU = "0.3:0.7:0.1"
 
@@ -102,6 +104,8 @@ class Variant:
             then score the choice trained on all of them (``front`` is then unused).
         folds: with ``select``, score each candidate on this many folds of held-out videos
             (``hold_out(fold=k)``, k < folds) and choose by the mean; 1 is ``detect fit``'s selection.
+        context: with layout ``context_score``, the :class:`refactor.context.ContextConfig` fields that differ
+            from its defaults.
     """
 
     front: str
@@ -110,6 +114,7 @@ class Variant:
     layout: str = "raw"
     select: tuple[str, ...] = ()
     folds: int = 1
+    context: dict = field(default_factory=dict)
 
 
 PAPER = {"form": "paper"}
@@ -156,12 +161,19 @@ VARIANTS: dict[str, Variant] = {
     "select": Variant("none", select=("baseline", "default", "deep")),
     "select_k4": Variant("none", select=("baseline", "default", "deep"), folds=4),
     "select_cs": Variant("none", select=("baseline", "context_score", "deep")),
+    "select_aw": Variant("none", select=("baseline", "context_a_w2", "deep")),
     "oracle_no_context": Variant("none", layout="no_context"),
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
     "oracle_removed": Variant("none", layout="removed"),
     "linear": Variant("none", layout="linear"),
-    "context_score": Variant("none", layout="context_score"),
+    "context_score": Variant("none", layout="context_score", context={"actions": False, "window": 0}),  # 8th round
+    "context_a": Variant("none", layout="context_score", context={"actions": True}),
+    "context_w4": Variant("none", layout="context_score", context={"window": 4}),
+    "context_a_w4": Variant("none", layout="context_score", context={"actions": True, "window": 4}),
+    "context_a_w2": Variant("none", layout="context_score", context={"actions": True, "window": 2}),
+    "context_a_w8": Variant("none", layout="context_score", context={"actions": True, "window": 8}),
+    "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -256,11 +268,13 @@ def measure(model, stage1, test: dict[str, np.ndarray], kinds: list[np.ndarray])
     return out
 
 
-def measure_context(feature_dir: Path, test: list[str], kinds: list[np.ndarray], dim: int, k: int) -> dict[str, float]:
-    """φC = p(f), the context score, on the test videos (its channels ``dim:dim + k`` of the files
-    :func:`write_context_scores` wrote): cosines between action snippets and the same video's context / background
-    snippets, and between random snippets (the collapse figures of :func:`measure`)."""
-    p = [read_features(feature_dir / f"{vid}.h5").features[:, dim:dim + k] for vid in test]
+@torch.no_grad()
+def measure_context(scorer, test: list[np.ndarray], kinds: list[np.ndarray]) -> dict[str, float]:
+    """φC = p(f), the context score's K context probabilities (``scorer``, :class:`refactor.context.ContextScorer`),
+    on the test videos' features ``test`` (each (T, C)): cosines between action snippets and the same video's
+    context / background snippets, and between random snippets (the collapse figures of :func:`measure`)."""
+    k = scorer.num_classes
+    p = [scorer(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).T[None])[0, :k].T.numpy() for f in test]
     return {"phiC_ctx": mean_cosine(p, kinds, ACTION, CONTEXT), "phiC_bg": mean_cosine(p, kinds, ACTION, BACKGROUND),
             "phiC_pair": _pair_cosine(p, np.random.default_rng(0))}
 
@@ -314,7 +328,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         """(detector, its scores on ``subset``, the stage-1 model or None) of one variant trained on the
         ``validation`` videos of ``annotations``."""
         v = VARIANTS[name]
-        feature_dir, ref_path, ref_model = raw, None, None
+        feature_dir, ref_path, ref_model, front, ctx_path = raw, None, None, v.front, None
         if v.front in ("deep", "refactor") or v.frozen:
             ref_model, ref_path = stage1_model(v.refactor if v.front != "deep" else PAPER, pairs, tag)
         if v.frozen:
@@ -323,14 +337,17 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         if v.layout == "linear":
             feature_dir = root / f"linear_{tag}"
             write_linear(raw, feature_dir, pairs)
-        elif v.layout == "context_score":
-            feature_dir = root / f"context_score_{tag}"
-            write_context_scores(raw, feature_dir, pairs, seed)
+        elif v.layout == "context_score":         # refactor.context's score, the detector's front "context"
+            config = ContextConfig(seed=seed, **v.context)
+            scorer, info = train_context(pairs, raw, config)
+            ctx_path = save_context(root / f"context_{tag}{name}.pt", scorer, pairs, SampleConfig(), config, info)
+            front = "context"
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
-        model, meta = train_detector(feature_dir, annotations, det_cfg, det_train, front=v.front,
-                                     refactor_checkpoint=ref_path if v.front != "none" else None, progress=False)
+        model, meta = train_detector(feature_dir, annotations, det_cfg, det_train, front=front,
+                                     refactor_checkpoint=ref_path if v.front != "none" else None,
+                                     context_checkpoint=ctx_path, progress=False)
         rec = score_detector(model, meta, feature_dir, annotations, root / f"det_{tag}{name}.pt", thresholds, subset)
         last = meta["history"][-1] if meta["history"] else {}
         rec["train_loss"] = {k: last[k] for k in ("proposal", "detection", "refactor") if k in last}
@@ -369,9 +386,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             rec = dict(rec)
         rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
                 "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]} | extra
-        if v.layout == "context_score":
-            rec["context"] = measure_context(root / "context_score_", list(data["test"]), test_kinds, world.dim,
-                                             world.classes)
+        if v.layout == "context_score" and v.context.get("contexts", True):
+            rec["context"] = measure_context(model.front, list(data["test"].values()), test_kinds)
         if v.front == "refactor" or v.frozen:
             rec["stage1"] = measure(ref_model, None, data["test"], test_kinds)
         if v.front == "refactor":
@@ -416,26 +432,6 @@ def write_linear(raw: Path, out: Path, pairs) -> None:
         return np.concatenate([f - inside, inside], axis=1)
 
     write_transformed(raw, out, split)
-
-
-def context_classifier(raw: Path, pairs, seed: int):
-    """The context score of :mod:`refactor.context` (its defaults), learnt from the training videos of ``raw``:
-    a function (T, C) features -> (T, K) probabilities of the K classes' contexts."""
-    scorer, _info = train_context(pairs, raw, ContextConfig(seed=seed))
-
-    @torch.no_grad()
-    def score(f: np.ndarray) -> np.ndarray:
-        return scorer(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).T[None])[0].T.numpy()
-
-    return score
-
-
-def write_context_scores(raw: Path, out: Path, pairs, seed: int) -> None:
-    """Every feature file of ``raw`` as [f, p(f)] in ``out`` (C + K channels, and one zero channel where C + K is
-    odd), p the K context probabilities of :func:`context_classifier`: a supervised per-class context score
-    beside f."""
-    score = context_classifier(raw, pairs, seed)
-    write_transformed(raw, out, lambda f: np.concatenate([f, score(f)], axis=1))
 
 
 def write_heldout(annotations: Path, out: Path, fold: int = 0) -> list[str]:
@@ -533,7 +529,9 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
                 other = per_variant.get(ref, {})
                 common = [s for s in seeds if s in other]
                 if common and name != ref:
-                    row[f"delta_{ref}"] = _ms([runs[s]["average_mAP"] - other[s]["average_mAP"] for s in common])
+                    diffs = [runs[s]["average_mAP"] - other[s]["average_mAP"] for s in common]
+                    row[f"delta_{ref}"] = _ms(diffs)
+                    row[f"above_{ref}"] = (sum(d > 0 for d in diffs), len(diffs))       # seeds above it, of
             base, deep = per_variant.get("baseline", {}), per_variant.get("deep", {})
             both = [s for s in seeds if s in base and s in deep]
             if both and name not in ("baseline", "deep"):
@@ -661,6 +659,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
             lines.append(f"| {_label(json.loads(wk), c)} | {len(per['baseline']['seeds'])} | "
                          f"{_pm(per['baseline']['average_mAP'], sign=False)} | {cells} | {_pm(default)} | {share} |")
     lines += select_context_table(summary, c)
+    lines += context_form_table(summary, c)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -692,6 +691,10 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         plot_select(summary, c, figures / "select_map.png")
         plot_select(summary, c, figures / "select_context_map.png", ("deep", "context_score", "select", "select_cs"),
                     "select_cs")
+        _plot_deltas([(_label(json.loads(wk), c), per) for wk, per in summary.items()
+                      if "delta_baseline" in per.get("context_a_w2", {})],
+                     ("deep", "context_score", "context_a_w2", "select_aw"), figures / "context_form_map.png",
+                     "the context score's forms (first: context_score; default: context_a_w2) and detect fit's choice")
     return "\n".join(lines)
 
 
@@ -723,6 +726,47 @@ def select_context_table(summary: dict, centre: dict) -> list[str]:
             counts[name][verdict(per, name)] += 1
             cells += [f"{_pm(row['delta_baseline'])} ({chosen})", worst, verdict(per, name)]
         lines.append(f"| {_label(json.loads(wk), centre)} | {len(per['select_cs']['seeds'])} | {' | '.join(cells)} |")
+    lines.append("")
+    for name, n in counts.items():
+        lines.append(f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
+                     "worlds)")
+    return lines
+
+
+def context_form_table(summary: dict, centre: dict) -> list[str]:
+    """Markdown lines: per world with a ``context_a_w2`` run (the context score's default form: contexts and
+    actions, window 2), the baseline, its paired Δ to the baseline (seeds above it), to the deep baseline and
+    its verdict, the first form's Δ (``context_score``), and ``select_aw`` (``detect fit``'s default: baseline,
+    this form, deep baseline) with its choices, worst seed against the better plain front and verdict; then
+    the verdicts counted and φC of the default form."""
+    rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get("context_a_w2", {})]
+    if not rows:
+        return []
+    lines = ["", "The context score's default form (each class's context and action probabilities from the snippet "
+             "and the means of the 2 snippets on each side, context_a_w2) and the front chosen among the baseline, "
+             "it and the deep baseline (select_aw, `detect fit`'s default): paired Δ average mAP (points), the "
+             "verdicts as in the map, the first form (context_score) beside it:", "",
+             "| world | seeds | baseline (%) | Δ context_a_w2 | above baseline | − deep | verdict | Δ first form "
+             "| Δ select_aw (chosen) | worst seed | verdict | φC cos(act, ctx) / cos(act, bg) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |"]
+    counts: dict[str, Counter] = {"context_a_w2": Counter(), "select_aw": Counter()}
+    for wk, per in rows:
+        row, sel = per["context_a_w2"], per.get("select_aw", {})
+        counts["context_a_w2"][verdict(per, "context_a_w2")] += 1
+        if "delta_baseline" in sel:
+            counts["select_aw"][verdict(per, "select_aw")] += 1
+            chosen = ", ".join(f"{k} {n}" for k, n in sel.get("selected", {}).items())
+            worst = f"{min(sel['below_best'].values()):+.1f}" if sel.get("below_best") else "—"
+            sel_cells = [f"{_pm(sel['delta_baseline'])} ({chosen})", worst, verdict(per, "select_aw")]
+        else:
+            sel_cells = ["—", "—", "—"]
+        m = row.get("context")
+        phi = f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f}" if m else "—"
+        lines.append(f"| {_label(json.loads(wk), centre)} | {len(row['seeds'])} | "
+                     f"{_pm(per['baseline']['average_mAP'], sign=False)} | {_pm(row['delta_baseline'])} | "
+                     f"{row['above_baseline'][0]} of {row['above_baseline'][1]} | {_pm(row.get('delta_deep'))} | "
+                     f"{verdict(per, 'context_a_w2')} | {_pm(per.get('context_score', {}).get('delta_baseline'))} | "
+                     f"{' | '.join(sel_cells)} | {phi} |")
     lines.append("")
     for name, n in counts.items():
         lines.append(f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "

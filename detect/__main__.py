@@ -57,7 +57,8 @@ def _train_parser(sub) -> None:
                             "front refactor)")
     front.add_argument("--context-score", metavar="CKPT",
                        help="context-score checkpoint (python -m refactor context): the detector sees f beside "
-                            "each class's context probability, the scorer frozen inside it (front context)")
+                            "each class's context and action probabilities, the scorer frozen inside it (front "
+                            "context)")
     front.add_argument("--baseline", action="store_true", help="raw features, no front (front none, the default)")
     front.add_argument("--deep-baseline", action="store_true",
                        help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "

@@ -157,24 +157,26 @@ class RefactorFront(Front):
 
 @register_front
 class ContextFront(Front):
-    """f beside its context score: f' = f ⊕ p(f) (C + K channels), p a frozen context scorer
-    (:mod:`refactor.context`) over the detector's K classes."""
+    """f beside its context score: f' = f ⊕ p(f) (C + K channels, C + 2K with action outputs), p a frozen
+    context scorer (:mod:`refactor.context`) over the detector's K classes, shaped by ``config.context_score``."""
 
     name = "context"
     context = True
 
     @classmethod
     def build(cls, config: Any) -> nn.Module:
-        scorer = ContextScorer(config.in_dim, config.num_classes)
+        s = config.context_score
+        scorer = ContextScorer(config.in_dim, config.num_classes, s.contexts, s.actions, s.window)
         return scorer.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
 
     @classmethod
     def out_dim(cls, config: Any) -> int:
-        return config.in_dim + config.num_classes
+        s = config.context_score
+        return config.in_dim + config.num_classes * (s.contexts + s.actions)
 
     @classmethod
     def apply(cls, module, x, mask):
-        return masked(torch.cat([x, module(x)], dim=1), mask), None
+        return masked(torch.cat([x, module(x, mask)], dim=1), mask), None
 
 
 @register_front

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from detect.fronts import DeepBaseline, deep_baseline_hidden, front_names, get_front, masked
 from detect.roi import roi_pool_1d
+from refactor.context import ContextConfig
 from refactor.model import RefactorConfig, RefactorOutput
 
 __all__ = ["DetectorConfig", "Detector", "Encoded", "HeadOutput", "DeepBaseline", "deep_baseline_hidden",
@@ -46,6 +47,8 @@ class DetectorConfig:
             parameter count and depth, --deep-baseline).
         refactor: RefactorNet's configuration when the front uses one (the deep baseline copies its
             depth and parameter count); set from the stage-1 checkpoint.
+        context_score: the context scorer's training configuration when the front is "context" (its outputs
+            and window, :class:`refactor.context.ContextConfig`); set from the context-score checkpoint.
         deep_kernel: temporal kernel of the deep baseline's convolutions.
         base_dim: channels of the shared base feature.
         boundary_hidden: channels of the boundary module's hidden layer.
@@ -65,6 +68,7 @@ class DetectorConfig:
     num_classes: int = 20
     front: str = "none"
     refactor: RefactorConfig | None = None
+    context_score: ContextConfig | None = None
     deep_kernel: int = 3
     base_dim: int = 256
     boundary_hidden: int = 256
@@ -81,10 +85,14 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if isinstance(self.refactor, dict):
             self.refactor = RefactorConfig.from_dict(self.refactor)
+        if isinstance(self.context_score, dict):
+            self.context_score = ContextConfig(**self.context_score)
         self.bins = tuple(int(b) for b in self.bins)
         kind = get_front(self.front)          # ValueError naming the registered fronts
         if kind.uses_refactor_config and self.refactor is None:
             self.refactor = RefactorConfig(in_dim=self.in_dim)
+        if kind.context and self.context_score is None:     # checkpoints from before the field: contexts alone
+            self.context_score = ContextConfig(contexts=True, actions=False, window=0)
         if self.refactor is not None and self.refactor.in_dim != self.in_dim:
             raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
         if len(self.bins) != 3 or self.bins[1] < 1 or min(self.bins) < 0:

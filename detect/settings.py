@@ -27,7 +27,7 @@ RUN_INFERENCE = Section("inference", InferenceConfig, choices={"mode": MODES})
 
 def model_section() -> Section:
     """The ``model`` section (its ``front`` choices: the fronts registered now)."""
-    return Section("model", DetectorConfig, exclude=("in_dim", "num_classes", "refactor"),
+    return Section("model", DetectorConfig, exclude=("in_dim", "num_classes", "refactor", "context_score"),
                    choices={"front": front_names()})
 
 

@@ -46,6 +46,7 @@ from detect.settings import detector_settings
 from detect.validation import VAL_KEY, Validator, best_entry, write_log
 from extract.features import read_features
 from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_context, load_refactor
+from refactor.context import scorer_config
 
 __all__ = ["TrainConfig", "EpochReport", "train_detector", "DetectorError"]
 
@@ -271,6 +272,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
                                 f"these are {'+'.join(streams)}")
     base = config or DetectorConfig()
     cfg_dict = base.to_dict() | {"in_dim": dim, "num_classes": len(classes), "front": front}
+    cfg_dict["context_score"] = asdict(scorer_config(ctx)) if scorer is not None else None
     if ref_model is not None:
         cfg_dict["refactor"] = asdict(ref_model.config)
     elif not kind.uses_refactor_config:

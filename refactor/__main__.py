@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignore the training state OUT.state left by an interrupted run (default: resume from it)")
     _settings_arguments(p, sections())
 
-    p = sub.add_parser("context", help="learn the context score p(context | f) from the coupling samples",
+    p = sub.add_parser("context", help="learn the context score p(context | f), p(action | f) from the action "
+                                       "and coupling samples",
                        description="The context score (refactor.context): a logistic regression telling each class's "
-                                   "coupling samples from snippets far from every action; `detect train "
-                                   "--context-score OUT` puts it beside f. --config FILE: "
+                                   "coupling samples (its context) and action snippets from snippets far from every "
+                                   "action, each snippet seen with the means of its neighbours (--window); `detect "
+                                   "train --context-score OUT` puts it beside f. --config FILE: "
                                    "{samples: {...}, context: {...}}.")
     _training_inputs(p, "checkpoint to write; required")
     p.add_argument("--subset", default=None,
@@ -96,8 +98,10 @@ def _context(args) -> int:
     pairs = build_pairs(args.features, args.annotations, subset, samples)
     scorer, info = train_context(pairs, args.features, config)
     save_context(args.out, scorer, pairs, samples, config, info)
-    counts = info["counts"]
-    print(f"refactor: context score of {len(pairs.classes)} classes from {sum(counts[:-1])} coupling samples and "
+    counts, k = info["counts"], len(pairs.classes)
+    parts = ([f"{sum(counts[:k])} coupling samples"] if config.contexts else []) + \
+        ([f"{sum(counts[-1 - k:-1])} action snippets"] if config.actions else [])
+    print(f"refactor: context score of {k} classes (window {config.window}) from {', '.join(parts)} and "
           f"{counts[-1]} far snippets of {len(pairs.videos)} videos; final loss {info['final_loss']:.4f} -> {args.out}")
     return 0
 

@@ -1,30 +1,38 @@
-"""The context score: a supervised co-occurrence component, φC(f) = p(context | f), and its checkpoint.
+"""The context score: a supervised refactoring, φC(f) = p(context | f) and φA(f) = p(action | f), and its checkpoint.
 
-RefactorNet learns φC without labels for it and, on most of the project's feature worlds, it collapses
-or loses information (README, "When does refactoring help?"). The context score keeps f whole and puts
-beside it, per class k, the probability that the snippet looks like class k's *context*:
+RefactorNet learns φA and φC without labels for them and, on most of the project's feature worlds, φC
+collapses or f' loses information (README, "When does refactoring help?"). The context score keeps f
+whole and puts beside it, per class k, the probability that the snippet is class k's *context* and the
+probability that it is class k's *action*, judged from the snippet and its neighbours:
 
-    f' = f ⊕ p(f),   p(f) = softmax(W (f - μ) / σ + b)[:K]          f: C channels, p: K channels
+    g_t  = [f_t, mean(f_{t-w} .. f_{t-1}), mean(f_{t+1} .. f_{t+w})]        (w = ``window``; 3C channels)
+    p_t  = softmax(W (g_t - μ) / σ + b)[:2K]                                 (K contexts, then K actions)
+    f'_t = f_t ⊕ p_t                                                         (C + 2K channels)
 
-W, b (K + 1 outputs: each class's context, and "none") are a multinomial logistic regression learnt
-from the same samples as RefactorNet stage 1 (paper §3.3):
+W, b (2K + 1 outputs: each class's context, each class's action, and "none") are a multinomial logistic
+regression learnt from the samples of RefactorNet stage 1 (paper §3.3):
 
-* class k: the coupling samples of class k's action samples (non-action snippets similar to them);
+* context k: the coupling samples of class k's action samples (non-action snippets similar to them);
+* action k: the snippets of class k's action samples;
 * "none": the training snippets outside every action sample and coupling sample whose cosine to each
   of their video's action samples is below ``far`` (:attr:`ContextConfig.far`, half the coupling
   rule's threshold): snippets far from any action. The cosine is taken after subtracting the mean of
   all training snippets: I3D's features are non-negative (post-ReLU), so their raw cosines are all
   high and no snippet would be "far";
 
-classes weighted to balance, L2 weight decay, full-batch L-BFGS on features standardised with the
-training samples' mean μ and standard deviation σ. The detector then sees f' (front ``context``,
-``detect train --context-score CKPT``), with the scorer frozen inside it.
+classes weighted to balance, L2 weight decay, full-batch L-BFGS on inputs standardised with the
+training samples' mean μ and standard deviation σ. ``actions`` off and ``window`` 0 give the first form
+(contexts alone, the snippet alone); ``contexts`` off, an action score (an ablation). The window and the
+action outputs were chosen on development seeds of two synthetic worlds (README, ninth round). The
+detector then sees f' (front ``context``, ``detect train --context-score CKPT``), with the scorer frozen
+inside it; there each sequence's last valid snippet repeats past its length (:func:`with_neighbours`).
 
-Checkpoint (:mod:`common.checkpoint`), kind ``"context"``, :data:`FORMAT_VERSION` 1: ``in_dim``,
-``classes``, ``config`` (:class:`ContextConfig`), ``samples`` (the :class:`SampleConfig` of the
-coupling rule), ``feature_layout`` (``streams``, ``dim``), ``counts`` (training samples per output:
-the K contexts, then "none"), ``final_loss`` and ``state_dict``; :func:`load_context` rebuilds the
-scorer from it alone.
+Checkpoint (:mod:`common.checkpoint`), kind ``"context"``, :data:`FORMAT_VERSION` 2 (1 is read too, as
+contexts alone without a window): ``in_dim``, ``classes``, ``config`` (:class:`ContextConfig`, whose
+``contexts``, ``actions`` and ``window`` shape the scorer), ``samples`` (the :class:`SampleConfig` of
+the coupling rule), ``feature_layout`` (``streams``, ``dim``), ``counts`` (training samples per output:
+the K contexts, the K actions, then "none"), ``final_loss`` and ``state_dict``; :func:`load_context`
+rebuilds the scorer from it alone.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from common.checkpoint import load_checkpoint, rebuild_model
 from common.checkpoint import save_checkpoint as write_checkpoint
@@ -44,11 +53,12 @@ from refactor.errors import RefactorError
 from refactor.pairs import PairSet
 from refactor.samples import SampleConfig, _cosine
 
-__all__ = ["ContextConfig", "ContextScorer", "far_snippets", "snippet_mean", "train_context", "save_context",
-           "load_context", "CONTEXT_KIND", "FORMAT_VERSION"]
+__all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "snippet_mean", "train_context",
+           "save_context", "load_context", "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)     # format 1 predates ``contexts``, ``actions`` and ``window``: read as True, False, 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,16 @@ class ContextConfig:
         weight_decay: L2 penalty on the weights (sum of squares, not averaged).
         max_iter: L-BFGS iterations (one full-batch step).
         max_negatives: at most this many "none" samples, drawn uniformly with ``seed`` (none or 0: all).
+        max_actions: at most this many action samples (snippets), drawn uniformly (none or 0: all). Training
+            holds every sample as 8-byte floats of 3C (window > 0) or C inputs: 500,000 samples of 2048-d
+            features with a window take about 23 GiB, so lower both on small machines.
+        contexts: score each class's context (K outputs, learnt from the coupling samples); off, the coupling
+            samples are not used at all (an action score, for ablations).
+        actions: also score each class's *action* snippets (K more outputs, learnt from the snippets of the
+            action samples): p(f) then holds K context and K action probabilities.
+        window: the scorer sees each snippet with the mean of its ``window`` snippets before and of its
+            ``window`` after (3C inputs; the video's first and last snippet repeat at its ends); 0: the
+            snippet alone.
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -68,6 +88,10 @@ class ContextConfig:
     weight_decay: float = 1e-3
     max_iter: int = 200
     max_negatives: int | None = field(default=200_000, metadata={"none_at": 0})
+    max_actions: int | None = field(default=200_000, metadata={"none_at": 0})
+    contexts: bool = True
+    actions: bool = True
+    window: int = 2
     seed: int = 0
     device: str = "cpu"
 
@@ -76,37 +100,77 @@ class ContextConfig:
             raise ValueError(f"far must be a cosine in [-1, 1], got {self.far}")
         if self.weight_decay < 0 or self.max_iter < 1:
             raise ValueError(f"weight_decay must be >= 0 and max_iter >= 1, got {self.weight_decay}, {self.max_iter}")
-        if self.max_negatives is not None and self.max_negatives < 1:
-            raise ValueError(f"max_negatives must be >= 1 or none, got {self.max_negatives}")
+        for name in ("max_negatives", "max_actions"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or none, got {getattr(self, name)}")
+        if self.window < 0:
+            raise ValueError(f"window must be >= 0 snippets, got {self.window}")
+        if not (self.contexts or self.actions):
+            raise ValueError("the context score needs contexts, actions or both to score")
+
+
+def with_neighbours(x: Tensor, window: int, mask: Tensor | None = None) -> Tensor:
+    """Each snippet beside the mean of the ``window`` snippets before it and of the ``window`` after it.
+
+    Args:
+        x (Tensor[B, C, T]): snippet features.
+        window: snippets on each side; beyond a video's ends its first and last snippet repeat. 0: ``x`` itself.
+        mask (Tensor[B, 1, T] of 0 / 1, or None): the valid snippets of each sequence (a prefix, as in
+            :meth:`detect.model.Detector.encode`); the last valid one repeats past it. None: all are valid.
+
+    Returns:
+        Tensor[B, 3C, T] (channels: the snippet, the mean before, the mean after), or ``x`` when ``window`` is 0.
+    """
+    if window == 0:
+        return x
+    b, c, t = x.shape
+    if mask is not None:                       # past its length a sequence repeats its last valid snippet
+        last = (mask.reshape(b, t).sum(1).long() - 1).clamp(min=0)                          # (B,)
+        idx = torch.minimum(torch.arange(t, device=x.device)[None, :], last[:, None])       # (B, T)
+        x = torch.gather(x, 2, idx[:, None, :].expand(b, c, t))
+    padded = torch.cat([x[..., :1].expand(b, c, window), x, x[..., -1:].expand(b, c, window)],
+                       dim=-1)                                                    # (B, C, T + 2w); snippet t at t + w
+    means = F.avg_pool1d(padded, kernel_size=window, stride=1)                   # (B, C, T + w + 1): mean of [i, i + w)
+    return torch.cat([x, means[..., :t], means[..., window + 1:window + 1 + t]], dim=1)
 
 
 class ContextScorer(nn.Module):
-    """p(f): per snippet, the probabilities of the K classes' contexts.
+    """p(f): per snippet, the probabilities of the K classes' contexts (and, with ``actions``, of their actions).
 
     Args:
         in_dim: C, the feature size.
-        num_classes: K (the linear layer has K + 1 outputs; the last is "none").
+        num_classes: K.
+        contexts: K context outputs.
+        actions: K action outputs (after the contexts'). The linear layer has one more output, "none".
+        window: snippets on each side the scorer sees (:func:`with_neighbours`; 0: the snippet alone).
     """
 
-    def __init__(self, in_dim: int, num_classes: int):
+    def __init__(self, in_dim: int, num_classes: int, contexts: bool = True, actions: bool = False, window: int = 0):
         super().__init__()
-        if in_dim < 1 or num_classes < 1:
-            raise ValueError(f"in_dim and num_classes must be >= 1, got {in_dim}, {num_classes}")
-        self.in_dim, self.num_classes = in_dim, num_classes
-        self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("std", torch.ones(in_dim))
-        self.linear = nn.Linear(in_dim, num_classes + 1)
+        if in_dim < 1 or num_classes < 1 or window < 0 or not (contexts or actions):
+            raise ValueError(f"in_dim and num_classes must be >= 1, window >= 0 and contexts or actions on, got "
+                             f"{in_dim}, {num_classes}, {window}, {contexts}, {actions}")
+        self.in_dim, self.num_classes, self.window = in_dim, num_classes, window
+        self.contexts, self.actions = contexts, actions
+        self.out_dim = num_classes * (contexts + actions)
+        self.inputs = in_dim * (3 if window else 1)
+        self.register_buffer("mean", torch.zeros(self.inputs))
+        self.register_buffer("std", torch.ones(self.inputs))
+        self.linear = nn.Linear(self.inputs, self.out_dim + 1)
 
-    def logits(self, f: Tensor) -> Tensor:
-        """f (Tensor[N, C]) -> (Tensor[N, K + 1]) logits, the last one "none"."""
-        return self.linear((f - self.mean) / self.std)
+    def logits(self, g: Tensor) -> Tensor:
+        """g (Tensor[N, inputs]) the scorer's input rows (:func:`with_neighbours`) -> (Tensor[N, out_dim + 1])
+        logits, the last one "none"."""
+        return self.linear((g - self.mean) / self.std)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (Tensor[B, C, T]) snippet features -> (Tensor[B, K, T]) context probabilities, each in [0, 1],
-        their sum over K at most 1 (the rest is "none")."""
-        b, c, t = x.shape
-        p = torch.softmax(self.logits(x.transpose(1, 2).reshape(b * t, c)), dim=1)[:, :self.num_classes]
-        return p.reshape(b, t, self.num_classes).transpose(1, 2)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (Tensor[B, C, T]) snippet features (``mask``: :func:`with_neighbours`) -> (Tensor[B, out_dim, T])
+        probabilities, each in [0, 1], their sum at most 1 (the rest is "none"): the K contexts (``contexts``),
+        then the K actions (``actions``)."""
+        g = with_neighbours(x, self.window, mask)
+        b, c, t = g.shape
+        p = torch.softmax(self.logits(g.transpose(1, 2).reshape(b * t, c)), dim=1)[:, :self.out_dim]
+        return p.reshape(b, t, self.out_dim).transpose(1, 2)
 
 
 def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.ndarray, far: float,
@@ -145,7 +209,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     feature files in ``feature_dir``).
 
     Returns:
-        (scorer in eval mode on the CPU, info: ``counts`` per output (K contexts, then "none"), ``final_loss``).
+        (scorer in eval mode on the CPU, info: ``counts`` per output (K contexts, with ``actions`` K actions, then
+        "none"), ``final_loss``).
 
     Raises:
         RefactorError: a video's feature file is missing, or no snippet is far from every action (no "none"
@@ -158,33 +223,50 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
         if not path.is_file():
             raise RefactorError(f"no feature file {path} for the samples of video {vs.video_id!r}")
     centre = snippet_mean(paths)
-    negatives = []
+    rows: dict[str, list[np.ndarray]] = {"x": [], "y": [], "none": []}
     for vs, path in zip(pairs.videos, paths):
         f = read_features(path).features.astype(np.float64)
+        g = with_neighbours(torch.from_numpy(f).T[None], config.window)[0].T.numpy()        # (T, inputs)
         taken = np.zeros(len(f), dtype=bool)
         for idx in vs.action_snippets:
             taken[idx] = True
         taken[vs.pair_snippet] = True
-        negatives.append(f[far_snippets(f, vs.action_features, taken, config.far, centre)])
-    neg = np.concatenate(negatives) if negatives else np.zeros((0, pairs.coupling.shape[1]))
+        if config.contexts:                                                # class k's context: output k
+            rows["x"].append(g[vs.pair_snippet])
+            rows["y"].append(vs.action_labels[vs.pair_action])
+        if config.actions:                                                 # class k's action: output k (+ K)
+            for idx, label in zip(vs.action_snippets, vs.action_labels):
+                rows["x"].append(g[idx])
+                rows["y"].append(np.full(len(idx), k * config.contexts + label))
+        rows["none"].append(g[far_snippets(f, vs.action_features, taken, config.far, centre)])
+    neg = np.concatenate(rows["none"]) if rows["none"] else np.zeros((0, 1))
     if len(neg) == 0:
         raise RefactorError(f"no training snippet is far from every action (cosine < {config.far}): the context score "
                             "has no 'none' samples")
+    rng = np.random.default_rng(config.seed)
     if config.max_negatives is not None and len(neg) > config.max_negatives:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(neg), config.max_negatives, replace=False))
-        neg = neg[keep]
-    x = np.concatenate([pairs.coupling.astype(np.float64), neg])
-    y = np.concatenate([pairs.label.astype(np.int64), np.full(len(neg), k)])
+        neg = neg[np.sort(rng.choice(len(neg), config.max_negatives, replace=False))]
+    outputs = k * (config.contexts + config.actions)
+    x = np.concatenate(rows["x"] + [neg])
+    y = np.concatenate([np.asarray(v, dtype=np.int64) for v in rows["y"]] + [np.full(len(neg), outputs)])
+    is_action = (y >= k * config.contexts) & (y < outputs)
+    if config.max_actions is not None and is_action.sum() > config.max_actions:
+        keep = np.ones(len(y), dtype=bool)
+        keep[rng.choice(np.flatnonzero(is_action), int(is_action.sum()) - config.max_actions, replace=False)] = False
+        x, y = x[keep], y[keep]
     mean, std = x.mean(0), x.std(0) + 1e-6
     device = torch.device(config.device)
-    xt = torch.from_numpy((x - mean) / std).float().to(device)
+    x -= mean                                      # in place: (x - μ) / σ without another copy of x
+    x /= std
+    xt = torch.from_numpy(x).float().to(device)
+    del x
     yt = torch.from_numpy(y).long().to(device)
-    counts = torch.bincount(yt, minlength=k + 1)
+    counts = torch.bincount(yt, minlength=outputs + 1)
     present = counts.clamp(min=1).float()
-    weight = present.sum() / present / (k + 1)                                     # balanced classes
+    weight = present.sum() / present / (outputs + 1)                              # balanced classes
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     torch.manual_seed(config.seed)
-    scorer = ContextScorer(x.shape[1], k)
+    scorer = ContextScorer(pairs.coupling.shape[1], k, config.contexts, config.actions, config.window)
     scorer.mean.copy_(torch.from_numpy(mean).float())
     scorer.std.copy_(torch.from_numpy(std).float())
     lin = scorer.linear.to(device)
@@ -217,6 +299,15 @@ def save_context(path: str | os.PathLike, scorer: ContextScorer, pairs: PairSet,
     return write_checkpoint(path, CONTEXT_KIND, FORMAT_VERSION, payload)
 
 
+def scorer_config(ckpt: dict) -> ContextConfig:
+    """The :class:`ContextConfig` a context-score checkpoint was trained with (format 1: contexts only, no
+    window, which is what it was)."""
+    config = dict(ckpt["config"])
+    if ckpt.get("format_version") == 1:
+        config |= {"contexts": True, "actions": False, "window": 0}
+    return ContextConfig(**config)
+
+
 def load_context(path: str | os.PathLike, in_dim: int | None = None) -> tuple[ContextScorer, dict]:
     """Rebuild a trained context scorer (eval mode) from its checkpoint alone.
 
@@ -226,12 +317,16 @@ def load_context(path: str | os.PathLike, in_dim: int | None = None) -> tuple[Co
     Returns:
         (scorer, checkpoint dict).
     """
-    what = f"context-score checkpoint of format {FORMAT_VERSION}"
-    ckpt = load_checkpoint(path, RefactorError, what, kind=CONTEXT_KIND, format_version=FORMAT_VERSION)
+    what = "context-score checkpoint"
+    ckpt = load_checkpoint(path, RefactorError, what, kind=CONTEXT_KIND)
+    if ckpt.get("format_version") not in READABLE_FORMATS:
+        raise RefactorError(f"{path} is not a {what} of format {' or '.join(map(str, READABLE_FORMATS))} (it has "
+                            f"format {ckpt.get('format_version')!r})")
 
     def build(c: dict) -> ContextScorer:
         list(c["feature_layout"]["streams"])         # required: detectors check the streams they are given
-        return ContextScorer(int(c["in_dim"]), len(c["classes"]))
+        shape = scorer_config(c)
+        return ContextScorer(int(c["in_dim"]), len(c["classes"]), shape.contexts, shape.actions, shape.window)
 
     scorer = rebuild_model(path, ckpt, build, RefactorError, what)
     streams = list(ckpt["feature_layout"]["streams"])

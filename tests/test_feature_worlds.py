@@ -389,19 +389,19 @@ def test_linear_split_and_context_score_from_coupling_samples(tmp_path):
     np.testing.assert_allclose(g, np.concatenate([f - f @ proj, f @ proj], axis=1), atol=1e-5)
     assert (tmp_path / "lin" / "annotations.json").read_bytes() == (tmp_path / "raw" / "annotations.json").read_bytes()
 
-    # context_score: the files are [f, p(f)], p refactor.context's scorer (what it learns: tests/test_context.py)
-    from benchmarks.refactor_study import context_classifier, write_context_scores
-    from refactor.context import ContextConfig, train_context
 
-    score = context_classifier(tmp_path / "raw", pairs, 0)
-    scorer, _ = train_context(pairs, tmp_path / "raw", ContextConfig(seed=0))
-    with torch.no_grad():
-        np.testing.assert_array_equal(score(f), scorer(torch.from_numpy(f).float().T[None])[0].T.numpy())
-    write_context_scores(tmp_path / "raw", tmp_path / "cs", pairs, 0)
-    h = read_features(tmp_path / "cs" / name).features
-    np.testing.assert_array_equal(h[:, :64], read_features(tmp_path / "raw" / name).features)
-    np.testing.assert_allclose(h[:, 64:67], score(f.astype(np.float32)), atol=1e-6)
-    assert h.shape[1] == 68 and np.all(h[:, 67] == 0)                                # 64 + 3 is odd: one zero channel
+def test_study_context_variants_are_the_library_forms():
+    """The study's context variants are ContextConfigs; ``context_a_w2`` (and ``select_aw``'s candidate) is the
+    library's default, what ``detect fit`` trains; ``context_score`` is the first form (eighth round)."""
+    from benchmarks.refactor_study import VARIANTS
+    from refactor.context import ContextConfig
+
+    forms = {name: ContextConfig(**v.context) for name, v in VARIANTS.items() if v.layout == "context_score"}
+    assert forms["context_a_w2"] == ContextConfig()
+    assert "context_a_w2" in VARIANTS["select_aw"].select
+    first = forms["context_score"]
+    assert (first.contexts, first.actions, first.window) == (True, False, 0)
+    assert (forms["action_w4"].contexts, forms["action_w4"].actions) == (False, True)
 
 
 def test_world_overrides_take_ranges():
