@@ -3,8 +3,8 @@ dataclass each is, which fields the program fills in itself, and the historical 
 
 ``detect train --config FILE`` reads ``{model: {...}, train: {...}, inference: {...}}``:
 
-* ``model``: :class:`detect.model.DetectorConfig` (``in_dim``, ``num_classes`` and ``refactor`` come
-  from the data and the stage-1 checkpoint);
+* ``model``: :class:`detect.model.DetectorConfig` (``in_dim``, ``num_classes``, ``refactor`` and
+  ``context_score`` come from the data, the stage-1 checkpoint and the context-score checkpoint);
 * ``train``: :class:`detect.config.TrainConfig`;
 * ``inference``: :class:`detect.config.InferenceConfig` (recorded in the checkpoint; used by
   validation; its ``batch_size`` is ``--inference-batch-size`` under ``train``, ``--batch-size``

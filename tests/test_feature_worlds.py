@@ -414,3 +414,15 @@ def test_world_overrides_take_ranges():
         _world_overrides("instances=10")
     with pytest.raises(argparse.ArgumentTypeError, match="keys must be among"):
         _world_overrides("colour=3")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=12), st.lists(st.integers(0, 5), min_size=1, max_size=12))
+def test_auc_is_the_pairwise_win_rate(pos, neg):
+    """``context_separation.auc`` (ranks, ties averaged) = the share of (positive, negative) pairs the positive
+    wins, ties counting half; small integers so that ties are common."""
+    from benchmarks.context_separation import auc
+
+    pos, neg = np.array(pos, dtype=float), np.array(neg, dtype=float)
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auc(pos, neg) == pytest.approx(wins / (len(pos) * len(neg)), abs=1e-12)
