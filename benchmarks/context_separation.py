@@ -61,7 +61,8 @@ def separation(config: ContextConfig, root: Path, data: dict, classes: int) -> d
     pairs = build_pairs(root, root / "annotations.json", "validation", SampleConfig())
     scorer, _ = train_context(pairs, root, config)
     k = classes
-    parts = {"ctx": {CONTEXT: [], BACKGROUND: [], ACTION: []}, "act": {ACTION: [], CONTEXT: []}, "diff": {ACTION: [], CONTEXT: []}}
+    parts = {"ctx": {CONTEXT: [], BACKGROUND: [], ACTION: []}, "act": {ACTION: [], CONTEXT: []},
+             "diff": {ACTION: [], CONTEXT: []}}
     hits = []
     for vid, feats in data["test"].items():
         with torch.no_grad():

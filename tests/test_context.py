@@ -288,8 +288,8 @@ def test_scorer_with_actions_and_window_against_numpy(c, k, t, window, contexts,
 def test_training_with_actions_and_window(world, trained, tmp_path):
     """With ``actions``: outputs K contexts (the coupling samples), K actions (each action sample's snippets), then
     the same "none" samples; on the test videos a video's own action output is high on its action snippets and
-    low on background, its own context output highest on its context snippets. Without ``contexts``: the actions and "none" only. The
-    checkpoint carries the shape, and a format-1 checkpoint is read as contexts only."""
+    low on background, its own context output highest on its context snippets. Without ``contexts``: the actions
+    and "none" only. The checkpoint carries the shape, and a format-1 checkpoint is read as contexts only."""
     from benchmarks.feature_worlds import ACTION
 
     root, data = world

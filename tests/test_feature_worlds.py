@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
