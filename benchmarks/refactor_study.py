@@ -715,22 +715,27 @@ def select_context_table(summary: dict, centre: dict) -> list[str]:
              "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
     counts: dict[str, Counter] = {"select_cs": Counter(), "select": Counter()}
     for wk, per in rows:
-        cells = []
-        for name in ("select_cs", "select"):
-            row = per.get(name)
-            if row is None or "delta_baseline" not in row:
-                cells += ["—", "—", "—"]
-                continue
-            chosen = ", ".join(f"{k} {n}" for k, n in row.get("selected", {}).items())
-            worst = f"{min(row['below_best'].values()):+.1f}" if row.get("below_best") else "—"
-            counts[name][verdict(per, name)] += 1
-            cells += [f"{_pm(row['delta_baseline'])} ({chosen})", worst, verdict(per, name)]
+        cells = _select_cells(per, "select_cs", counts) + _select_cells(per, "select", counts)
         lines.append(f"| {_label(json.loads(wk), centre)} | {len(per['select_cs']['seeds'])} | {' | '.join(cells)} |")
-    lines.append("")
-    for name, n in counts.items():
-        lines.append(f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
-                     "worlds)")
-    return lines
+    return lines + _verdict_counts(counts)
+
+
+def _select_cells(per: dict, name: str, counts: dict[str, Counter]) -> list[str]:
+    """Three table cells of a ``select*`` variant on one world: Δ to the baseline (the choices), its worst seed
+    against the better plain front, the issue's verdict (counted into ``counts[name]``); dashes without it."""
+    row = per.get(name)
+    if row is None or "delta_baseline" not in row:
+        return ["—", "—", "—"]
+    chosen = ", ".join(f"{k} {n}" for k, n in row.get("selected", {}).items())
+    worst = f"{min(row['below_best'].values()):+.1f}" if row.get("below_best") else "—"
+    counts[name][verdict(per, name)] += 1
+    return [f"{_pm(row['delta_baseline'])} ({chosen})", worst, verdict(per, name)]
+
+
+def _verdict_counts(counts: dict[str, Counter]) -> list[str]:
+    """Markdown bullets: per variant, how many worlds got each verdict."""
+    return [""] + [f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
+                   "worlds)" for name, n in counts.items()]
 
 
 def context_form_table(summary: dict, centre: dict) -> list[str]:
@@ -751,15 +756,9 @@ def context_form_table(summary: dict, centre: dict) -> list[str]:
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |"]
     counts: dict[str, Counter] = {"context_a_w2": Counter(), "select_aw": Counter()}
     for wk, per in rows:
-        row, sel = per["context_a_w2"], per.get("select_aw", {})
+        row = per["context_a_w2"]
         counts["context_a_w2"][verdict(per, "context_a_w2")] += 1
-        if "delta_baseline" in sel:
-            counts["select_aw"][verdict(per, "select_aw")] += 1
-            chosen = ", ".join(f"{k} {n}" for k, n in sel.get("selected", {}).items())
-            worst = f"{min(sel['below_best'].values()):+.1f}" if sel.get("below_best") else "—"
-            sel_cells = [f"{_pm(sel['delta_baseline'])} ({chosen})", worst, verdict(per, "select_aw")]
-        else:
-            sel_cells = ["—", "—", "—"]
+        sel_cells = _select_cells(per, "select_aw", counts)
         m = row.get("context")
         phi = f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f}" if m else "—"
         lines.append(f"| {_label(json.loads(wk), centre)} | {len(row['seeds'])} | "
@@ -767,11 +766,7 @@ def context_form_table(summary: dict, centre: dict) -> list[str]:
                      f"{row['above_baseline'][0]} of {row['above_baseline'][1]} | {_pm(row.get('delta_deep'))} | "
                      f"{verdict(per, 'context_a_w2')} | {_pm(per.get('context_score', {}).get('delta_baseline'))} | "
                      f"{' | '.join(sel_cells)} | {phi} |")
-    lines.append("")
-    for name, n in counts.items():
-        lines.append(f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
-                     "worlds)")
-    return lines
+    return lines + _verdict_counts(counts)
 
 
 def _paired_gaps(summary: dict, first: str, second: str):
