@@ -165,14 +165,12 @@ class ContextFront(Front):
 
     @classmethod
     def build(cls, config: Any) -> nn.Module:
-        s = config.context_score
-        scorer = ContextScorer(config.in_dim, config.num_classes, s.contexts, s.actions, s.window)
+        scorer = ContextScorer.from_config(config.in_dim, config.num_classes, config.context_score)
         return scorer.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
 
     @classmethod
     def out_dim(cls, config: Any) -> int:
-        s = config.context_score
-        return config.in_dim + config.num_classes * (s.contexts + s.actions)
+        return config.in_dim + config.context_score.outputs(config.num_classes)
 
     @classmethod
     def apply(cls, module, x, mask):

@@ -108,6 +108,10 @@ class ContextConfig:
         if not (self.contexts or self.actions):
             raise ValueError("the context score needs contexts, actions or both to score")
 
+    def outputs(self, num_classes: int) -> int:
+        """Probabilities the scorer gives per snippet for K = ``num_classes``: K contexts and/or K actions."""
+        return num_classes * (self.contexts + self.actions)
+
 
 def with_neighbours(x: Tensor, window: int, mask: Tensor | None = None) -> Tensor:
     """Each snippet beside the mean of the ``window`` snippets before it and of the ``window`` after it.
@@ -157,6 +161,11 @@ class ContextScorer(nn.Module):
         self.register_buffer("mean", torch.zeros(self.inputs))
         self.register_buffer("std", torch.ones(self.inputs))
         self.linear = nn.Linear(self.inputs, self.out_dim + 1)
+
+    @classmethod
+    def from_config(cls, in_dim: int, num_classes: int, config: ContextConfig) -> ContextScorer:
+        """An untrained scorer shaped by ``config``'s ``contexts``, ``actions`` and ``window``."""
+        return cls(in_dim, num_classes, config.contexts, config.actions, config.window)
 
     def logits(self, g: Tensor) -> Tensor:
         """g (Tensor[N, inputs]) the scorer's input rows (:func:`with_neighbours`) -> (Tensor[N, out_dim + 1])
@@ -246,7 +255,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     rng = np.random.default_rng(config.seed)
     if config.max_negatives is not None and len(neg) > config.max_negatives:
         neg = neg[np.sort(rng.choice(len(neg), config.max_negatives, replace=False))]
-    outputs = k * (config.contexts + config.actions)
+    outputs = config.outputs(k)
     x = np.concatenate(rows["x"] + [neg])
     y = np.concatenate([np.asarray(v, dtype=np.int64) for v in rows["y"]] + [np.full(len(neg), outputs)])
     is_action = (y >= k * config.contexts) & (y < outputs)
@@ -266,7 +275,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     weight = present.sum() / present / (outputs + 1)                              # balanced classes
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     torch.manual_seed(config.seed)
-    scorer = ContextScorer(pairs.coupling.shape[1], k, config.contexts, config.actions, config.window)
+    scorer = ContextScorer.from_config(pairs.coupling.shape[1], k, config)
     scorer.mean.copy_(torch.from_numpy(mean).float())
     scorer.std.copy_(torch.from_numpy(std).float())
     lin = scorer.linear.to(device)
@@ -325,8 +334,7 @@ def load_context(path: str | os.PathLike, in_dim: int | None = None) -> tuple[Co
 
     def build(c: dict) -> ContextScorer:
         list(c["feature_layout"]["streams"])         # required: detectors check the streams they are given
-        shape = scorer_config(c)
-        return ContextScorer(int(c["in_dim"]), len(c["classes"]), shape.contexts, shape.actions, shape.window)
+        return ContextScorer.from_config(int(c["in_dim"]), len(c["classes"]), scorer_config(c))
 
     scorer = rebuild_model(path, ckpt, build, RefactorError, what)
     streams = list(ckpt["feature_layout"]["streams"])
