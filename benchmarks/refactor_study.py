@@ -491,23 +491,41 @@ def load_records(path: Path) -> list[dict]:
 
 # margins (points of average mAP) of the selection rules the report compares (detect.fit.choose_front)
 SELECT_MARGINS = (0.0, 1.0, 2.0, 3.0, 5.0)
+# the rules the report compares for the choice among the baseline, the context score and the deep baseline
+# (select_aw): (FitConfig.select_prefer, FitConfig.select_margin)
+PREFER_RULES: tuple[tuple[str | None, float], ...] = ((None, 0.0), ("context", 1.0), ("context", 2.0),
+                                                      ("context", 3.0), ("context", 5.0), ("context", 10.0))
 
 
-def reselect(records: list[dict], margin: float) -> list[dict]:
-    """The ``select`` records as the rule with ``margin`` (points of average mAP, :func:`choose_front`) would
-    have made them, named ``select@{margin:g}``: per ``select`` record, the choice from its held-out scores
-    and the chosen variant's own record on the same world point and seed. This is exact: ``select``'s final
-    model is its choice's own run (same data, seed and settings). A choice without its own record is left
-    out."""
+def fit_role(candidate: str) -> str:
+    """The ``detect fit`` candidate (:data:`detect.fit.SELECT_CANDIDATES`) a study variant plays: baseline,
+    deep, context (the context score's forms) or refactor."""
+    if candidate in ("baseline", "deep"):
+        return candidate
+    return "context" if VARIANTS[candidate].layout == "context_score" else "refactor"
+
+
+def rule_name(variant: str, margin: float, prefer: str | None = None) -> str:
+    """The report's name of ``variant`` replayed with a rule: ``select@2`` or ``select_aw@context+2``."""
+    return f"{variant}@{prefer + '+' if prefer else ''}{margin:g}"
+
+
+def reselect(records: list[dict], margin: float, prefer: str | None = None, variant: str = "select") -> list[dict]:
+    """The ``variant`` records (a ``select*`` variant) as the rule with ``margin`` (points of average mAP) and
+    ``prefer`` (a ``detect fit`` candidate, :func:`choose_front`, :func:`fit_role`) would have made them, named
+    by :func:`rule_name`: per record, the choice from its held-out scores and the chosen variant's own record on
+    the same world point and seed. This is exact: a ``select*`` variant's final model is its choice's own run
+    (same data, seed and settings). A choice without its own record is left out."""
     own = {(world_key(record_point(r)), r["seed"], r["variant"]): r for r in records if "average_mAP" in r}
     out = []
     for r in records:
-        if r.get("variant") != "select" or "heldout_mAP" not in r:
+        if r.get("variant") != variant or "heldout_mAP" not in r:
             continue
-        chosen = choose_front(r["heldout_mAP"], margin / 100)
+        by_role = {fit_role(c): c for c in r["heldout_mAP"]}
+        chosen = by_role[choose_front({fit_role(c): m for c, m in r["heldout_mAP"].items()}, margin / 100, prefer)]
         rec = r if chosen == r["selected"] else own.get((world_key(record_point(r)), r["seed"], chosen))
         if rec is not None:
-            out.append(rec | {"variant": f"select@{margin:g}", "selected": chosen,
+            out.append(rec | {"variant": rule_name(variant, margin, prefer), "selected": chosen,
                               "heldout_mAP": r["heldout_mAP"]})
     return out
 
@@ -585,11 +603,14 @@ def verdict(per_variant: dict, name: str = "default") -> str:
 def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: Path | None = None) -> str:
     """Markdown: the map (each world: the baseline, and each variant's paired Δ to it; the default's Δ to
     the deep baseline and its verdict), every variant of the worlds that ran more than four, and the
-    measurements that explain them. ``select`` is shown with ``detect fit``'s rule (``FitConfig.select_margin``,
-    :func:`reselect`); the rule table compares the margins."""
-    rules = select_rules(records, centre.to_dict())
-    records = [r for r in records if r.get("variant") != "select"] + [
-        r | {"variant": "select"} for r in reselect(records, FitConfig().select_margin)]
+    measurements that explain them. The ``select*`` variants are shown with ``detect fit``'s rule
+    (``FitConfig.select_prefer`` and ``select_margin``, :func:`reselect`); the rule tables compare others."""
+    rules = select_rules(records, centre.to_dict()) + select_rules(records, centre.to_dict(), PREFER_RULES,
+                                                                   "select_aw")
+    fit_rule = FitConfig().select_margin, FitConfig().select_prefer
+    shown = ("select", "select_cs", "select_aw")
+    records = [r for r in records if r.get("variant") not in shown] + [
+        r | {"variant": v} for v in shown for r in reselect(records, *fit_rule, variant=v)]
     summary = summarize(records)
     c = centre.to_dict()
     main = ("deep", "paper", "default")
@@ -779,22 +800,25 @@ def _paired_gaps(summary: dict, first: str, second: str):
             yield wk, per, seeds, [a[s] for s in seeds], [b[s] for s in seeds]
 
 
-def select_rules(records: list[dict], centre: dict, margins: tuple[float, ...] = SELECT_MARGINS) -> list[str]:
-    """Markdown: the selection rule with each margin (:func:`reselect`) on every world with ``select``
-    records: per world, against the better of the baseline and the deep baseline on each seed, the mean
-    and the worst seed (points), and the issue's verdict (:func:`verdict`); the last rows average the
-    means over the worlds and count the verdicts."""
-    derived = [r for m in margins for r in reselect(records, m)]
+def select_rules(records: list[dict], centre: dict, rules: tuple[tuple[str | None, float], ...] = tuple(
+        (None, m) for m in SELECT_MARGINS), variant: str = "select") -> list[str]:
+    """Markdown: ``variant`` (a ``select*`` variant) replayed with each rule (``(prefer, margin)``,
+    :func:`reselect`) on every world with its records: per world, against the better of the baseline and the
+    deep baseline on each seed, the mean and the worst seed (points), and the issue's verdict (:func:`verdict`);
+    the last rows average the means over the worlds and count the verdicts."""
+    derived = [r for prefer, m in rules for r in reselect(records, m, prefer, variant)]
     if not derived:
         return []
     summary = summarize([r for r in records if "average_mAP" in r and r["variant"] in ("baseline", "deep")]
                         + derived)
-    names = [f"select@{m:g}" for m in margins]
-    lines = ["", "The selection rule: the simplest candidate (baseline, default, deep) within a margin of the best "
-             "held-out score. Against the better of the baseline and the deep baseline on each seed (points of "
-             "average mAP: mean / worst seed) and the verdict:", "",
-             "| world | seeds | " + " | ".join(f"margin {m:g}" for m in margins) + " |",
-             "| --- | ---: |" + " ---: |" * len(margins)]
+    names = [rule_name(variant, m, prefer) for prefer, m in rules]
+    candidates = ", ".join(next(r for r in records if r.get("variant") == variant)["heldout_mAP"])
+    lines = ["", f"{variant}'s rule: the first candidate ({candidates}; a preferred one first) within a margin "
+             "of the best held-out score. Against the better of the baseline and the deep baseline on each seed "
+             "(points of average mAP: mean / worst seed) and the verdict:", "",
+             "| world | seeds | " + " | ".join((f"{prefer} first, " if prefer else "") + f"margin {m:g}"
+                                             for prefer, m in rules) + " |",
+             "| --- | ---: |" + " ---: |" * len(rules)]
     means: dict[str, list[float]] = {n: [] for n in names}
     verdicts: dict[str, list[str]] = {n: [] for n in names}
     for wk, per in summary.items():

@@ -108,15 +108,17 @@ VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (
                  "stage1": "Paper's stage 1 only (frozen f')"}
 
 
-def choose_front(scores: Mapping[str, float], margin: float = 0.0) -> str:
-    """The front selection's rule: the first candidate of ``scores`` (ordered simplest first) whose score is
-    at most ``margin`` below the best score.
+def choose_front(scores: Mapping[str, float], margin: float = 0.0, prefer: str | None = None) -> str:
+    """The front selection's rule: the first candidate, ``prefer`` first and then the others in the order of
+    ``scores`` (simplest first), whose score is at most ``margin`` below the best score.
 
     Args:
         scores: candidate name -> average mAP on the held-out videos, a fraction in [0, 1], in order of
             preference (:data:`SELECT_CANDIDATES`' order: baseline, context score, RefactorNet, deep baseline).
-        margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) a simpler candidate may
-            give up; 0 takes the best score (ties: the first).
+        margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) a candidate earlier in the
+            order may give up; 0 takes the best score (ties: the first).
+        prefer: a candidate tried before all others (ignored when it is not in ``scores``); None: the
+            order of ``scores``.
 
     Returns:
         The chosen candidate's name.
@@ -126,7 +128,8 @@ def choose_front(scores: Mapping[str, float], margin: float = 0.0) -> str:
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     best = max(scores.values())
-    return next(name for name, score in scores.items() if score >= best - margin)
+    order = ([prefer] if prefer in scores else []) + [name for name in scores if name != prefer]
+    return next(name for name in order if scores[name] >= best - margin)
 
 
 class FitError(ValueError):
@@ -164,8 +167,12 @@ class FitConfig:
         select_candidates: the fronts the selection tries, a comma list of baseline (raw features),
             context (f beside its context score), refactor (RefactorNet in the fit's form) and deep (the
             deep baseline); tried and preferred in that order.
-        select_margin: the selection takes the simplest candidate (in the order above) whose held-out
-            average mAP is at most this many points below the best (:func:`choose_front`); 0: the best.
+        select_prefer: the candidate the selection tries first (none: the order above); it is kept unless
+            another's held-out average mAP beats it by more than ``select_margin`` (ignored when it is not a
+            candidate or cannot be trained).
+        select_margin: the selection takes the first candidate (``select_prefer``, then the order above)
+            whose held-out average mAP is at most this many points below the best (:func:`choose_front`);
+            0: the best.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -191,6 +198,7 @@ class FitConfig:
     ablation: bool = False
     select_front: bool = True
     select_candidates: tuple[str, ...] = ("baseline", "context", "deep")
+    select_prefer: str | None = None
     select_margin: float = 0.0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
@@ -305,6 +313,9 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
         raise FitError(f"--work {work} exists and is not a folder")
     if not cfg.select_margin >= 0:
         raise FitError(f"--select-margin must be >= 0 points of average mAP, got {cfg.select_margin}")
+    if cfg.select_prefer is not None and cfg.select_prefer not in SELECT_CANDIDATES:
+        raise FitError(f"--select-prefer must be one of {', '.join(SELECT_CANDIDATES)} or none, got "
+                       f"{cfg.select_prefer}")
     unknown = [c for c in cfg.select_candidates if c not in SELECT_CANDIDATES]
     if unknown or not cfg.select_candidates:
         raise FitError(f"--select-candidates must be a comma list of {', '.join(SELECT_CANDIDATES)}, got "
@@ -600,9 +611,11 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
         raise FitError(f"none of the candidates {','.join(cfg.select_candidates)} can be trained: {notes[0]}; add "
                        "baseline or deep to --select-candidates")
     if not held:
-        table = {"heldout": [], "average_mAP": {}, "chosen": candidates[0],
+        kept = cfg.select_prefer if cfg.select_prefer in candidates else candidates[0]
+        table = {"heldout": [], "average_mAP": {}, "chosen": kept,
                  "note": f"no class of the training subset {train_subset!r} has two videos, so none can be "
-                         f"held out to choose the front: the simplest candidate, {candidates[0]}, is kept"
+                         f"held out to choose the front: the "
+                         + ("preferred" if kept == cfg.select_prefer else "simplest") + f" candidate, {kept}, is kept"
                          + ("" if coupling else f" ({notes[0]})")}
         write_json(table, work / "select.json")
         log(f"fit: {table['note']}")
@@ -639,14 +652,17 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
     if not scores:
         raise FitError("no candidate front could be trained on three quarters of the training videos: "
                        + "; ".join(notes))
-    chosen = choose_front(scores, cfg.select_margin / 100)
-    table = {"heldout": held, "average_mAP": scores, "margin": cfg.select_margin, "chosen": chosen}
+    chosen = choose_front(scores, cfg.select_margin / 100, cfg.select_prefer)
+    table = {"heldout": held, "average_mAP": scores, "prefer": cfg.select_prefer, "margin": cfg.select_margin,
+             "chosen": chosen}
     if notes:
         table["candidates_note"] = "; ".join(notes)
     write_json(table, work / "select.json")
     log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
         + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP"
-        + (f"; the simplest within {cfg.select_margin:g} points of the best" if cfg.select_margin else "") + ")")
+        + (f"; {cfg.select_prefer} unless beaten by more than {cfg.select_margin:g} points"
+           if cfg.select_prefer in scores else
+           f"; the simplest within {cfg.select_margin:g} points of the best" if cfg.select_margin else "") + ")")
     return table
 
 
@@ -741,6 +757,7 @@ def describe(report: FitReport, work: Path) -> str:
         sel = report.selection
         lines.append(f"front chosen on {len(sel['heldout'])} held-out training videos: {sel['chosen']} ("
                      + ", ".join(f"{n} {100 * m:.2f}" for n, m in sel["average_mAP"].items())
+                     + (f"; {sel['prefer']} preferred" if sel.get("prefer") in sel["average_mAP"] else "")
                      + (f"; margin {sel['margin']:g}" if sel.get("margin") else "") + ") -> "
                      + str(work / "select.json"))
     lines.append(f"figures: {work / 'figures'}")

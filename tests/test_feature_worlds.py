@@ -218,6 +218,11 @@ def test_reselect_replays_the_selection_with_a_margin():
             "-4.5 / -9.0 ok |") in table
     assert "| mean of 1 worlds | | -9.50 | -9.50 | -2.50 | -2.50 | -4.50 |" in table
     assert "| verdicts (ok / gain / loss) | | 0/0/1 | 0/0/1 | 1/0/0 | 1/0/0 | 1/0/0 |" in table
+    # a preference: the refactor role (the default form) is kept within the margin of the best, the rest as before
+    pref = {r["seed"]: (r["selected"], r["variant"]) for r in reselect(recs, 1.0, prefer="refactor")}
+    assert pref == {0: ("deep", "select@refactor+1"), 1: ("default", "select@refactor+1")}
+    assert [r["selected"] for r in reselect(recs, 1.6, prefer="refactor")] == ["default", "default"]
+    assert [r["selected"] for r in reselect(recs, 5.0, prefer="deep")] == ["deep", "deep"]
     # the four-fold selection beside it, on the seeds with both (here it takes the baseline on seeds 0 and 1)
     k4 = [_rec(w, s, "select_k4", own["baseline"][s]) | {"selected": "baseline"} for s in (0, 1)]
     assert ("| centre | 2 | -9.5 / -10.0 | -2.5 / -5.0 | deep 1, default 1 | baseline 2 |"

@@ -190,12 +190,13 @@ def test_cli_reports_a_bad_work_folder(world, tmp_path):
 def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_path):
     (tmp_path / "fit.yaml").write_text("fit:\n  detector_epochs: 7\n  stride: 8\n  streams: [rgb, flow]\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "fit.yaml"), "--stride",
-                           "4", "--no-cam", "--no-select-front", "--select-margin", "1.5", "--print-config"],
+                           "4", "--no-cam", "--no-select-front", "--select-margin", "1.5", "--select-prefer", "deep",
+                           "--print-config"],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     printed = yaml.safe_load(proc.stdout)["fit"]
     expected = replace(FitConfig(), detector_epochs=7, stride=4, streams=("rgb", "flow"), spatial=False,
-                       select_front=False, select_margin=1.5)
+                       select_front=False, select_margin=1.5, select_prefer="deep")
     assert printed == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.__dict__.items()}
     (tmp_path / "bad.yaml").write_text("fit:\n  epochz: 3\n")
     proc = subprocess.run([sys.executable, "-m", "detect", "fit", "--config", str(tmp_path / "bad.yaml"),
@@ -257,8 +258,9 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
     assert load_detector(work / "select" / "context" / "detector.pt")[0].config.front == "context"
     best = max(table["average_mAP"].values())
     margin = CFG.select_margin / 100
-    assert table["margin"] == CFG.select_margin
-    assert table["chosen"] == next(n for n, m in table["average_mAP"].items() if m >= best - margin)
+    assert table["margin"] == CFG.select_margin and table["prefer"] == CFG.select_prefer
+    order = sorted(table["average_mAP"], key=lambda n: n != CFG.select_prefer)      # stable: preferred first
+    assert table["chosen"] == next(n for n in order if table["average_mAP"][n] >= best - margin)
     for name, m in table["average_mAP"].items():
         scored = json.loads((work / "select" / name / "predictions.json").read_text())["results"]
         assert set(scored) == set(table["heldout"])                     # scored on the held-out videos only
@@ -268,11 +270,18 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
     again = run(world, work, every)
     assert not any(again.ran.values())
     # a margin of 100 points takes the simplest candidate; no candidate is trained again
-    wide = run(world, work, replace(every, select_margin=100.0))
+    wide = run(world, work, replace(every, select_prefer=None, select_margin=100.0))
     assert wide.selection["chosen"] == "baseline" and wide.selection["average_mAP"] == table["average_mAP"]
     assert not any(ran for stage, ran in wide.ran.items() if stage.startswith("select"))
     assert load_detector(work / "detector.pt")[0].config.front == "none"
     assert "; margin 100)" in describe(wide, work)
+    # ... and with a preference, the preferred one
+    deep = run(world, work, replace(every, select_prefer="deep", select_margin=100.0))
+    assert deep.selection["chosen"] == "deep" and deep.selection["average_mAP"] == table["average_mAP"]
+    assert not any(ran for stage, ran in deep.ran.items() if stage.startswith("select"))
+    assert "; deep preferred; margin 100)" in describe(deep, work)
+    with pytest.raises(FitError, match="--select-prefer must be one of baseline, context, refactor, deep or none"):
+        run(world, work, replace(CFG, select_prefer="bogus"))
     with pytest.raises(FitError, match="--select-margin must be >= 0"):
         run(world, work, replace(CFG, select_margin=-1.0))
     with pytest.raises(FitError, match="--select-candidates must be a comma list of baseline, context, refactor, "
@@ -297,11 +306,30 @@ def test_choose_front_takes_the_simplest_candidate_within_the_margin(table, marg
     assert names.index(choose_front(table, margin + more)) <= names.index(chosen)
 
 
+@given(scores, st.floats(0, 1, allow_nan=False), st.sampled_from(["baseline", "refactor", "deep", "other", "none"]))
+def test_choose_front_prefers_a_candidate_unless_beaten_by_more_than_the_margin(table, margin, prefer):
+    """``prefer`` is chosen exactly when it is within ``margin`` of the best; otherwise the choice is the rule
+    without it on the other candidates (a preference that is not a candidate changes nothing)."""
+    chosen = choose_front(table, margin, prefer)
+    best = max(table.values())
+    if prefer not in table:
+        assert chosen == choose_front(table, margin)
+    elif table[prefer] >= best - margin:
+        assert chosen == prefer
+    else:
+        rest = {n: m for n, m in table.items() if n != prefer}       # the best is among them
+        assert chosen == choose_front(rest, margin)
+
+
 def test_choose_front_by_hand():
     table = {"baseline": 0.70, "refactor": 0.72, "deep": 0.745}
     assert choose_front(table) == "deep"
     assert choose_front(table, 0.03) == "refactor"     # 0.72 >= 0.745 - 0.03
     assert choose_front(table, 0.05) == "baseline"
+    assert choose_front(table, 0.03, prefer="deep") == "deep"
+    assert choose_front(table, 0.03, prefer="baseline") == "refactor"  # 0.70 < 0.745 - 0.03 <= 0.72
+    assert choose_front(table, 0.05, prefer="refactor") == "refactor"
+    assert choose_front(table, 0.05, prefer="context") == "baseline"   # not a candidate
     with pytest.raises(ValueError, match="margin must be >= 0"):
         choose_front(table, -0.01)
     with pytest.raises(ValueError, match="no candidates"):
