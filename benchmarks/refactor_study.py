@@ -813,9 +813,10 @@ def select_rules(records: list[dict], centre: dict, rules: tuple[tuple[str | Non
                         + derived)
     names = [rule_name(variant, m, prefer) for prefer, m in rules]
     candidates = ", ".join(next(r for r in records if r.get("variant") == variant)["heldout_mAP"])
-    lines = ["", f"{variant}'s rule: the first candidate ({candidates}; a preferred one first) within a margin "
-             "of the best held-out score. Against the better of the baseline and the deep baseline on each seed "
-             "(points of average mAP: mean / worst seed) and the verdict:", "",
+    lines = ["", f"{variant}'s rule (candidates {candidates}): the simplest candidate within a margin of the best "
+             "held-out score, or a preferred one unless beaten by more than the margin (then the best). Against the "
+             "better of the baseline and the deep baseline on each seed (points of average mAP: mean / worst seed) "
+             "and the verdict:", "",
              "| world | seeds | " + " | ".join((f"{prefer} first, " if prefer else "") + f"margin {m:g}"
                                              for prefer, m in rules) + " |",
              "| --- | ---: |" + " ---: |" * len(rules)]

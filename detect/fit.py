@@ -109,16 +109,18 @@ VARIANT_NAMES = {"baseline": "Baseline (raw features)", "deep": "Deep baseline (
 
 
 def choose_front(scores: Mapping[str, float], margin: float = 0.0, prefer: str | None = None) -> str:
-    """The front selection's rule: the first candidate, ``prefer`` first and then the others in the order of
-    ``scores`` (simplest first), whose score is at most ``margin`` below the best score.
+    """The front selection's rule. Without ``prefer``: the first candidate of ``scores`` (ordered simplest
+    first) whose score is at most ``margin`` below the best score. With ``prefer``: that candidate, unless
+    its score is more than ``margin`` below the best; then the best of the others (the margin only protects
+    the preferred candidate).
 
     Args:
         scores: candidate name -> average mAP on the held-out videos, a fraction in [0, 1], in order of
             preference (:data:`SELECT_CANDIDATES`' order: baseline, context score, RefactorNet, deep baseline).
-        margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) a candidate earlier in the
-            order may give up; 0 takes the best score (ties: the first).
-        prefer: a candidate tried before all others (ignored when it is not in ``scores``); None: the
-            order of ``scores``.
+        margin: how much held-out average mAP (a fraction, e.g. 0.02 = 2 points) the preferred candidate,
+            or without one a simpler candidate, may give up; 0 takes the best score (ties: the first).
+        prefer: the candidate kept within ``margin`` of the best; when it is not in ``scores`` (not a
+            candidate, or it could not be trained), the best of ``scores``; None: the rule without it.
 
     Returns:
         The chosen candidate's name.
@@ -128,8 +130,11 @@ def choose_front(scores: Mapping[str, float], margin: float = 0.0, prefer: str |
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     best = max(scores.values())
-    order = ([prefer] if prefer in scores else []) + [name for name in scores if name != prefer]
-    return next(name for name in order if scores[name] >= best - margin)
+    if prefer is None:
+        return next(name for name, score in scores.items() if score >= best - margin)
+    if prefer in scores and scores[prefer] >= best - margin:
+        return prefer
+    return next(name for name, score in scores.items() if score == best)
 
 
 class FitError(ValueError):
@@ -167,12 +172,11 @@ class FitConfig:
         select_candidates: the fronts the selection tries, a comma list of baseline (raw features),
             context (f beside its context score), refactor (RefactorNet in the fit's form) and deep (the
             deep baseline); tried and preferred in that order.
-        select_prefer: the candidate the selection tries first (none: the order above); it is kept unless
-            another's held-out average mAP beats it by more than ``select_margin`` (ignored when it is not a
-            candidate or cannot be trained).
-        select_margin: the selection takes the first candidate (``select_prefer``, then the order above)
-            whose held-out average mAP is at most this many points below the best (:func:`choose_front`);
-            0: the best.
+        select_prefer: the candidate the selection keeps unless another's held-out average mAP beats it
+            by more than ``select_margin`` points; then the best one (also when it is not a candidate or
+            cannot be trained). None: the simplest candidate (in the order above) within ``select_margin``
+            points of the best (:func:`choose_front`).
+        select_margin: see ``select_prefer``; 0: the best.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -198,8 +202,8 @@ class FitConfig:
     ablation: bool = False
     select_front: bool = True
     select_candidates: tuple[str, ...] = ("baseline", "context", "deep")
-    select_prefer: str | None = None
-    select_margin: float = 0.0
+    select_prefer: str | None = "context"
+    select_margin: float = 10.0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"

@@ -223,6 +223,8 @@ def test_reselect_replays_the_selection_with_a_margin():
     assert pref == {0: ("deep", "select@refactor+1"), 1: ("default", "select@refactor+1")}
     assert [r["selected"] for r in reselect(recs, 1.6, prefer="refactor")] == ["default", "default"]
     assert [r["selected"] for r in reselect(recs, 5.0, prefer="deep")] == ["deep", "deep"]
+    # beaten by more than the margin: the best, not the simplest (seed 0: baseline is within 5 of deep)
+    assert [r["selected"] for r in reselect(recs, 2.0, prefer="baseline")] == ["deep", "default"]
     # the four-fold selection beside it, on the seeds with both (here it takes the baseline on seeds 0 and 1)
     k4 = [_rec(w, s, "select_k4", own["baseline"][s]) | {"selected": "baseline"} for s in (0, 1)]
     assert ("| centre | 2 | -9.5 / -10.0 | -2.5 / -5.0 | deep 1, default 1 | baseline 2 |"

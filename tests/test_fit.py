@@ -307,18 +307,15 @@ def test_choose_front_takes_the_simplest_candidate_within_the_margin(table, marg
 
 
 @given(scores, st.floats(0, 1, allow_nan=False), st.sampled_from(["baseline", "refactor", "deep", "other", "none"]))
-def test_choose_front_prefers_a_candidate_unless_beaten_by_more_than_the_margin(table, margin, prefer):
-    """``prefer`` is chosen exactly when it is within ``margin`` of the best; otherwise the choice is the rule
-    without it on the other candidates (a preference that is not a candidate changes nothing)."""
+def test_choose_front_keeps_the_preferred_candidate_unless_beaten_by_more_than_the_margin(table, margin, prefer):
+    """``prefer`` is chosen exactly when it is within ``margin`` of the best; otherwise (or when it is not a
+    candidate) the best is, whatever the margin."""
     chosen = choose_front(table, margin, prefer)
     best = max(table.values())
-    if prefer not in table:
-        assert chosen == choose_front(table, margin)
-    elif table[prefer] >= best - margin:
+    if prefer in table and table[prefer] >= best - margin:
         assert chosen == prefer
     else:
-        rest = {n: m for n, m in table.items() if n != prefer}       # the best is among them
-        assert chosen == choose_front(rest, margin)
+        assert chosen == choose_front(table, 0.0) and table[chosen] == best
 
 
 def test_choose_front_by_hand():
@@ -327,9 +324,9 @@ def test_choose_front_by_hand():
     assert choose_front(table, 0.03) == "refactor"     # 0.72 >= 0.745 - 0.03
     assert choose_front(table, 0.05) == "baseline"
     assert choose_front(table, 0.03, prefer="deep") == "deep"
-    assert choose_front(table, 0.03, prefer="baseline") == "refactor"  # 0.70 < 0.745 - 0.03 <= 0.72
-    assert choose_front(table, 0.05, prefer="refactor") == "refactor"
-    assert choose_front(table, 0.05, prefer="context") == "baseline"   # not a candidate
+    assert choose_front(table, 0.03, prefer="refactor") == "refactor"  # 0.72 >= 0.745 - 0.03
+    assert choose_front(table, 0.03, prefer="baseline") == "deep"      # 0.70 < 0.715: the best, not the simplest
+    assert choose_front(table, 0.05, prefer="context") == "deep"       # not a candidate: the best
     with pytest.raises(ValueError, match="margin must be >= 0"):
         choose_front(table, -0.01)
     with pytest.raises(ValueError, match="no candidates"):
@@ -338,9 +335,9 @@ def test_choose_front_by_hand():
 
 def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, tmp_path):
     """Selection is ``FitConfig``'s default. With one training video per class nothing can be held out: the
-    fit says so in one line, records it in ``select.json`` and keeps the simplest candidate (the baseline),
-    training no candidate."""
-    assert FitConfig().select_front
+    fit says so in one line, records it in ``select.json`` and keeps the preferred candidate (the context
+    score), training no candidate."""
+    assert FitConfig().select_front and FitConfig().select_prefer == "context"
     db = read_database(world / "annotations.json")
     first: dict[str, str] = {}
     for v, e in sorted(db.items()):
@@ -355,11 +352,12 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     report = fit(world / "videos", ann, work, replace(CFG, select_front=True, figure_videos=0), log=lines.append,
                  progress=False, extract_streams=streams(CFG))
     note = "no class of the training subset 'validation' has two videos, so none can be held out"
-    assert report.selection["chosen"] == "baseline" and report.selection["heldout"] == []
+    assert report.selection["chosen"] == "context" and report.selection["heldout"] == []
+    assert "the preferred candidate, context, is kept" in report.selection["note"]
     assert note in report.selection["note"] and [m for m in lines if note in m] == [f"fit: {report.selection['note']}"]
     assert json.loads((work / "select.json").read_text()) == report.selection
     assert not any((work / "select" / name).exists() for name in SELECT_CANDIDATES)
-    assert load_detector(work / "detector.pt")[0].config.front == "none"
+    assert load_detector(work / "detector.pt")[0].config.front == "context"
     assert f"front not chosen: {report.selection['note']}" in describe(report, work).splitlines()
 
 
