@@ -662,11 +662,14 @@ def _select(work: Path, feats: Path, annotations: Path, train_subset: str, cfg: 
     if notes:
         table["candidates_note"] = "; ".join(notes)
     write_json(table, work / "select.json")
+    if cfg.select_prefer in scores:
+        rule = f"; {cfg.select_prefer} unless beaten by more than {cfg.select_margin:g} points"
+    elif cfg.select_prefer is None and cfg.select_margin:
+        rule = f"; the simplest within {cfg.select_margin:g} points of the best"
+    else:
+        rule = ""                                # the best
     log("fit: front chosen on " + f"{len(held)} held-out training videos: {chosen} ("
-        + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP"
-        + (f"; {cfg.select_prefer} unless beaten by more than {cfg.select_margin:g} points"
-           if cfg.select_prefer in scores else
-           f"; the simplest within {cfg.select_margin:g} points of the best" if cfg.select_margin else "") + ")")
+        + ", ".join(f"{n} {100 * m:.2f}" for n, m in scores.items()) + " average mAP" + rule + ")")
     return table
 
 

@@ -267,6 +267,7 @@ def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
         assert json.loads((work / "select" / name / "result.json").read_text())["average_mAP"] == m
     assert load_detector(work / "detector.pt")[0].config.front == SELECT_CANDIDATES[table["chosen"]]
     assert report.selection == table
+    assert f"; context preferred; margin {CFG.select_margin:g}) ->" in describe(report, work)
     again = run(world, work, every)
     assert not any(again.ran.values())
     # a margin of 100 points takes the simplest candidate; no candidate is trained again
