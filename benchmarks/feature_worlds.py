@@ -35,7 +35,13 @@ projections on every class's unit context direction (C + K channels): what an id
 knew the context directions would add, computed from f alone (noise included), so it adds no
 information to f. ``removed`` is [f − P f, P f] with P the orthogonal projection on the span of the
 context directions (2C channels): ``split`` as a linear map of f that knows the directions but not the
-context's amount, so it too adds no information to f.
+context's amount, so it too adds no information to f. ``labels`` is f ⊕ (c e_k) ⊕ (a e_k), f beside the
+exact coverage of its class's context c and action a, each as a one-hot row over the K classes (C + 2K
+channels): the context score (:mod:`refactor.context`) as it would be with perfect probabilities, the
+ceiling of any front that names per snippet which class's context and action it holds. ``labels_hard`` is
+the same with hard labels, as the context score is trained: action 1 where the snippet's centre lies in an
+instance (:func:`refactor.samples.collect_samples`' rule), context 1 where the context covers at least half
+the snippet, 0 elsewhere; it drops where inside its snippet a boundary lies.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ __all__ = ["FeatureWorld", "WorldVectors", "draw_vectors", "make_video", "write_
 FPS, WINDOW, STRIDE = 16.0, 16, 16          # snippet i covers [i, i + 1) s, centred at i + 0.5 s
 BACKGROUND, CONTEXT, ACTION, MIXED = 0, 1, 2, 3
 KINDS = ("background", "context", "action", "mixed")
-LAYOUTS = ("raw", "no_context", "split", "projected", "removed")
+LAYOUTS = ("raw", "no_context", "split", "projected", "removed", "labels", "labels_hard")
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,7 @@ def draw_vectors(world: FeatureWorld, seed: int) -> WorldVectors:
 def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Generator, k: int,
                layout: str = "raw") -> dict:
     """One video of class k: ``features`` (T, C) float32 (T, 2C for ``layout="split"`` and ``"removed"``,
-    T, C + K for ``"projected"``; see :data:`LAYOUTS`),
+    T, C + K for ``"projected"``, T, C + 2K for ``"labels"`` and ``"labels_hard"``; see :data:`LAYOUTS`),
     ``kind`` (T,) int, ``instances`` [(start, end)] s. The layout does not change the draws."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
@@ -204,6 +210,16 @@ def make_video(world: FeatureWorld, vectors: WorldVectors, rng: np.random.Genera
     elif layout == "removed":
         inside = feats @ span_projector(vectors.context)                               # P f, (T, C)
         feats = np.concatenate([feats - inside, inside], axis=1)                       # (T, 2C)
+    elif layout in ("labels", "labels_hard"):
+        c_lab, a_lab = ctx, act
+        if layout == "labels_hard":
+            centre = lo + 0.5
+            a_lab = np.zeros(t)
+            for s, e in instances:
+                a_lab[(centre >= s) & (centre <= e)] = 1.0
+            c_lab = (ctx >= 0.5).astype(np.float64)
+        onehot = np.eye(world.classes)[k]                                              # (K,)
+        feats = np.concatenate([feats, c_lab[:, None] * onehot, a_lab[:, None] * onehot], axis=1)   # (T, C + 2K)
     kind = np.full(t, MIXED)
     kind[(act >= 1) & (ctx >= 1)] = ACTION
     kind[(act == 0) & (ctx >= 1)] = CONTEXT

@@ -13,11 +13,14 @@ Variants (:data:`VARIANTS`): ``baseline`` (raw f), ``deep`` (temporal convolutio
 detector on f'), ``action_only``, ``no_kl``, ``default`` (the project's default form) and its parts
 (``residual``, ``spread``, ``recon``, ``residual_spread``, ...), candidates with the components beside f
 (``concat*``, ``RefactorConfig.keep_input``), the default with temporal side taps of kernel 3
-(``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and three oracles, the
+(``default_t3``; ``default_t3_encoders`` also trains the encoders in stage 2), and oracles, the
 baseline detector on an ideal refactoring of the same videos: ``oracle_no_context`` (f with its context
 removed exactly) and ``oracle_split`` ([f − context, context]), which bound what refactoring can gain, and
 ``oracle_projected`` (f beside its projections on the true context directions: an ideal linear φC), and
-``oracle_removed`` ([f − P f, P f], P the projection on the span of the true context directions); ``linear`` is
+``oracle_removed`` ([f − P f, P f], P the projection on the span of the true context directions), and
+``oracle_labels`` (f beside the exact coverage of its class's context and action: the context score with
+perfect probabilities, the ceiling of its form; ``oracle_labels_hard`` with hard labels, as it is trained);
+``linear`` is
 that split with the directions estimated in closed form from the coupling samples (:func:`context_directions`);
 ``context_score`` is f beside a supervised per-class context probability learnt from the coupling samples against
 snippets far from every action sample (:mod:`refactor.context`; the detector's front ``context``, f' = [f, p(f)]);
@@ -166,6 +169,8 @@ VARIANTS: dict[str, Variant] = {
     "oracle_split": Variant("none", layout="split"),
     "oracle_projected": Variant("none", layout="projected"),
     "oracle_removed": Variant("none", layout="removed"),
+    "oracle_labels": Variant("none", layout="labels"),
+    "oracle_labels_hard": Variant("none", layout="labels_hard"),
     "linear": Variant("none", layout="linear"),
     "context_score": Variant("none", layout="context_score", context={"actions": False, "window": 0}),  # 8th round
     "context_a": Variant("none", layout="context_score", context={"actions": True}),
@@ -173,6 +178,8 @@ VARIANTS: dict[str, Variant] = {
     "context_a_w4": Variant("none", layout="context_score", context={"actions": True, "window": 4}),
     "context_a_w2": Variant("none", layout="context_score", context={"actions": True, "window": 2}),
     "context_a_w8": Variant("none", layout="context_score", context={"actions": True, "window": 8}),
+    "context_a_w2_b2": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2}),
+    "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
 
@@ -663,15 +670,19 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                     if m else "— | — | — | —")
             lines.append(f"| {name} | {_pm(row['average_mAP'], sign=False)} | {_pm(row.get('delta_baseline'))} | "
                          f"{_pm(row.get('delta_deep'))} | {meas} |")
-    oracles = ("oracle_no_context", "oracle_split", "oracle_projected", "oracle_removed", "linear", "context_score")
+    oracles = ("oracle_no_context", "oracle_split", "oracle_projected", "oracle_removed", "oracle_labels", "linear",
+               "context_score", "context_a_w2")
     rows = [(wk, per) for wk, per in summary.items() if "baseline" in per and any(o in per for o in oracles)]
     if rows:
         lines += ["", "What an ideal refactoring would gain (the baseline detector on the oracle layouts, and on two "
-                  "layouts learnt from the coupling samples: ``linear``, the closed-form split, and ``context_score``, "
-                  "f beside a per-class context probability; the default's share of the split's gain):", "",
+                  "layouts learnt from the coupling samples: ``linear``, the closed-form split, and the context score, "
+                  "f beside per-class probabilities, in its first form and its default form context_a_w2, whose "
+                  "ceiling is oracle labels, f beside the exact coverage of each class's context and action; "
+                  "the default's share of the split's gain):", "",
                   "| world | seeds | baseline (%) | Δ oracle no-context | Δ oracle split | Δ oracle projected "
-                  "| Δ oracle removed | Δ linear | Δ context score | Δ default | default / split |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| Δ oracle removed | Δ oracle labels | Δ linear | Δ context score | Δ context_a_w2 | Δ default "
+                  "| default / split |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for wk, per in rows:
             split, default = per.get("oracle_split", {}).get("delta_baseline"), per.get("default", {}).get(
                 "delta_baseline")

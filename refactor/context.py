@@ -53,8 +53,8 @@ from refactor.errors import RefactorError
 from refactor.pairs import PairSet
 from refactor.samples import SampleConfig, _cosine
 
-__all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "snippet_mean", "train_context",
-           "save_context", "load_context", "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
+__all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "border_snippets", "snippet_mean",
+           "train_context", "save_context", "load_context", "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
 FORMAT_VERSION = 2
@@ -80,6 +80,10 @@ class ContextConfig:
         window: the scorer sees each snippet with the mean of its ``window`` snippets before and of its
             ``window`` after (3C inputs; the video's first and last snippet repeat at its ends); 0: the
             snippet alone.
+        border: also learn as class k's context the snippets within this many of each class-k action sample
+            that lie outside every action sample and are not already a sample (most of the snippets right
+            next to an action are neither a coupling sample nor far from it, so without them the scorer never
+            sees where an action stops); 0: the coupling samples alone.
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -92,6 +96,7 @@ class ContextConfig:
     contexts: bool = True
     actions: bool = True
     window: int = 2
+    border: int = 0
     seed: int = 0
     device: str = "cpu"
 
@@ -103,8 +108,10 @@ class ContextConfig:
         for name in ("max_negatives", "max_actions"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or none, got {getattr(self, name)}")
-        if self.window < 0:
-            raise ValueError(f"window must be >= 0 snippets, got {self.window}")
+        if self.window < 0 or self.border < 0:
+            raise ValueError(f"window and border must be >= 0 snippets, got {self.window}, {self.border}")
+        if self.border and not self.contexts:
+            raise ValueError("border snippets are learnt as contexts: border needs contexts on")
         if not (self.contexts or self.actions):
             raise ValueError("the context score needs contexts, actions or both to score")
 
@@ -202,6 +209,35 @@ def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.nd
     return np.flatnonzero(~taken & (closest < far))
 
 
+def border_snippets(length: int, action_snippets: list[np.ndarray], action_labels: np.ndarray, taken: np.ndarray,
+                    border: int) -> tuple[np.ndarray, np.ndarray]:
+    """The snippets next to the action samples of one video that no sample holds yet, with their class.
+
+    Args:
+        length: T, the video's snippets.
+        action_snippets: the snippet indices of each action sample.
+        action_labels (ndarray[A] int): their classes.
+        taken (ndarray[T] bool): snippets already in a sample (action or coupling).
+        border: snippets on each side of an action sample.
+
+    Returns:
+        (indices (ndarray[N] int, ascending, each once), classes (ndarray[N] int)): the snippets within ``border``
+        of an action sample and not ``taken``; one within ``border`` of samples of two classes takes the
+        nearer one's class (the earlier sample's on a tie).
+    """
+    best = np.full(length, border + 1)
+    label = np.full(length, -1, dtype=np.int64)
+    t = np.arange(length)
+    for idx, k in zip(action_snippets, action_labels):
+        if len(idx) == 0:
+            continue
+        d = np.maximum(idx.min() - t, t - idx.max())          # snippets outside the sample: distance to it
+        near = (d >= 1) & (d < best)
+        best[near], label[near] = d[near], int(k)
+    keep = (label >= 0) & ~taken
+    return np.flatnonzero(keep), label[keep]
+
+
 def snippet_mean(paths: list[Path]) -> np.ndarray:
     """Mean (ndarray[C], float64) of every snippet of the feature files ``paths``."""
     total, count = None, 0
@@ -243,6 +279,11 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
         if config.contexts:                                                # class k's context: output k
             rows["x"].append(g[vs.pair_snippet])
             rows["y"].append(vs.action_labels[vs.pair_action])
+            if config.border:
+                idx, labels = border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, config.border)
+                rows["x"].append(g[idx])
+                rows["y"].append(labels)
+                taken[idx] = True
         if config.actions:                                                 # class k's action: output k (+ K)
             for idx, label in zip(vs.action_snippets, vs.action_labels):
                 rows["x"].append(g[idx])

@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.feature_worlds import BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
+from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
 from detect import DetectorError, TrainConfig, train_detector  # noqa: E402
 from detect.checkpoint import load_detector, save_detector  # noqa: E402
 from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
                       save_context, train_context)
-from refactor.context import far_snippets, snippet_mean, with_neighbours  # noqa: E402
+from refactor.context import border_snippets, far_snippets, snippet_mean, with_neighbours  # noqa: E402
 
 WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
 C = WORLD.dim
@@ -129,6 +129,79 @@ def test_training_counts_and_learns_each_class_context(world, trained):
         for kind in own:
             own[kind].append(p[data["kinds"][vid] == kind, int(vid[-2:])])
     assert np.concatenate(own[CONTEXT]).mean() > 0.6 and np.concatenate(own[BACKGROUND]).mean() < 0.05
+
+
+def test_border_snippets_by_hand():
+    """Snippets 0..11; class 0's sample [3, 4], class 1's [8, 9]; snippet 6 is taken (a coupling sample)."""
+    taken = np.zeros(12, dtype=bool)
+    taken[[3, 4, 8, 9, 6]] = True
+    idx, labels = border_snippets(12, [np.array([3, 4]), np.array([8, 9])], np.array([0, 1]), taken, 2)
+    np.testing.assert_array_equal(idx, [1, 2, 5, 7, 10, 11])
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
+    idx, labels = border_snippets(12, [np.array([3, 4]), np.array([8, 9])], np.array([0, 1]), taken, 3)
+    np.testing.assert_array_equal(idx, [0, 1, 2, 5, 7, 10, 11])          # 5 and 7: nearer to 4 / 8; 6 taken
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 1, 1, 1])
+    idx, _ = border_snippets(12, [np.array([3, 4])], np.array([0]), np.zeros(12, dtype=bool), 0)
+    assert len(idx) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.lists(st.tuples(st.integers(0, 39), st.integers(1, 6), st.integers(0, 3)), max_size=4),
+       st.integers(0, 4), st.integers(0, 2**31 - 1))
+def test_border_snippets_are_the_untaken_snippets_nearest_a_sample(length, samples, border, seed):
+    """Against the definition: every snippet not taken, outside every sample and within ``border`` of one,
+    once, with the class of the nearest sample (the earlier one on a tie)."""
+    rng = np.random.default_rng(seed)
+    spans = [np.arange(s, min(s + n, length)) for s, n, _ in samples if s < length]
+    labels = np.array([k for s, _, k in samples if s < length], dtype=np.int64)
+    taken = rng.random(length) < 0.2
+    for idx in spans:
+        taken[idx] = True
+    got, classes = border_snippets(length, spans, labels, taken, border)
+    want, want_classes = [], []
+    for t in range(length):
+        dist = [max(int(idx.min()) - t, t - int(idx.max())) for idx in spans]
+        near = [(d, j) for j, d in enumerate(dist) if 1 <= d <= border]
+        if near and not taken[t]:
+            want.append(t)
+            want_classes.append(labels[min(near)[1]])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(classes, want_classes)
+
+
+def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, trained):
+    """With ``border``, each class's context output also learns the untaken snippets next to its action
+    samples (counted there), the rest is unchanged, and the scorer's probability of the action on the test
+    videos' context snippets within 2 of an action drops."""
+    root, data = world
+    pairs = trained[0]
+    plain, base = train_context(pairs, root, ContextConfig())
+    wide, info = train_context(pairs, root, ContextConfig(border=2))
+    extra = np.zeros(3, dtype=np.int64)
+    for vs in pairs.videos:
+        f = read_features(root / f"{vs.video_id}.h5").features
+        taken = np.zeros(len(f), dtype=bool)
+        for idx in vs.action_snippets:
+            taken[idx] = True
+        taken[vs.pair_snippet] = True
+        extra += np.bincount(border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, 2)[1], minlength=3)
+    assert extra.sum() > 0
+    assert info["counts"][:3] == [base["counts"][k] + int(extra[k]) for k in range(3)]
+    assert info["counts"][3:6] == base["counts"][3:6] and info["counts"][-1] <= base["counts"][-1]
+    beside = {"plain": [], "border": []}
+    for vid, feats in data["test"].items():
+        act = (data["kinds"][vid] == ACTION).astype(float)
+        nxt = (np.convolve(act, np.ones(5), mode="same") > 0) & (data["kinds"][vid] == CONTEXT)   # within 2
+        for name, scorer in (("plain", plain), ("border", wide)):
+            with torch.no_grad():
+                p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
+            beside[name].append(p[nxt, 3 + int(vid[-2:])])
+    near = {name: np.concatenate(v) for name, v in beside.items()}
+    assert len(near["plain"]) > 10 and near["border"].mean() < near["plain"].mean()
+    with pytest.raises(ValueError, match="border needs contexts"):
+        ContextConfig(contexts=False, border=1)
+    with pytest.raises(ValueError, match="window and border must be >= 0"):
+        ContextConfig(border=-1)
 
 
 def test_max_negatives_draws_a_subset(world, trained):

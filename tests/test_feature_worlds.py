@@ -353,6 +353,30 @@ def test_oracle_layouts_are_exact_splits_of_the_same_video(seed, k):
     np.testing.assert_allclose(outside @ unit.T, 0, atol=1e-5)
     coef = np.linalg.lstsq(unit.T, inside.T, rcond=None)[0]                          # inside = unit.T @ coef
     np.testing.assert_allclose(unit.T @ coef, inside.T, atol=1e-5)
+    # labels: f beside the exact context and action coverage of class k (one-hot over the 3 classes)
+    labels = make_video(world, vectors, np.random.default_rng(seed), k, "labels")["features"]
+    assert labels.shape == (len(f), 16 + 2 * 3)
+    np.testing.assert_array_equal(labels[:, :16], raw["features"])
+    ctx, act = labels[:, 16:19], labels[:, 19:22]
+    others = [j for j in range(3) if j != k]
+    assert np.all(ctx[:, others] == 0) and np.all(act[:, others] == 0)
+    assert np.all(ctx[kind == CONTEXT, k] == 1) and np.all(act[kind == CONTEXT, k] == 0)
+    assert np.all(ctx[kind == ACTION, k] == 1) and np.all(act[kind == ACTION, k] == 1)
+    assert np.all(labels[kind == BACKGROUND, 16:] == 0)
+    for s, e in raw["instances"]:                                  # the action's coverage integrates to its length
+        inside = slice(int(np.floor(s)), int(np.ceil(e)))
+        assert act[inside, k].sum() == pytest.approx(e - s, abs=2e-3)
+    # hard labels: action where the snippet's centre is inside an instance, context where it covers half
+    hard = make_video(world, vectors, np.random.default_rng(seed), k, "labels_hard")["features"]
+    np.testing.assert_array_equal(hard[:, :16], raw["features"])
+    centre = np.arange(len(f)) + 0.5
+    within = np.zeros(len(f), bool)
+    for s, e in raw["instances"]:
+        within |= (centre >= s) & (centre <= e)
+    np.testing.assert_array_equal(hard[:, 19 + k], within)
+    np.testing.assert_array_equal(hard[:, 16 + k], ctx[:, k] >= 0.5)
+    assert np.all(hard[:, 16:][:, [j for j in range(6) if j not in (k, 3 + k)]] == 0)
+    assert np.all(hard[kind == ACTION, 19 + k] == 1) and np.all(hard[kind == BACKGROUND, 16:] == 0)
     with pytest.raises(ValueError, match="layout must be one of"):
         make_video(world, vectors, np.random.default_rng(seed), k, "ideal")
 
