@@ -201,8 +201,10 @@ def test_processes_share_a_folder_and_write_each_video_once(tmp_path, folder, pr
     written = [name for r in reports for name in r["written"]]
     assert sorted(written) == names                                  # each video exactly once
     for r in reports:
-        assert sorted(r["written"] + r["by_others"]) == names        # the rest is counted as the others'
-        assert r["failed"] == r["in_progress"] == r["skipped"] == r["taken_over"] == []
+        # the rest is counted as the others': written while it ran, or (a process that started late, as on a
+        # loaded machine) already there when it started
+        assert sorted(r["written"] + r["by_others"] + r["skipped"]) == names
+        assert r["failed"] == r["in_progress"] == r["taken_over"] == []
     assert sorted(p.name for p in out.iterdir()) == names            # no claim or temporary file left
     for name in names:
         assert_same_features(out / name, ref / name)

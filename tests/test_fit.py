@@ -144,7 +144,7 @@ run(Path({world!r}), Path({work!r}), replace(CFG, detector_epochs={epochs}))
 
 def test_kill_during_detector_training_then_rerun_resumes(world, tmp_path):
     work = tmp_path / "w"
-    epochs = 40
+    epochs = 20
     code = KILLED_RUN.format(repo=str(REPO), world=str(world), work=str(work), epochs=epochs)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
