@@ -179,6 +179,8 @@ VARIANTS: dict[str, Variant] = {
     "context_a_w2": Variant("none", layout="context_score", context={"actions": True, "window": 2}),
     "context_a_w8": Variant("none", layout="context_score", context={"actions": True, "window": 8}),
     "context_a_w2_b2": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2}),
+    "context_a_w2_b2f2": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2,
+                                                                          "border_from": 2}),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }

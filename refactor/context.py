@@ -84,6 +84,8 @@ class ContextConfig:
             that lie outside every action sample and are not already a sample (most of the snippets right
             next to an action are neither a coupling sample nor far from it, so without them the scorer never
             sees where an action stops); 0: the coupling samples alone.
+        border_from: the nearest distance the border takes (1: from the snippets right next to the sample;
+            2 leaves those out, as they are often partly action).
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -97,6 +99,7 @@ class ContextConfig:
     actions: bool = True
     window: int = 2
     border: int = 0
+    border_from: int = 1
     seed: int = 0
     device: str = "cpu"
 
@@ -110,6 +113,8 @@ class ContextConfig:
                 raise ValueError(f"{name} must be >= 1 or none, got {getattr(self, name)}")
         if self.window < 0 or self.border < 0:
             raise ValueError(f"window and border must be >= 0 snippets, got {self.window}, {self.border}")
+        if self.border_from < 1:
+            raise ValueError(f"border_from must be >= 1 snippet, got {self.border_from}")
         if self.border and not self.contexts:
             raise ValueError("border snippets are learnt as contexts: border needs contexts on")
         if not (self.contexts or self.actions):
@@ -210,7 +215,7 @@ def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.nd
 
 
 def border_snippets(length: int, action_snippets: list[np.ndarray], action_labels: np.ndarray, taken: np.ndarray,
-                    border: int) -> tuple[np.ndarray, np.ndarray]:
+                    border: int, nearest: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The snippets next to the action samples of one video that no sample holds yet, with their class.
 
     Args:
@@ -219,11 +224,12 @@ def border_snippets(length: int, action_snippets: list[np.ndarray], action_label
         action_labels (ndarray[A] int): their classes.
         taken (ndarray[T] bool): snippets already in a sample (action or coupling).
         border: snippets on each side of an action sample.
+        nearest: the nearest distance taken (1: the snippets right next to a sample).
 
     Returns:
-        (indices (ndarray[N] int, ascending, each once), classes (ndarray[N] int)): the snippets within ``border``
-        of an action sample and not ``taken``; one within ``border`` of samples of two classes takes the
-        nearer one's class (the earlier sample's on a tie).
+        (indices (ndarray[N] int, ascending, each once), classes (ndarray[N] int)): the snippets ``nearest`` to
+        ``border`` snippets from their nearest action sample and not ``taken``; one equally near samples of two
+        classes takes the earlier sample's class.
     """
     best = np.full(length, border + 1)
     label = np.full(length, -1, dtype=np.int64)
@@ -234,7 +240,7 @@ def border_snippets(length: int, action_snippets: list[np.ndarray], action_label
         d = np.maximum(idx.min() - t, t - idx.max())          # snippets outside the sample: distance to it
         near = (d >= 1) & (d < best)
         best[near], label[near] = d[near], int(k)
-    keep = (label >= 0) & ~taken
+    keep = (label >= 0) & ~taken & (best >= nearest)
     return np.flatnonzero(keep), label[keep]
 
 
@@ -280,7 +286,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
             rows["x"].append(g[vs.pair_snippet])
             rows["y"].append(vs.action_labels[vs.pair_action])
             if config.border:
-                idx, labels = border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, config.border)
+                idx, labels = border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, config.border,
+                                              config.border_from)
                 rows["x"].append(g[idx])
                 rows["y"].append(labels)
                 taken[idx] = True

@@ -217,14 +217,23 @@ def wait_for(predicate, timeout: float = 120) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory) -> tuple[Path, Path]:
+    """A 400-frame video (long enough to be killed mid-way) and one uninterrupted process's features of it."""
+    root = tmp_path_factory.mktemp("long")
+    long = make_video(root / "long.mp4", 400, 80, 48)
+    finish(start(root / "single", [long]))
+    return long, root / "single" / "long.h5"
+
+
 @pytest.mark.parametrize("where", ["this machine", "another machine"])
-def test_a_killed_process_claim_is_taken_over(tmp_path, folder, where):
+def test_a_killed_process_claim_is_taken_over(tmp_path, folder, long_video, where):
     """kill -9 mid-video leaves the claim; on this machine the dead pid frees it at once, from another
     machine (the claim's host rewritten, its heartbeat fresh) only once the heartbeat has lapsed."""
     videos_dir, videos, ref = folder
     out = tmp_path / "out"
     out.mkdir()
-    long = make_video(tmp_path / "long.mp4", 400, 80, 48)
+    long, single = long_video
     victim = start(out, [long], claim_heartbeat=0.2, claim_timeout=2.0)
     wait_for(lambda: any(n.startswith(f".long.h5.partial-{victim.pid}") for n in hidden(out)) or victim.poll())
     assert victim.poll() is None, "the victim ended before it could be killed"
@@ -246,9 +255,7 @@ def test_a_killed_process_claim_is_taken_over(tmp_path, folder, where):
     if where == "this machine":
         assert time.monotonic() - t0 < timeout                       # the dead pid freed it at once
     assert sorted(p.name for p in out.iterdir()) == ["long.h5", "v0.h5"]
-    single = tmp_path / "single"
-    finish(start(single, [long]))
-    assert_same_features(out / "long.h5", single / "long.h5")
+    assert_same_features(out / "long.h5", single)
 
 
 def test_waits_for_a_live_claim_or_leaves_it(tmp_path, folder):

@@ -143,26 +143,29 @@ def test_border_snippets_by_hand():
     np.testing.assert_array_equal(labels, [0, 0, 0, 0, 1, 1, 1])
     idx, _ = border_snippets(12, [np.array([3, 4])], np.array([0]), np.zeros(12, dtype=bool), 0)
     assert len(idx) == 0
+    idx, labels = border_snippets(12, [np.array([3, 4]), np.array([8, 9])], np.array([0, 1]), taken, 3, nearest=2)
+    np.testing.assert_array_equal(idx, [0, 1, 11])                      # the snippets right next to one left out
+    np.testing.assert_array_equal(labels, [0, 0, 1])
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 40), st.lists(st.tuples(st.integers(0, 39), st.integers(1, 6), st.integers(0, 3)), max_size=4),
-       st.integers(0, 4), st.integers(0, 2**31 - 1))
-def test_border_snippets_are_the_untaken_snippets_nearest_a_sample(length, samples, border, seed):
-    """Against the definition: every snippet not taken, outside every sample and within ``border`` of one,
-    once, with the class of the nearest sample (the earlier one on a tie)."""
+       st.integers(0, 4), st.integers(1, 3), st.integers(0, 2**31 - 1))
+def test_border_snippets_are_the_untaken_snippets_nearest_a_sample(length, samples, border, nearest, seed):
+    """Against the definition: every snippet not taken, outside every sample, whose distance to the nearest
+    sample is in [``nearest``, ``border``], once, with that sample's class (the earlier one on a tie)."""
     rng = np.random.default_rng(seed)
     spans = [np.arange(s, min(s + n, length)) for s, n, _ in samples if s < length]
     labels = np.array([k for s, _, k in samples if s < length], dtype=np.int64)
     taken = rng.random(length) < 0.2
     for idx in spans:
         taken[idx] = True
-    got, classes = border_snippets(length, spans, labels, taken, border)
+    got, classes = border_snippets(length, spans, labels, taken, border, nearest)
     want, want_classes = [], []
     for t in range(length):
         dist = [max(int(idx.min()) - t, t - int(idx.max())) for idx in spans]
         near = [(d, j) for j, d in enumerate(dist) if 1 <= d <= border]
-        if near and not taken[t]:
+        if near and not taken[t] and min(near)[0] >= nearest:
             want.append(t)
             want_classes.append(labels[min(near)[1]])
     np.testing.assert_array_equal(got, want)
@@ -177,7 +180,8 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
     pairs = trained[0]
     plain, base = train_context(pairs, root, ContextConfig())
     wide, info = train_context(pairs, root, ContextConfig(border=2))
-    extra = np.zeros(3, dtype=np.int64)
+    _, info_from2 = train_context(pairs, root, ContextConfig(border=2, border_from=2))
+    extra, extra_from2 = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
     for vs in pairs.videos:
         f = read_features(root / f"{vs.video_id}.h5").features
         taken = np.zeros(len(f), dtype=bool)
@@ -185,8 +189,11 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
             taken[idx] = True
         taken[vs.pair_snippet] = True
         extra += np.bincount(border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, 2)[1], minlength=3)
-    assert extra.sum() > 0
+        extra_from2 += np.bincount(border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, 2, 2)[1],
+                                   minlength=3)
+    assert extra.sum() > extra_from2.sum() > 0
     assert info["counts"][:3] == [base["counts"][k] + int(extra[k]) for k in range(3)]
+    assert info_from2["counts"][:3] == [base["counts"][k] + int(extra_from2[k]) for k in range(3)]
     assert info["counts"][3:6] == base["counts"][3:6] and info["counts"][-1] <= base["counts"][-1]
     beside = {"plain": [], "border": []}
     for vid, feats in data["test"].items():
@@ -202,6 +209,8 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
         ContextConfig(contexts=False, border=1)
     with pytest.raises(ValueError, match="window and border must be >= 0"):
         ContextConfig(border=-1)
+    with pytest.raises(ValueError, match="border_from must be >= 1"):
+        ContextConfig(border=2, border_from=0)
 
 
 def test_max_negatives_draws_a_subset(world, trained):
