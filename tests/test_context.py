@@ -104,6 +104,15 @@ def test_snippet_mean_is_that_of_all_snippets(tmp_path_factory, lengths, c, seed
     np.testing.assert_allclose(snippet_mean(paths), every.mean(0), rtol=1e-9, atol=1e-9)
 
 
+def sampled(vs, length: int) -> np.ndarray:
+    """(T,) bool: the snippets of one video in an action sample or a coupling sample."""
+    taken = np.zeros(length, dtype=bool)
+    for idx in vs.action_snippets:
+        taken[idx] = True
+    taken[vs.pair_snippet] = True
+    return taken
+
+
 def test_training_counts_and_learns_each_class_context(world, trained):
     """The outputs' samples are the coupling samples of each class and the far snippets of every video; on the
     test videos the learnt probability of a video's own class's context is high on its context snippets and
@@ -116,10 +125,7 @@ def test_training_counts_and_learns_each_class_context(world, trained):
     mean = snippet_mean([root / f"{vs.video_id}.h5" for vs in pairs.videos])
     for vs in pairs.videos:
         f = read_features(root / f"{vs.video_id}.h5").features
-        taken = np.zeros(len(f), dtype=bool)
-        for idx in vs.action_snippets:
-            taken[idx] = True
-        taken[vs.pair_snippet] = True
+        taken = sampled(vs, len(f))
         far += len(far_snippets(f, vs.action_features, taken, ContextConfig().far, mean))
     assert counts[-1] == far > 0
     own = {CONTEXT: [], BACKGROUND: []}
@@ -184,10 +190,7 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
     extra, extra_from2 = np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64)
     for vs in pairs.videos:
         f = read_features(root / f"{vs.video_id}.h5").features
-        taken = np.zeros(len(f), dtype=bool)
-        for idx in vs.action_snippets:
-            taken[idx] = True
-        taken[vs.pair_snippet] = True
+        taken = sampled(vs, len(f))
         extra += np.bincount(border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, 2)[1], minlength=3)
         extra_from2 += np.bincount(border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, 2, 2)[1],
                                    minlength=3)
