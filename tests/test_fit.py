@@ -32,7 +32,7 @@ from tests.models import random_i3d_model
 REPO = Path(__file__).resolve().parents[1]
 WORLD = WorldConfig(seed=5, num_classes=2, train_videos=4, test_videos=2, duration=(10.0, 12.0), action=(1.5, 3.0),
                     context=(1.0, 2.0), neutral=(1.0, 2.0), context_only=0.2, width=96, height=80)
-CFG = FitConfig(stride=8, short_side=72, crop=64, refactor_epochs=2, detector_epochs=2, window_snippets=32,
+CFG = FitConfig(stride=8, short_side=40, crop=32, refactor_epochs=2, detector_epochs=2, window_snippets=32,
                 figure_videos=1, cam_reference=None, device="cpu", select_front=False)
 STAGES = ["features", "refactor", "detector", "evaluate", "figures"]
 
@@ -78,7 +78,7 @@ def test_fit_writes_every_output(world, fitted):
     assert set(predictions) == test                                        # detections on the test subset only
     _, ckpt = load_detector(work / "detector.pt")
     assert ckpt["config"]["front"] == "refactor" and len(ckpt["history"]) == CFG.detector_epochs
-    assert ckpt["feature_layout"]["crop"] == 64 and ckpt["feature_layout"]["short_side"] == 72
+    assert ckpt["feature_layout"]["crop"] == CFG.crop and ckpt["feature_layout"]["short_side"] == CFG.short_side
     assert set(ckpt["subsets"]["validation"]) == train
     names = {p.name for p in (work / "figures").iterdir()}
     assert {"loss_detector.png", "map_vs_tiou.png"} <= names and any(n.startswith("timeline_") for n in names)
@@ -391,7 +391,9 @@ def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world
     assert len([m for m in lines if m.startswith("fit: RefactorNet cannot be trained")]) == 1
     table = json.loads((work / "select.json").read_text())
     assert list(table["average_mAP"]) == ["baseline", "deep"] and "cannot be trained" in table["candidates_note"]
-    assert table["chosen"] == choose_front(table["average_mAP"], CFG.select_margin / 100)
+    # the preferred candidate (the context score) is not among them: the best of the two is taken
+    assert table["chosen"] == choose_front(table["average_mAP"], CFG.select_margin / 100, CFG.select_prefer)
+    assert table["chosen"] == max(table["average_mAP"], key=table["average_mAP"].get)
     model = load_detector(work / "detector.pt")[0]
     assert model.config.front == SELECT_CANDIDATES[table["chosen"]]
     deep = load_detector(work / "select" / "deep" / "detector.pt")[0]
