@@ -181,6 +181,12 @@ VARIANTS: dict[str, Variant] = {
     "context_a_w2_b2": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2}),
     "context_a_w2_b2f2": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2,
                                                                           "border_from": 2}),
+    "context_a_w2_b1n": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 1,
+                                                                         "border_as": "not_action"}),
+    "context_a_w2_b2n": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 2,
+                                                                         "border_as": "not_action"}),
+    "context_a_w2_b4n": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 4,
+                                                                         "border_as": "not_action"}),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }

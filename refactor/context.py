@@ -31,7 +31,8 @@ Checkpoint (:mod:`common.checkpoint`), kind ``"context"``, :data:`FORMAT_VERSION
 contexts alone without a window): ``in_dim``, ``classes``, ``config`` (:class:`ContextConfig`, whose
 ``contexts``, ``actions`` and ``window`` shape the scorer), ``samples`` (the :class:`SampleConfig` of
 the coupling rule), ``feature_layout`` (``streams``, ``dim``), ``counts`` (training samples per output:
-the K contexts, the K actions, then "none"), ``final_loss`` and ``state_dict``; :func:`load_context`
+the K contexts, the K actions, then "none"), ``not_action`` (border snippets learnt as no class's action),
+``final_loss`` and ``state_dict``; :func:`load_context`
 rebuilds the scorer from it alone.
 """
 
@@ -53,8 +54,9 @@ from refactor.errors import RefactorError
 from refactor.pairs import PairSet
 from refactor.samples import SampleConfig, _cosine
 
-__all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "border_snippets", "snippet_mean",
-           "train_context", "save_context", "load_context", "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
+__all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "border_snippets", "not_action_nll",
+           "snippet_mean", "train_context", "save_context", "load_context", "scorer_config", "CONTEXT_KIND",
+           "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
 FORMAT_VERSION = 2
@@ -86,6 +88,10 @@ class ContextConfig:
             sees where an action stops); 0: the coupling samples alone.
         border_from: the nearest distance the border takes (1: from the snippets right next to the sample;
             2 leaves those out, as they are often partly action).
+        border_as: what the border snippets are learnt as: ``context`` (their class's context output) or
+            ``not_action`` (a partial label: only that they are no class's action, which is all the annotations
+            say of them; their loss is -log of the summed probability of the contexts and "none"). ``not_action``
+            needs ``actions`` on.
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -100,6 +106,7 @@ class ContextConfig:
     window: int = 2
     border: int = 0
     border_from: int = 1
+    border_as: str = field(default="context", metadata={"choices": ("context", "not_action")})
     seed: int = 0
     device: str = "cpu"
 
@@ -115,8 +122,12 @@ class ContextConfig:
             raise ValueError(f"window and border must be >= 0 snippets, got {self.window}, {self.border}")
         if self.border_from < 1:
             raise ValueError(f"border_from must be >= 1 snippet, got {self.border_from}")
-        if self.border and not self.contexts:
+        if self.border_as not in ("context", "not_action"):
+            raise ValueError(f"border_as must be context or not_action, got {self.border_as!r}")
+        if self.border and self.border_as == "context" and not self.contexts:
             raise ValueError("border snippets are learnt as contexts: border needs contexts on")
+        if self.border and self.border_as == "not_action" and not self.actions:
+            raise ValueError("border snippets learnt as not_action need the action outputs: border needs actions on")
         if not (self.contexts or self.actions):
             raise ValueError("the context score needs contexts, actions or both to score")
 
@@ -244,6 +255,19 @@ def border_snippets(length: int, action_snippets: list[np.ndarray], action_label
     return np.flatnonzero(keep), label[keep]
 
 
+def not_action_nll(logits: Tensor, not_action: Tensor) -> Tensor:
+    """The partial label's loss: -log of the summed softmax probability of the outputs ``not_action``.
+
+    Args:
+        logits (Tensor[N, O]): the scorer's logits (:meth:`ContextScorer.logits`).
+        not_action (Tensor[M] int): the outputs that are no class's action (the contexts and "none").
+
+    Returns:
+        Tensor[N]: -log Σ_{j ∈ not_action} softmax(logits)_j per row (>= 0; 0 where those outputs take it all).
+    """
+    return torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, not_action], 1)
+
+
 def snippet_mean(paths: list[Path]) -> np.ndarray:
     """Mean (ndarray[C], float64) of every snippet of the feature files ``paths``."""
     total, count = None, 0
@@ -261,7 +285,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
 
     Returns:
         (scorer in eval mode on the CPU, info: ``counts`` per output (K contexts, with ``actions`` K actions, then
-        "none"), ``final_loss``).
+        "none"), ``not_action`` (border snippets learnt as no class's action, ``border_as``), ``final_loss``).
 
     Raises:
         RefactorError: a video's feature file is missing, or no snippet is far from every action (no "none"
@@ -274,7 +298,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
         if not path.is_file():
             raise RefactorError(f"no feature file {path} for the samples of video {vs.video_id!r}")
     centre = snippet_mean(paths)
-    rows: dict[str, list[np.ndarray]] = {"x": [], "y": [], "none": []}
+    rows: dict[str, list[np.ndarray]] = {"x": [], "y": [], "none": [], "not_action": []}
     for vs, path in zip(pairs.videos, paths):
         f = read_features(path).features.astype(np.float64)
         g = with_neighbours(torch.from_numpy(f).T[None], config.window)[0].T.numpy()        # (T, inputs)
@@ -285,12 +309,15 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
         if config.contexts:                                                # class k's context: output k
             rows["x"].append(g[vs.pair_snippet])
             rows["y"].append(vs.action_labels[vs.pair_action])
-            if config.border:
-                idx, labels = border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, config.border,
-                                              config.border_from)
+        if config.border:
+            idx, labels = border_snippets(len(f), vs.action_snippets, vs.action_labels, taken, config.border,
+                                          config.border_from)
+            if config.border_as == "context":                              # as their class's context
                 rows["x"].append(g[idx])
                 rows["y"].append(labels)
-                taken[idx] = True
+            else:                                                          # only as no class's action
+                rows["not_action"].append(g[idx])
+            taken[idx] = True
         if config.actions:                                                 # class k's action: output k (+ K)
             for idx, label in zip(vs.action_snippets, vs.action_labels):
                 rows["x"].append(g[idx])
@@ -328,9 +355,16 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     scorer.std.copy_(torch.from_numpy(std).float())
     lin = scorer.linear.to(device)
     opt = torch.optim.LBFGS(lin.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe")
+    partial = np.concatenate(rows["not_action"]) if rows["not_action"] else np.zeros((0, xt.shape[1]))
+    pt = ((torch.from_numpy(partial).float() - scorer.mean) / scorer.std).to(device)        # (N, inputs)
+    not_action = torch.tensor(list(range(k * config.contexts)) + [outputs], device=device)  # contexts and "none"
+    share = 1.0 / (outputs + 2) if len(pt) else 0.0          # the partial labels weigh as one more balanced class
 
     def objective() -> Tensor:
-        return loss_fn(lin(xt), yt) + config.weight_decay * lin.weight.pow(2).sum()
+        loss = loss_fn(lin(xt), yt)
+        if len(pt):
+            loss = (1 - share) * loss + share * not_action_nll(lin(pt), not_action).mean()
+        return loss + config.weight_decay * lin.weight.pow(2).sum()
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -342,7 +376,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     with torch.no_grad():
         final = float(objective())
     scorer.cpu().eval()
-    return scorer, {"counts": counts.cpu().tolist(), "final_loss": final}
+    return scorer, {"counts": counts.cpu().tolist(), "not_action": len(pt), "final_loss": final}
 
 
 def save_context(path: str | os.PathLike, scorer: ContextScorer, pairs: PairSet, samples: SampleConfig,
@@ -351,7 +385,8 @@ def save_context(path: str | os.PathLike, scorer: ContextScorer, pairs: PairSet,
     payload = {"in_dim": scorer.in_dim, "classes": list(pairs.classes), "config": asdict(config),
                "samples": asdict(samples),
                "feature_layout": {"streams": list(pairs.streams), "dim": scorer.in_dim},
-               "counts": list(info["counts"]), "final_loss": info["final_loss"],
+               "counts": list(info["counts"]), "not_action": int(info.get("not_action", 0)),
+               "final_loss": info["final_loss"],
                "state_dict": {k: v.detach().cpu() for k, v in scorer.state_dict().items()}}
     return write_checkpoint(path, CONTEXT_KIND, FORMAT_VERSION, payload)
 

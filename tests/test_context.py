@@ -25,7 +25,8 @@ from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
                       save_context, train_context)
-from refactor.context import border_snippets, far_snippets, snippet_mean, with_neighbours  # noqa: E402
+from refactor.context import (border_snippets, far_snippets, not_action_nll, snippet_mean,  # noqa: E402
+                             with_neighbours)
 
 WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
 C = WORLD.dim
@@ -214,6 +215,52 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
         ContextConfig(border=-1)
     with pytest.raises(ValueError, match="border_from must be >= 1"):
         ContextConfig(border=2, border_from=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 7), st.integers(0, 2**31 - 1))
+def test_not_action_nll_is_minus_log_of_the_not_action_probability(n, outputs, seed):
+    """-log Σ_{j ∈ not_action} softmax(z)_j against NumPy, for any non-empty subset of the outputs."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, size=(n, outputs))
+    subset = np.flatnonzero(rng.random(outputs) < 0.5)
+    subset = subset if len(subset) else np.array([outputs - 1])
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    got = not_action_nll(torch.from_numpy(z), torch.from_numpy(subset)).numpy()
+    np.testing.assert_allclose(got, -np.log(p[:, subset].sum(1)), rtol=1e-9, atol=1e-12)
+    assert np.all(got >= -1e-12)
+
+
+def test_border_as_not_action_is_a_partial_label(world, trained):
+    """``border_as="not_action"``: the border snippets are counted apart (``not_action``), no output's hard
+    samples change but "none" (which loses those snippets), and on the test videos' context snippets within 2
+    of an action the scorer's probability of that action drops."""
+    root, data = world
+    pairs = trained[0]
+    plain, base = train_context(pairs, root, ContextConfig())
+    partial, info = train_context(pairs, root, ContextConfig(border=2, border_as="not_action"))
+    extra = 0
+    for vs in pairs.videos:
+        f = read_features(root / f"{vs.video_id}.h5").features
+        extra += len(border_snippets(len(f), vs.action_snippets, vs.action_labels, sampled(vs, len(f)), 2)[0])
+    assert info["not_action"] == extra > 0 and base["not_action"] == 0
+    assert info["counts"][:-1] == base["counts"][:-1] and info["counts"][-1] <= base["counts"][-1]
+    beside = {"plain": [], "partial": []}
+    for vid, feats in data["test"].items():
+        act = (data["kinds"][vid] == ACTION).astype(float)
+        nxt = (np.convolve(act, np.ones(5), mode="same") > 0) & (data["kinds"][vid] == CONTEXT)   # within 2
+        for name, scorer in (("plain", plain), ("partial", partial)):
+            with torch.no_grad():
+                p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
+            beside[name].append(p[nxt, 3 + int(vid[-2:])])
+    near = {name: np.concatenate(v) for name, v in beside.items()}
+    assert len(near["plain"]) > 10 and near["partial"].mean() < near["plain"].mean()
+    ContextConfig(contexts=False, border=1, border_as="not_action")          # needs the action outputs only
+    with pytest.raises(ValueError, match="border needs actions"):
+        ContextConfig(actions=False, border=1, border_as="not_action")
+    with pytest.raises(ValueError, match="border_as must be context or not_action"):
+        ContextConfig(border_as="action")
 
 
 def test_max_negatives_draws_a_subset(world, trained):
