@@ -73,7 +73,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.feature_worlds import (ACTION, AXES, BACKGROUND, CONTEXT, KINDS, SCALARS,  # noqa: E402
-                                       FeatureWorld, span_projector, write_world)
+                                       FPS, STRIDE, WINDOW, FeatureWorld, span_projector, write_world)
 from benchmarks.synthetic import (mean_cosine, normalize_rows, score_detector, write_database,  # noqa: E402
                                   write_two_stream)
 from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
@@ -109,6 +109,8 @@ class Variant:
             (``hold_out(fold=k)``, k < folds) and choose by the mean; 1 is ``detect fit``'s selection.
         context: with layout ``context_score``, the :class:`refactor.context.ContextConfig` fields that differ
             from its defaults.
+        scores: with layout ``context_files``, the ContextConfig overrides of each score written beside f (each
+            applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...).
     """
 
     front: str
@@ -118,6 +120,7 @@ class Variant:
     select: tuple[str, ...] = ()
     folds: int = 1
     context: dict = field(default_factory=dict)
+    scores: tuple[dict, ...] = ()
 
 
 PAPER = {"form": "paper"}
@@ -187,6 +190,10 @@ VARIANTS: dict[str, Variant] = {
                                                                          "border_as": "not_action"}),
     "context_a_w2_b4n": Variant("none", layout="context_score", context={"actions": True, "window": 2, "border": 4,
                                                                          "border_as": "not_action"}),
+    # f beside the default form's score, alone and with the border's, applied to whole videos and written to files
+    # (the baseline detector on them): does the narrow score help beside the wide one? (twelfth round, a screen)
+    "context_files": Variant("none", layout="context_files", scores=({},)),
+    "context_files_b2": Variant("none", layout="context_files", scores=({}, {"border": 2})),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
@@ -357,6 +364,14 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             scorer, info = train_context(pairs, raw, config)
             ctx_path = save_context(root / f"context_{tag}{name}.pt", scorer, pairs, SampleConfig(), config, info)
             front = "context"
+        elif v.layout == "context_files":         # f ⊕ p_1(f) ⊕ p_2(f) ..., whole videos, as files
+            feature_dir = root / f"scored_{tag}{name}"
+            scorers = [train_context(pairs, raw, ContextConfig(seed=seed, **c))[0] for c in v.scores]
+            for path in sorted(raw.glob("*.h5")):
+                f = read_features(path).features
+                with torch.no_grad():
+                    ps = [sc(torch.from_numpy(f).T[None].float())[0].T.numpy() for sc in scorers]
+                write_two_stream(feature_dir / path.name, np.concatenate([f] + ps, axis=1), FPS, WINDOW, STRIDE)
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
@@ -371,7 +386,9 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
     results: dict[str, dict] = {}
     for name in todo:
         v = VARIANTS[name]
-        if pairs is None and (v.front != "none" or v.frozen or v.select or v.layout in ("linear", "context_score")):
+        needs_pairs = v.front != "none" or v.frozen or v.select or v.layout in ("linear", "context_score",
+                                                                               "context_files")
+        if pairs is None and needs_pairs:
             emit({"world": world.to_dict(), "seed": seed, "variant": name, "skipped": skipped})
             print(f"  {name:<22} seed {seed} skipped: {skipped}", file=sys.stderr, flush=True)
             continue

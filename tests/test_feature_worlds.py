@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ from benchmarks.refactor_study import (coupling_quality, linear_r2, load_records
 from common.annotations import read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from extract.features import read_features  # noqa: E402
-from refactor import build_pairs  # noqa: E402
+from refactor import ContextConfig, SampleConfig, build_pairs, train_context  # noqa: E402
 
 
 @given(overlap=st.floats(0, 0.95), action_norm=st.floats(0.05, 2), context_norm=st.just(0.0) | st.floats(0.01, 2),
@@ -276,6 +277,31 @@ def test_run_point_records_and_skips(tmp_path):
     assert list(summarize(recs).values())[0].keys() == {"baseline", "oracle_split"}
     assert read_features(tmp_path / "b" / next(p.name for p in (tmp_path / "b").iterdir()) / "oracle_split" /
                          "test_000_class00.h5").features.shape[1] == 512           # [f − context, context]
+
+
+def test_context_files_write_f_beside_each_score(tmp_path):
+    """Layout ``context_files``: the detector's features are f, then each listed context score (the default form's,
+    then the border's) applied to the whole video, as the scorers ``train_context`` learns from the same pairs."""
+    from benchmarks.refactor_study import VARIANTS, StudySettings, run_point
+
+    world = FeatureWorld(dim=32, classes=2, train_videos=6, test_videos=2, length=(50, 70))
+    recs: list[dict] = []
+    run_point(world, 0, ["context_files_b2"], StudySettings(detector_epochs=1), tmp_path, set(), recs.append)
+    assert 0 <= recs[0]["average_mAP"] <= 1
+    root = next(tmp_path.iterdir())
+    raw = root / "raw"
+    pairs = build_pairs(raw, raw / "annotations.json", "validation", SampleConfig())
+    scorers = [train_context(pairs, raw, ContextConfig(seed=0, **c))[0] for c in VARIANTS["context_files_b2"].scores]
+    for name in ("test_000_class00.h5", "validation_000_class00.h5"):
+        f = read_features(raw / name).features
+        got = read_features(root / "scored_context_files_b2" / name).features
+        assert got.shape == (len(f), 32 + 2 * 4)
+        np.testing.assert_array_equal(got[:, :32], f)
+        for j, scorer in enumerate(scorers):
+            with torch.no_grad():
+                p = scorer(torch.from_numpy(f).T[None])[0].T.numpy()
+            np.testing.assert_allclose(got[:, 32 + 4 * j:36 + 4 * j], p, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[:, 32:36], got[:, 36:40])              # the border changes the score
 
 
 def test_heldout_split_is_a_quarter_of_each_class(tmp_path):
