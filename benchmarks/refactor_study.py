@@ -111,6 +111,10 @@ class Variant:
             from its defaults.
         scores: with layout ``context_files``, the ContextConfig overrides of each score written beside f (each
             applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...).
+        crossfit: with layout ``context_files``, each training video's scores come from scorers learnt without
+            it (the four folds of :func:`write_heldout`: out-of-fold scores, as in stacking), so the detector
+            trains on scores as good as those it will see on new videos; the test videos' from scorers learnt
+            on every training video.
     """
 
     front: str
@@ -121,6 +125,7 @@ class Variant:
     folds: int = 1
     context: dict = field(default_factory=dict)
     scores: tuple[dict, ...] = ()
+    crossfit: bool = False
 
 
 PAPER = {"form": "paper"}
@@ -194,6 +199,8 @@ VARIANTS: dict[str, Variant] = {
     # (the baseline detector on them): does the narrow score help beside the wide one? (twelfth round, a screen)
     "context_files": Variant("none", layout="context_files", scores=({},)),
     "context_files_b2": Variant("none", layout="context_files", scores=({}, {"border": 2})),
+    "context_files_x": Variant("none", layout="context_files", scores=({},), crossfit=True),
+    "context_files_b2_x": Variant("none", layout="context_files", scores=({}, {"border": 2}), crossfit=True),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
@@ -366,9 +373,18 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             front = "context"
         elif v.layout == "context_files":         # f ⊕ p_1(f) ⊕ p_2(f) ..., whole videos, as files
             feature_dir = root / f"scored_{tag}{name}"
-            scorers = [train_context(pairs, raw, ContextConfig(seed=seed, **c))[0] for c in v.scores]
+            configs = [ContextConfig(seed=seed, **c) for c in v.scores]
+            learnt_on_all = [train_context(pairs, raw, c)[0] for c in configs]
+            out_of_fold: dict[str, list] = {}          # training video -> scorers learnt without it
+            for k in range(4 if v.crossfit else 0):
+                fold_ann = root / f"crossfit_{tag}{name}{k}" / "annotations.json"
+                held = write_heldout(annotations, fold_ann, fold=k)
+                fold_pairs = build_pairs(raw, fold_ann, "validation", SampleConfig())
+                fold_scorers = [train_context(fold_pairs, raw, c)[0] for c in configs]
+                out_of_fold |= {vid: fold_scorers for vid in held}
             for path in sorted(raw.glob("*.h5")):
                 f = read_features(path).features
+                scorers = out_of_fold.get(path.stem, learnt_on_all)
                 with torch.no_grad():
                     ps = [sc(torch.from_numpy(f).T[None].float())[0].T.numpy() for sc in scorers]
                 write_two_stream(feature_dir / path.name, np.concatenate([f] + ps, axis=1), FPS, WINDOW, STRIDE)

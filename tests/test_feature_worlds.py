@@ -304,6 +304,31 @@ def test_context_files_write_f_beside_each_score(tmp_path):
     assert not np.allclose(got[:, 32:36], got[:, 36:40])              # the border changes the score
 
 
+def test_crossfit_scores_each_training_video_without_it(tmp_path):
+    """``crossfit``: a training video's scores come from the scorer learnt on the other three quarters of the
+    training videos (the fold that holds it out), a test video's from the scorer learnt on them all."""
+    from benchmarks.refactor_study import StudySettings, run_point, write_heldout
+
+    world = FeatureWorld(dim=32, classes=2, train_videos=8, test_videos=2, length=(50, 70))
+    run_point(world, 0, ["context_files_x"], StudySettings(detector_epochs=1), tmp_path, set(), lambda r: None)
+    root = next(p for p in tmp_path.iterdir() if (p / "raw").is_dir())
+    raw = root / "raw"
+
+    def score(annotations: Path, name: str) -> np.ndarray:
+        pairs = build_pairs(raw, annotations, "validation", SampleConfig())
+        scorer = train_context(pairs, raw, ContextConfig(seed=0))[0]
+        with torch.no_grad():
+            return scorer(torch.from_numpy(read_features(raw / name).features).T[None])[0].T.numpy()
+
+    held = write_heldout(raw / "annotations.json", tmp_path / "fold1" / "annotations.json", fold=1)
+    for name, want in ((f"{held[0]}.h5", score(tmp_path / "fold1" / "annotations.json", f"{held[0]}.h5")),
+                       ("test_000_class00.h5", score(raw / "annotations.json", "test_000_class00.h5"))):
+        got = read_features(root / "scored_context_files_x" / name).features[:, 32:]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    on_all = score(raw / "annotations.json", f"{held[0]}.h5")        # the scorer that saw the video differs
+    assert not np.allclose(read_features(root / "scored_context_files_x" / f"{held[0]}.h5").features[:, 32:], on_all)
+
+
 def test_heldout_split_is_a_quarter_of_each_class(tmp_path):
     """write_heldout moves every 4th training video of each class (in sorted order) to the held-out subset
     and leaves everything else as it was."""
