@@ -179,6 +179,19 @@ def test_border_snippets_are_the_untaken_snippets_nearest_a_sample(length, sampl
     np.testing.assert_array_equal(classes, want_classes)
 
 
+def action_beside_actions(scorer: ContextScorer, data: dict) -> np.ndarray:
+    """The scorer's probability of each test video's own action on its context snippets within 2 of an action
+    (outputs: 3 contexts, then the 3 actions)."""
+    beside = []
+    for vid, feats in data["test"].items():
+        act = (data["kinds"][vid] == ACTION).astype(float)
+        nxt = (np.convolve(act, np.ones(5), mode="same") > 0) & (data["kinds"][vid] == CONTEXT)   # within 2
+        with torch.no_grad():
+            p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
+        beside.append(p[nxt, 3 + int(vid[-2:])])
+    return np.concatenate(beside)
+
+
 def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, trained):
     """With ``border``, each class's context output also learns the untaken snippets next to its action
     samples (counted there), the rest is unchanged, and the scorer's probability of the action on the test
@@ -199,16 +212,8 @@ def test_border_adds_the_snippets_next_to_actions_as_their_class_context(world, 
     assert info["counts"][:3] == [base["counts"][k] + int(extra[k]) for k in range(3)]
     assert info_from2["counts"][:3] == [base["counts"][k] + int(extra_from2[k]) for k in range(3)]
     assert info["counts"][3:6] == base["counts"][3:6] and info["counts"][-1] <= base["counts"][-1]
-    beside = {"plain": [], "border": []}
-    for vid, feats in data["test"].items():
-        act = (data["kinds"][vid] == ACTION).astype(float)
-        nxt = (np.convolve(act, np.ones(5), mode="same") > 0) & (data["kinds"][vid] == CONTEXT)   # within 2
-        for name, scorer in (("plain", plain), ("border", wide)):
-            with torch.no_grad():
-                p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
-            beside[name].append(p[nxt, 3 + int(vid[-2:])])
-    near = {name: np.concatenate(v) for name, v in beside.items()}
-    assert len(near["plain"]) > 10 and near["border"].mean() < near["plain"].mean()
+    plain_near, border_near = action_beside_actions(plain, data), action_beside_actions(wide, data)
+    assert len(plain_near) > 10 and border_near.mean() < plain_near.mean()
     with pytest.raises(ValueError, match="border needs contexts"):
         ContextConfig(contexts=False, border=1)
     with pytest.raises(ValueError, match="window and border must be >= 0"):
@@ -246,16 +251,8 @@ def test_border_as_not_action_is_a_partial_label(world, trained):
         extra += len(border_snippets(len(f), vs.action_snippets, vs.action_labels, sampled(vs, len(f)), 2)[0])
     assert info["not_action"] == extra > 0 and base["not_action"] == 0
     assert info["counts"][:-1] == base["counts"][:-1] and info["counts"][-1] <= base["counts"][-1]
-    beside = {"plain": [], "partial": []}
-    for vid, feats in data["test"].items():
-        act = (data["kinds"][vid] == ACTION).astype(float)
-        nxt = (np.convolve(act, np.ones(5), mode="same") > 0) & (data["kinds"][vid] == CONTEXT)   # within 2
-        for name, scorer in (("plain", plain), ("partial", partial)):
-            with torch.no_grad():
-                p = scorer(torch.from_numpy(feats).T[None])[0].T.numpy()
-            beside[name].append(p[nxt, 3 + int(vid[-2:])])
-    near = {name: np.concatenate(v) for name, v in beside.items()}
-    assert len(near["plain"]) > 10 and near["partial"].mean() < near["plain"].mean()
+    plain_near, partial_near = action_beside_actions(plain, data), action_beside_actions(partial, data)
+    assert len(plain_near) > 10 and partial_near.mean() < plain_near.mean()
     ContextConfig(contexts=False, border=1, border_as="not_action")          # needs the action outputs only
     with pytest.raises(ValueError, match="border needs actions"):
         ContextConfig(actions=False, border=1, border_as="not_action")
