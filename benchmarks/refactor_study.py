@@ -86,7 +86,7 @@ from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
                       save_checkpoint, train_refactor)
 from refactor import TrainConfig as RefactorTrainConfig  # noqa: E402
-from refactor.context import ContextConfig, save_context, train_context  # noqa: E402
+from refactor.context import ContextConfig, crossfit_scores, save_context, train_context  # noqa: E402
 
 TIOU = "0.3:0.7:0.1"
 
@@ -112,9 +112,9 @@ class Variant:
         scores: with layout ``context_files``, the ContextConfig overrides of each score written beside f (each
             applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...).
         crossfit: with layout ``context_files``, each training video's scores come from scorers learnt without
-            it (the four folds of :func:`write_heldout`: out-of-fold scores, as in stacking), so the detector
-            trains on scores as good as those it will see on new videos; the test videos' from scorers learnt
-            on every training video.
+            it (:func:`refactor.context.crossfit_scores`, four folds: out-of-fold scores, as in stacking), so
+            the detector trains on scores as good as those it will see on new videos; the test videos' from
+            scorers learnt on every training video.
     """
 
     front: str
@@ -375,18 +375,16 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             feature_dir = root / f"scored_{tag}{name}"
             configs = [ContextConfig(seed=seed, **c) for c in v.scores]
             learnt_on_all = [train_context(pairs, raw, c)[0] for c in configs]
-            out_of_fold: dict[str, list] = {}          # training video -> scorers learnt without it
-            for k in range(4 if v.crossfit else 0):
-                fold_ann = root / f"crossfit_{tag}{name}{k}" / "annotations.json"
-                held = write_heldout(annotations, fold_ann, fold=k)
-                fold_pairs = build_pairs(raw, fold_ann, "validation", SampleConfig())
-                fold_scorers = [train_context(fold_pairs, raw, c)[0] for c in configs]
-                out_of_fold |= {vid: fold_scorers for vid in held}
+            out_of_fold = [crossfit_scores(raw, annotations, "validation", c) if v.crossfit else {} for c in configs]
             for path in sorted(raw.glob("*.h5")):
                 f = read_features(path).features
-                scorers = out_of_fold.get(path.stem, learnt_on_all)
-                with torch.no_grad():
-                    ps = [sc(torch.from_numpy(f).T[None].float())[0].T.numpy() for sc in scorers]
+                ps = []
+                for scorer, held in zip(learnt_on_all, out_of_fold):
+                    if path.stem in held:             # a training video: scored by the scorer learnt without it
+                        ps.append(held[path.stem])
+                    else:
+                        with torch.no_grad():
+                            ps.append(scorer(torch.from_numpy(f).T[None].float())[0].T.numpy())
                 write_two_stream(feature_dir / path.name, np.concatenate([f] + ps, axis=1), FPS, WINDOW, STRIDE)
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"

@@ -25,8 +25,8 @@ from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
                       save_context, train_context)
-from refactor.context import (border_snippets, far_snippets, not_action_nll, snippet_mean,  # noqa: E402
-                             with_neighbours)
+from refactor.context import (border_snippets, crossfit_scores, far_snippets, not_action_nll,  # noqa: E402
+                             snippet_mean, with_neighbours)
 
 WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
 C = WORLD.dim
@@ -258,6 +258,28 @@ def test_border_as_not_action_is_a_partial_label(world, trained):
         ContextConfig(actions=False, border=1, border_as="not_action")
     with pytest.raises(ValueError, match="border_as must be context or not_action"):
         ContextConfig(border_as="action")
+
+
+def test_crossfit_scores_each_training_video_by_a_scorer_learnt_without_it(world, trained):
+    """Every training video (4 a class, 4 folds) gets scores once, from the scorer learnt on the other folds:
+    fold 2's videos by hand; they differ from the scores of the scorer that saw them."""
+    from common.annotations import hold_out, read_database
+
+    root, _ = world
+    scores = crossfit_scores(root, root / "annotations.json", "validation", FIRST)
+    train = sorted(vs.video_id for vs in trained[0].videos)
+    assert sorted(scores) == train
+    rest, held = hold_out(read_database(root / "annotations.json"), "validation", fold=2)
+    assert len(held) == 3                                                            # one video a class
+    by_hand = train_context(build_pairs(root, rest, "validation", SampleConfig()), root, FIRST)[0]
+    for vid in held:
+        f = torch.from_numpy(read_features(root / f"{vid}.h5").features).T[None]
+        with torch.no_grad():
+            want, seen = by_hand(f)[0].T.numpy(), trained[1](f)[0].T.numpy()
+        np.testing.assert_allclose(scores[vid], want, rtol=1e-6, atol=1e-7)
+        assert scores[vid].shape == (f.shape[2], 3) and not np.allclose(scores[vid], seen, atol=1e-3)
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        crossfit_scores(root, root / "annotations.json", folds=1)
 
 
 def test_max_negatives_draws_a_subset(world, trained):
