@@ -378,13 +378,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             out_of_fold = [crossfit_scores(raw, annotations, "validation", c) if v.crossfit else {} for c in configs]
             for path in sorted(raw.glob("*.h5")):
                 f = read_features(path).features
-                ps = []
-                for scorer, held in zip(learnt_on_all, out_of_fold):
-                    if path.stem in held:             # a training video: scored by the scorer learnt without it
-                        ps.append(held[path.stem])
-                    else:
-                        with torch.no_grad():
-                            ps.append(scorer(torch.from_numpy(f).T[None].float())[0].T.numpy())
+                ps = [held[path.stem] if path.stem in held else scorer.score(f)   # held: out of fold (training)
+                      for scorer, held in zip(learnt_on_all, out_of_fold)]
                 write_two_stream(feature_dir / path.name, np.concatenate([f] + ps, axis=1), FPS, WINDOW, STRIDE)
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"

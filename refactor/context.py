@@ -205,6 +205,12 @@ class ContextScorer(nn.Module):
         p = torch.softmax(self.logits(g.transpose(1, 2).reshape(b * t, c)), dim=1)[:, :self.out_dim]
         return p.reshape(b, t, self.out_dim).transpose(1, 2)
 
+    @torch.no_grad()
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """features (ndarray[T, C]) one whole video's snippets -> (ndarray[T, out_dim], float32) its probabilities."""
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32)).to(self.mean.device)
+        return self(x.T[None])[0].T.cpu().numpy()
+
 
 def far_snippets(features: np.ndarray, action_features: np.ndarray, taken: np.ndarray, far: float,
                  mean: np.ndarray | float = 0.0) -> np.ndarray:
@@ -419,9 +425,7 @@ def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLi
             continue
         scorer, _ = train_context(build_pairs(feature_dir, rest, subset, samples), feature_dir, config)
         for vid in held:
-            f = torch.from_numpy(read_features(feature_dir / f"{vid}.h5").features).float()
-            with torch.no_grad():
-                scores[vid] = scorer(f.T[None])[0].T.numpy()
+            scores[vid] = scorer.score(read_features(feature_dir / f"{vid}.h5").features)
     return scores
 
 
