@@ -46,7 +46,7 @@ def oracle_soft_nms(segs, scores, sigma, top_k, min_score, ties=None, paths=None
     have bit-equal scores in both, and take the lowest index first). ``paths`` (a list): each kept segment's path.
     """
     s = list(scores)
-    path = [(x,) for x in scores]                 # initial score, then each decay's exp argument in order
+    path = [(x,) for x in scores]                 # initial score, then each non-zero decay's exp argument in order
     remaining = list(range(len(segs)))
     keep, kept = [], []
     while remaining and (top_k is None or len(keep) < top_k):
@@ -67,7 +67,8 @@ def oracle_soft_nms(segs, scores, sigma, top_k, min_score, ties=None, paths=None
         for i in remaining:
             arg = -oracle_iou(segs[m], segs[i]) ** 2 / sigma
             s[i] = s[i] * math.exp(arg)
-            path[i] += (arg,)
+            if arg:                      # exp(0) = 1 exactly everywhere: a disjoint segment's score is unchanged
+                path[i] += (arg,)
     return keep, kept
 
 
