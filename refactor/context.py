@@ -362,8 +362,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     scorer.std.copy_(torch.from_numpy(std).float())
     lin = scorer.linear.to(device)
     opt = torch.optim.LBFGS(lin.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe")
-    partial = np.concatenate(rows["not_action"]) if rows["not_action"] else np.zeros((0, xt.shape[1]))
-    pt = ((torch.from_numpy(partial).float() - scorer.mean) / scorer.std).to(device)        # (N, inputs)
+    partial = np.concatenate(rows["not_action"]) if rows["not_action"] else np.zeros((0, len(mean)))
+    pt = torch.from_numpy((partial - mean) / std).float().to(device)                  # (N, inputs), as x above
     not_action = torch.tensor(list(range(k * config.contexts)) + [outputs], device=device)  # contexts and "none"
     share = 1.0 / (outputs + 2) if len(pt) else 0.0          # the partial labels weigh as one more balanced class
 
