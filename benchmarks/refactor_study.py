@@ -110,11 +110,13 @@ class Variant:
         context: with layout ``context_score``, the :class:`refactor.context.ContextConfig` fields that differ
             from its defaults.
         scores: with layout ``context_files``, the ContextConfig overrides of each score written beside f (each
-            applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...).
-        crossfit: with layout ``context_files``, each training video's scores come from scorers learnt without
-            it (:func:`refactor.context.crossfit_scores`, four folds: out-of-fold scores, as in stacking), so
-            the detector trains on scores as good as those it will see on new videos; the test videos' from
-            scorers learnt on every training video.
+            applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...); with layout
+            ``context_score``, those of each scorer of the detector's context front (instead of ``context``).
+        crossfit: each training video's scores come from scorers learnt without it (four folds: out-of-fold
+            scores, as in stacking), so the detector trains on scores as good as those it will see on new
+            videos; the test videos' from scorers learnt on every training video. Layout ``context_files``:
+            :func:`refactor.context.crossfit_scores` written to the files; layout ``context_score``: the
+            detector's own ``TrainConfig.context_folds`` 4 (``detect train --context-folds 4``).
     """
 
     front: str
@@ -201,6 +203,10 @@ VARIANTS: dict[str, Variant] = {
     "context_files_b2": Variant("none", layout="context_files", scores=({}, {"border": 2})),
     "context_files_x": Variant("none", layout="context_files", scores=({},), crossfit=True),
     "context_files_b2_x": Variant("none", layout="context_files", scores=({}, {"border": 2}), crossfit=True),
+    # the same through the detector itself (thirteenth round): detect train --context-score A [--context-score B]
+    # --context-folds 4
+    "context_x": Variant("none", layout="context_score", context={"actions": True, "window": 2}, crossfit=True),
+    "context_b2_x": Variant("none", layout="context_score", scores=({}, {"border": 2}), crossfit=True),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
@@ -366,10 +372,13 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         if v.layout == "linear":
             feature_dir = root / f"linear_{tag}"
             write_linear(raw, feature_dir, pairs)
-        elif v.layout == "context_score":         # refactor.context's score, the detector's front "context"
-            config = ContextConfig(seed=seed, **v.context)
-            scorer, info = train_context(pairs, raw, config)
-            ctx_path = save_context(root / f"context_{tag}{name}.pt", scorer, pairs, SampleConfig(), config, info)
+        elif v.layout == "context_score":         # refactor.context's scores, the detector's front "context"
+            ctx_path = []
+            for i, overrides in enumerate(v.scores or (v.context,)):
+                config = ContextConfig(seed=seed, **overrides)
+                scorer, info = train_context(pairs, raw, config)
+                ctx_path.append(save_context(root / f"context_{tag}{name}_{i}.pt", scorer, pairs, SampleConfig(),
+                                             config, info))
             front = "context"
         elif v.layout == "context_files":         # f ⊕ p_1(f) ⊕ p_2(f) ..., whole videos, as files
             feature_dir = root / f"scored_{tag}{name}"
@@ -384,7 +393,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
-        model, meta = train_detector(feature_dir, annotations, det_cfg, det_train, front=front,
+        train_cfg = replace(det_train, context_folds=4) if v.crossfit and v.layout == "context_score" else det_train
+        model, meta = train_detector(feature_dir, annotations, det_cfg, train_cfg, front=front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None,
                                      context_checkpoint=ctx_path, progress=False)
         rec = score_detector(model, meta, feature_dir, annotations, root / f"det_{tag}{name}.pt", thresholds, subset)
@@ -428,7 +438,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         rec |= {"world": world.to_dict(), "seed": seed, "variant": name, "seconds": time.perf_counter() - t0,
                 "coupling": quality, "snippets": data["snippets"], "instances": data["instances"]} | extra
         if v.layout == "context_score" and v.context.get("contexts", True):
-            rec["context"] = measure_context(model.front, list(data["test"].values()), test_kinds)
+            rec["context"] = measure_context(model.front[0], list(data["test"].values()), test_kinds)
         if v.front == "refactor" or v.frozen:
             rec["stage1"] = measure(ref_model, None, data["test"], test_kinds)
         if v.front == "refactor":

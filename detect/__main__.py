@@ -55,10 +55,11 @@ def _train_parser(sub) -> None:
     front.add_argument("--refactor", metavar="CKPT",
                        help="RefactorNet stage-1 checkpoint: train it end to end with the detector (stage 2; "
                             "front refactor)")
-    front.add_argument("--context-score", metavar="CKPT",
+    front.add_argument("--context-score", metavar="CKPT", action="append",
                        help="context-score checkpoint (python -m refactor context): the detector sees f beside "
                             "each class's context and action probabilities, the scorer frozen inside it (front "
-                            "context)")
+                            "context); repeat it to put several scores beside f, in that order (--context-folds "
+                            "N: train on cross-fitted scores)")
     front.add_argument("--baseline", action="store_true", help="raw features, no front (front none, the default)")
     front.add_argument("--deep-baseline", action="store_true",
                        help="temporal 1-D convolutions with RefactorNet's parameter count and depth in front "

@@ -67,9 +67,22 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
         raises :class:`DetectorError` with a one-line message.
     """
     what = f"detector checkpoint of format {FORMAT_VERSION}"
-    ckpt = load_checkpoint(path, DetectorError, what, kind=KIND, format_version=FORMAT_VERSION)
-    model = rebuild_model(path, ckpt, lambda c: Detector(DetectorConfig(**c["config"])), DetectorError, what)
+    ckpt = _upgrade(load_checkpoint(path, DetectorError, what, kind=KIND, format_version=FORMAT_VERSION))
+    model = rebuild_model(path, ckpt, lambda c: Detector(DetectorConfig.from_dict(c["config"])), DetectorError, what)
     return model.to(device).eval(), ckpt
+
+
+def _upgrade(ckpt: dict) -> dict:
+    """A checkpoint from before the context front held several scorers (config ``context_score`` or, older,
+    nothing; the one scorer's weights as ``front.*``) in today's layout (``context_scores``, ``front.0.*``)."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or "context_scores" in config:
+        return ckpt
+    config = DetectorConfig.from_dict(config).to_dict()
+    state = ckpt.get("state_dict")
+    if config["front"] == "context" and isinstance(state, dict):
+        state = {("front.0." + k[len("front."):] if k.startswith("front.") else k): v for k, v in state.items()}
+    return ckpt | {"config": config, "state_dict": state}
 
 
 def save_training_state(path: str | os.PathLike, fingerprint: dict, model: Detector, optimizer: torch.optim.Optimizer,

@@ -46,6 +46,11 @@ class TrainConfig:
             best checkpoint (None: no validation).
         val_every: validate every this many epochs (and after the last).
         val_tiou: tIoU thresholds of the validation mAP (start:stop:step or a comma list).
+        context_folds: front "context" only: train on cross-fitted scores, each training video scored by
+            scorers learnt (with the context-score checkpoints' settings) without its fold of this many folds
+            (:func:`refactor.context.crossfit_scorers`), so the detector learns how far to trust the scores
+            on videos the scorer did not see; the checkpoints' scorers, learnt on all training videos, stay
+            in the model for validation and ``detect run``. 0: train on the checkpoints' own scores.
     """
 
     epochs: int = 20
@@ -70,6 +75,7 @@ class TrainConfig:
     val_subset: str | None = None
     val_every: int = 1
     val_tiou: str = "0.3:0.7:0.1"
+    context_folds: int = 0
 
     def __post_init__(self) -> None:
         self.ratio = tuple(int(r) for r in self.ratio)
@@ -77,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"bad training configuration: {self}")
         if self.val_every < 1:
             raise ValueError(f"val_every must be >= 1, got {self.val_every}")
+        if self.context_folds < 0 or self.context_folds == 1:
+            raise ValueError(f"context_folds must be 0 (off) or >= 2, got {self.context_folds}")
 
 
 @dataclass

@@ -6,7 +6,8 @@ Stages, each writing into the work folder ``WORK``:
 1. ``features``: I3D features of every annotated video found in ``--videos`` (``WORK/features``;
    resumable video by video, as ``python -m extract``);
 2. ``refactor``: RefactorNet stage 1 on the training subset (``WORK/refactor.pt``; the context score,
-   ``WORK/context.pt``, where the context front is chosen or with ``--ablation``);
+   ``WORK/context.pt``, and ``WORK/context_border.pt`` with ``--context-border``, where the context front is
+   chosen or with ``--ablation``);
 3. ``detector``: stage 2, the detector trained end to end with RefactorNet in front
    (``WORK/detector.pt``; per-epoch state in ``WORK/detector.pt.state``, so an interrupted run
    resumes at its last finished epoch);
@@ -58,7 +59,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,13 @@ class FitConfig:
             cannot be trained). None: the simplest candidate (in the order above) within ``select_margin``
             points of the best (:func:`choose_front`).
         select_margin: see ``select_prefer``; 0: the best.
+        context_border: the context front (the ``context`` candidate, ablation row) also puts beside f a
+            second context score whose scorer learns the snippets within this many of each action as its
+            class's context (``refactor context --border``, ``WORK/context_border.pt``); 0: the default score
+            alone. With ``context_folds`` 4 and border 2, the study's closest form to the issue's bar at
+            THUMOS14's scale, and worse where the action is faint (README, twelfth and thirteenth rounds).
+        context_folds: train the context front's detector on cross-fitted scores, each training video
+            scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -204,6 +212,8 @@ class FitConfig:
     select_candidates: tuple[str, ...] = ("baseline", "context", "deep")
     select_prefer: str | None = "context"
     select_margin: float = 10.0
+    context_border: int = 0
+    context_folds: int = 0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
@@ -320,6 +330,9 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     if cfg.select_prefer is not None and cfg.select_prefer not in SELECT_CANDIDATES:
         raise FitError(f"--select-prefer must be one of {', '.join(SELECT_CANDIDATES)} or none, got "
                        f"{cfg.select_prefer}")
+    if cfg.context_border < 0 or cfg.context_folds < 0 or cfg.context_folds == 1:
+        raise FitError(f"--context-border must be >= 0 and --context-folds 0 or >= 2, got {cfg.context_border} and "
+                       f"{cfg.context_folds}")
     unknown = [c for c in cfg.select_candidates if c not in SELECT_CANDIDATES]
     if unknown or not cfg.select_candidates:
         raise FitError(f"--select-candidates must be a comma list of {', '.join(SELECT_CANDIDATES)}, got "
@@ -474,34 +487,46 @@ class _Variant:
         self.stages.run(self._name(stage), key, [out], build)
         return key
 
+    def context_files(self) -> list[Path]:
+        """The context front's score checkpoints: ROOT/context.pt, and ROOT/context_border.pt with
+        ``context_border``."""
+        return [self.root / "context.pt"] + ([self.root / "context_border.pt"] if self.cfg.context_border else [])
+
     def context(self, stage: str, upstream: str) -> str:
-        """Learn the context score (:mod:`refactor.context`) into ROOT/context.pt."""
-        out = self.root / "context.pt"
+        """Learn the context score (:mod:`refactor.context`) into ROOT/context.pt, and with ``context_border``
+        the border's score into ROOT/context_border.pt."""
+        outs = self.context_files()
         samples = SampleConfig()
         config = ContextConfig(seed=self.cfg.seed, device=_train_device(self.cfg.device))
+        configs = [config] + ([replace(config, border=self.cfg.context_border)] if self.cfg.context_border else [])
         key = stage_key(self._name(stage), {"features": upstream, "annotations": self.ann_hash,
                                             "subset": self.train_subset, "samples": asdict(samples),
-                                            "context": asdict(config) | {"device": None}})
+                                            "context": asdict(config) | {"device": None}}
+                        | ({"border": self.cfg.context_border} if self.cfg.context_border else {}))
 
         def build() -> dict:
             pairs = build_pairs(self.feats, self.annotations, self.train_subset, samples)
-            scorer, info = train_context(pairs, self.feats, config)
-            save_context(out, scorer, pairs, samples, config, info)
-            return info
+            infos = []
+            for out, c in zip(outs, configs):
+                scorer, info = train_context(pairs, self.feats, c)
+                save_context(out, scorer, pairs, samples, c, info)
+                infos.append(info)
+            return infos[0] | ({"border": infos[1]} if len(infos) > 1 else {})
 
-        self.stages.run(self._name(stage), key, [out], build)
+        self.stages.run(self._name(stage), key, outs, build)
         return key
 
     def detector(self, stage: str, upstream: str, front: str, features: Path | None = None,
                  checkpoint: bool = True) -> str:
         """Train a detector (front "refactor", "context", "deep" or "none") into ROOT/detector.pt, resumably.
         The fronts "refactor" and "deep" read ROOT/refactor.pt (the deep baseline: its sizes), "context"
-        reads ROOT/context.pt; ``checkpoint`` False: the deep baseline takes the sizes of RefactorNet's
-        default configuration instead."""
+        reads ROOT/context.pt (and ROOT/context_border.pt); ``checkpoint`` False: the deep baseline takes the
+        sizes of RefactorNet's default configuration instead."""
         out = self.root / "detector.pt"
         state = self.root / "detector.pt.state"
         train = TrainConfig(epochs=self.cfg.detector_epochs, seed=self.cfg.seed, subset=self.train_subset,
-                            window=self.cfg.window_snippets, device=_train_device(self.cfg.device))
+                            window=self.cfg.window_snippets, device=_train_device(self.cfg.device),
+                            context_folds=self.cfg.context_folds if front == "context" else 0)
         key = stage_key(self._name(stage), {"upstream": upstream, "annotations": self.ann_hash, "front": front,
                                             "config": DetectorConfig().to_dict(),
                                             "train": asdict(train) | {"device": None},
@@ -513,7 +538,7 @@ class _Variant:
                 state.unlink(missing_ok=True)
                 _write_state_key(state, key)
             ref = self.root / "refactor.pt" if front in ("refactor", "deep") and checkpoint else None
-            ctx = self.root / "context.pt" if front == "context" else None
+            ctx = self.context_files() if front == "context" else None
             model, meta = train_detector(features or self.feats, self.annotations, DetectorConfig(), train,
                                          refactor_checkpoint=ref, front=front, progress=None, state_path=state,
                                          context_checkpoint=ctx)

@@ -60,7 +60,9 @@ class Front:
 
     @classmethod
     def apply(cls, module: nn.Module | None, x: Tensor, mask: Tensor) -> tuple[Tensor, RefactorOutput | None]:
-        """(f' (B, C', T) zero past each length, RefactorNet's output where the front is RefactorNet)."""
+        """(f' (B, C', T) zero past each length, RefactorNet's output where the front is RefactorNet). A
+        ``context`` front also takes ``scores``, what it puts beside f instead of computing it
+        (:meth:`ContextFront.apply`)."""
         return x, None
 
 
@@ -157,24 +159,33 @@ class RefactorFront(Front):
 
 @register_front
 class ContextFront(Front):
-    """f beside its context score: f' = f ⊕ p(f) (C + K channels, C + 2K with action outputs), p a frozen
-    context scorer (:mod:`refactor.context`) over the detector's K classes, shaped by ``config.context_score``."""
+    """f beside its context scores: f' = f ⊕ p_1(f) ⊕ ... ⊕ p_n(f), each p_i a frozen context scorer
+    (:mod:`refactor.context`) over the detector's K classes shaped by ``config.context_scores[i]`` (K or 2K
+    channels each)."""
 
     name = "context"
     context = True
 
     @classmethod
     def build(cls, config: Any) -> nn.Module:
-        scorer = ContextScorer.from_config(config.in_dim, config.num_classes, config.context_score)
-        return scorer.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
+        scorers = nn.ModuleList(ContextScorer.from_config(config.in_dim, config.num_classes, c)
+                                for c in config.context_scores)
+        return scorers.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
 
     @classmethod
     def out_dim(cls, config: Any) -> int:
-        return config.in_dim + config.context_score.outputs(config.num_classes)
+        return config.in_dim + sum(c.outputs(config.num_classes) for c in config.context_scores)
 
     @classmethod
-    def apply(cls, module, x, mask):
-        return masked(torch.cat([x, module(x, mask)], dim=1), mask), None
+    def apply(cls, module, x, mask, scores: Tensor | None = None):
+        """As :meth:`Front.apply`; ``scores`` (Tensor[B, C' - C, T]): put beside f instead of the scorers'
+        (the out-of-fold scores of cross-fitted training, :mod:`detect.train`)."""
+        if scores is None:
+            scores = torch.cat([scorer(x, mask) for scorer in module], dim=1)          # (B, C' - C, T)
+        expected = (x.shape[0], sum(scorer.out_dim for scorer in module), x.shape[2])
+        if tuple(scores.shape) != expected:
+            raise ValueError(f"given context scores are {tuple(scores.shape)}, the front expects {expected}")
+        return masked(torch.cat([x, scores.to(x.dtype)], dim=1), mask), None
 
 
 @register_front

@@ -47,8 +47,9 @@ class DetectorConfig:
             parameter count and depth, --deep-baseline).
         refactor: RefactorNet's configuration when the front uses one (the deep baseline copies its
             depth and parameter count); set from the stage-1 checkpoint.
-        context_score: the context scorer's training configuration when the front is "context" (its outputs
-            and window, :class:`refactor.context.ContextConfig`); set from the context-score checkpoint.
+        context_scores: the training configuration of each context scorer when the front is "context" (their
+            outputs and windows, :class:`refactor.context.ContextConfig`; f' holds their scores in this order);
+            set from the context-score checkpoints.
         deep_kernel: temporal kernel of the deep baseline's convolutions.
         base_dim: channels of the shared base feature.
         boundary_hidden: channels of the boundary module's hidden layer.
@@ -68,7 +69,7 @@ class DetectorConfig:
     num_classes: int = 20
     front: str = "none"
     refactor: RefactorConfig | None = None
-    context_score: ContextConfig | None = None
+    context_scores: tuple[ContextConfig, ...] = ()
     deep_kernel: int = 3
     base_dim: int = 256
     boundary_hidden: int = 256
@@ -85,14 +86,15 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if isinstance(self.refactor, dict):
             self.refactor = RefactorConfig.from_dict(self.refactor)
-        if isinstance(self.context_score, dict):
-            self.context_score = ContextConfig(**self.context_score)
+        self.context_scores = tuple(ContextConfig(**c) if isinstance(c, dict) else c for c in self.context_scores)
         self.bins = tuple(int(b) for b in self.bins)
         kind = get_front(self.front)          # ValueError naming the registered fronts
         if kind.uses_refactor_config and self.refactor is None:
             self.refactor = RefactorConfig(in_dim=self.in_dim)
-        if kind.context and self.context_score is None:     # checkpoints from before the field: contexts alone
-            self.context_score = ContextConfig(contexts=True, actions=False, window=0)
+        if kind.context and not self.context_scores:        # checkpoints from before the field: contexts alone
+            self.context_scores = (ContextConfig(contexts=True, actions=False, window=0),)
+        if self.context_scores and not kind.context:
+            raise ValueError(f"context_scores are for front 'context', not {self.front!r}")
         if self.refactor is not None and self.refactor.in_dim != self.in_dim:
             raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
         if len(self.bins) != 3 or self.bins[1] < 1 or min(self.bins) < 0:
@@ -110,6 +112,16 @@ class DetectorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DetectorConfig:
+        """The config of a stored dict, also of checkpoints from before ``context_scores`` (one
+        ``context_score``, or none at all: the first form)."""
+        d = dict(d)
+        if "context_score" in d:
+            legacy = d.pop("context_score")
+            d["context_scores"] = () if legacy is None else (legacy,)
+        return cls(**d)
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -169,15 +181,23 @@ class Detector(nn.Module):
         self.com_head = _mlp(c.base_dim * n_bins, c.head_hidden, c.num_classes, c.dropout)
         self.reg_head = _mlp(c.base_dim * n_bins, c.head_hidden, 2, c.dropout)
 
-    def encode(self, x: Tensor, lengths: Tensor | None = None) -> Encoded:
-        """x (Tensor[B, C, T]) snippet features, zero-padded past ``lengths`` (Tensor[B])."""
+    def encode(self, x: Tensor, lengths: Tensor | None = None, scores: Tensor | None = None) -> Encoded:
+        """x (Tensor[B, C, T]) snippet features, zero-padded past ``lengths`` (Tensor[B]). ``scores``
+        (Tensor[B, C' - C, T]): front "context" only, the scores put beside f instead of its scorers' (the
+        out-of-fold scores of cross-fitted training, :mod:`detect.train`); None: the front's own."""
         if x.dim() != 3 or x.shape[1] != self.config.in_dim:
             raise ValueError(f"detector expects (B, {self.config.in_dim}, T) features, got {tuple(x.shape)}")
         bsz, _, t = x.shape
         if lengths is None:
             lengths = torch.full((bsz,), t, dtype=torch.long, device=x.device)
         mask = (torch.arange(t, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)[:, None, :]
-        feats, ref = get_front(self.config.front).apply(self.front, x, mask)
+        kind = get_front(self.config.front)
+        if scores is None:
+            feats, ref = kind.apply(self.front, x, mask)
+        elif kind.context:
+            feats, ref = kind.apply(self.front, x, mask, scores=scores)
+        else:
+            raise ValueError(f"front {self.config.front!r} computes f' itself: only front 'context' takes given scores")
         base = masked(torch.relu(self.base(feats)), mask)
         hidden = masked(torch.relu(self.boundary_hidden(base)), mask)
         return Encoded(features=feats, refactor=ref, base=base, boundary_logits=self.boundary_out(hidden),

@@ -4,7 +4,7 @@ dataclass each is, which fields the program fills in itself, and the historical 
 ``detect train --config FILE`` reads ``{model: {...}, train: {...}, inference: {...}}``:
 
 * ``model``: :class:`detect.model.DetectorConfig` (``in_dim``, ``num_classes``, ``refactor`` and
-  ``context_score`` come from the data, the stage-1 checkpoint and the context-score checkpoint);
+  ``context_scores`` come from the data, the stage-1 checkpoint and the context-score checkpoints);
 * ``train``: :class:`detect.config.TrainConfig`;
 * ``inference``: :class:`detect.config.InferenceConfig` (recorded in the checkpoint; used by
   validation; its ``batch_size`` is ``--inference-batch-size`` under ``train``, ``--batch-size``
@@ -27,7 +27,7 @@ RUN_INFERENCE = Section("inference", InferenceConfig, choices={"mode": MODES})
 
 def model_section() -> Section:
     """The ``model`` section (its ``front`` choices: the fronts registered now)."""
-    return Section("model", DetectorConfig, exclude=("in_dim", "num_classes", "refactor", "context_score"),
+    return Section("model", DetectorConfig, exclude=("in_dim", "num_classes", "refactor", "context_scores"),
                    choices={"front": front_names()})
 
 

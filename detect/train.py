@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +46,9 @@ from detect.settings import detector_settings
 from detect.validation import VAL_KEY, Validator, best_entry, write_log
 from extract.features import read_features
 from refactor import RefactorError, RefactorLoss, SampleConfig, build_pairs, load_context, load_refactor
-from refactor.context import scorer_config
+from refactor.context import ContextScorer, crossfit_scorers, scorer_config
 
-__all__ = ["TrainConfig", "EpochReport", "train_detector", "DetectorError"]
+__all__ = ["TrainConfig", "EpochReport", "train_detector", "crossfit_front_scores", "DetectorError"]
 
 
 @dataclass
@@ -75,18 +75,26 @@ class _Window:
     stop: int
 
 
-def _batch(windows: list[_Window], streams: tuple[str, ...], dim: int, length: int):
+def _batch(windows: list[_Window], streams: tuple[str, ...], dim: int, length: int,
+           given: dict[str, np.ndarray] | None = None):
+    """(x (B, length, dim), lengths, ground truth per window, boundary targets (B, 3, length), and with
+    ``given`` (video id -> its scores (T, S)) the windows' rows of those scores (B, length, S), else None)."""
     x = np.zeros((len(windows), length, dim), dtype=np.float32)
     lengths, gts, targets = [], [], np.zeros((len(windows), 3, length), dtype=np.float32)
+    scores = None
+    if given is not None:
+        scores = np.zeros((len(windows), length, next(iter(given.values())).shape[1]), dtype=np.float32)
     for i, w in enumerate(windows):
         n = w.stop - w.start
         x[i, :n] = read_window(w.video, streams, w.start, w.stop)
+        if scores is not None:
+            scores[i, :n] = given[w.video.video_id][w.start:w.stop]
         segs = w.video.segments_index - w.start
         keep = (segs[:, 1] > -0.5) & (segs[:, 0] < n - 0.5)          # instances that touch the window
         gts.append((segs[keep], w.video.labels[keep]))
         targets[i, :, :n] = boundary_targets(segs[keep], n)
         lengths.append(n)
-    return x, lengths, gts, targets
+    return x, lengths, gts, targets, scores
 
 
 def _epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[np.random.Generator, np.random.Generator, int]:
@@ -108,9 +116,11 @@ def _sync(device: torch.device) -> None:
 
 def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos: list[VideoRecord],
          streams: tuple[str, ...], dim: int, device: torch.device, pairs, progress: bool | None,
-         history: list[dict], after_epoch: Callable[[list[dict], float], None]) -> list[dict]:
+         history: list[dict], after_epoch: Callable[[list[dict], float], None],
+         given: dict[str, np.ndarray] | None = None) -> list[dict]:
     """The epochs of :func:`train_detector` after those already in ``history``; ``after_epoch`` is
-    called after each with the history so far and the epoch's wall time. Returns the mean losses per epoch.
+    called after each with the history so far and the epoch's wall time; ``given``: the context front's
+    scores per video (cross-fitting), else the front computes its own. Returns the mean losses per epoch.
 
     Under torch.distributed (torchrun), each step every rank takes its own ``batch_size`` windows of
     the shared epoch order (the order is padded by wrapping around so all ranks take the same number
@@ -146,10 +156,11 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
             first = step * per_step + rank * train.batch_size
             batch = [windows[i] for i in order[first:first + train.batch_size]]
             length = max(w.stop - w.start for w in batch)
-            x, lengths, gts, targets = _batch(batch, streams, dim, length)
+            x, lengths, gts, targets, scores = _batch(batch, streams, dim, length, given)
             x_t = torch.from_numpy(x).to(device).transpose(1, 2)
             len_t = torch.as_tensor(lengths, device=device)
-            enc = model.encode(x_t, len_t)
+            given_t = None if scores is None else torch.from_numpy(scores).to(device).transpose(1, 2)   # (B, S, T)
+            enc = model.encode(x_t, len_t, given_t)
             with torch.no_grad():
                 prob = torch.sigmoid(enc.boundary_logits).float().cpu().numpy()
             props = [generate_proposals(prob[i, 1, :n], prob[i, 2, :n], config.max_duration, train.model_proposals,
@@ -186,12 +197,45 @@ def _fit(model: Detector, opt: torch.optim.Optimizer, train: TrainConfig, videos
 
 
 def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoRecord], front: str,
-                 refactor_checkpoint, context_checkpoint=None) -> dict:
+                 refactor_checkpoint, contexts: list[Path]) -> dict:
     """What a resumed run must share with the interrupted one (everything but the epoch count)."""
     return {"config": config.to_dict(), "train": asdict(train) | {"epochs": None, "device": None}, "front": front,
             "videos": [[v.video_id, v.num_snippets, len(v.segments)] for v in videos],
             "refactor": None if refactor_checkpoint is None else sha256_file(refactor_checkpoint)}  \
-        | ({} if context_checkpoint is None else {"context": sha256_file(context_checkpoint)})
+        | ({"context": [sha256_file(p) for p in contexts]} if contexts else {})
+
+
+def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str,
+                          videos: list[VideoRecord], streams: tuple[str, ...], scorers: list[ContextScorer],
+                          checkpoints: list[dict], folds: int, device: str = "cpu") -> dict[str, np.ndarray]:
+    """What the context front is trained on with ``TrainConfig.context_folds``: its scores of each training
+    video, each scorer's replaced by the out-of-fold one (:func:`refactor.context.crossfit_scorers`).
+
+    Args:
+        feature_dir, annotations, subset: the training videos' features, ground truth and subset.
+        videos: the training videos as the detector reads them (:func:`detect.data.scan_videos`; rescaled
+            ones are scored as rescaled, as the front scores them).
+        streams: their feature streams.
+        scorers, checkpoints: the context front's scorers (learnt on every training video) and their
+            context-score checkpoints (each fold's scorer is learnt with the same settings and samples).
+        folds: number of folds (>= 2).
+        device: where the fold scorers learn.
+
+    Returns:
+        video id -> (ndarray[T, S], float32) the scores f' puts beside f (S: the scorers' outputs, in order),
+        rows as :func:`detect.data.read_window` gives the video. A video no fold holds out (a class's only
+        training video, a video without instances) keeps the scores of the scorer learnt on every video.
+    """
+    parts: dict[str, list[np.ndarray]] = {v.video_id: [] for v in videos}
+    for scorer, ckpt in zip(scorers, checkpoints):
+        config = replace(scorer_config(ckpt), device=device)
+        fold_of = {vid: fold_scorer for fold_scorer, held in
+                   crossfit_scorers(feature_dir, annotations, subset, config, SampleConfig(**ckpt["samples"]), folds)
+                   for vid in held}
+        for v in videos:
+            x = read_window(v, streams, 0, v.num_snippets)
+            parts[v.video_id].append(fold_of.get(v.video_id, scorer).score(x))
+    return {vid: np.concatenate(p, axis=1) for vid, p in parts.items()}
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
@@ -201,7 +245,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
                    on_epoch: Callable[[EpochReport], None] | None = None,
                    inference: InferenceConfig | None = None, best_path: str | os.PathLike | None = None,
                    log_path: str | os.PathLike | None = None,
-                   context_checkpoint: str | os.PathLike | None = None) -> tuple[Detector, dict]:
+                   context_checkpoint: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                   ) -> tuple[Detector, dict]:
     """Train a detector on the feature files of ``train.subset``.
 
     Args:
@@ -225,8 +270,9 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         log_path: the history as JSON lines (:func:`detect.validation.write_log`), rewritten after
             every epoch (rank 0).
         context_checkpoint: context-score checkpoint (``refactor context``; front "context", required
-            there): its scorer is copied into the detector, frozen, so the detector's checkpoint is
-            all ``detect run`` needs.
+            there), or a list of them: their scorers are copied into the detector, frozen, so the
+            detector's checkpoint is all ``detect run`` needs; f' holds their scores in this order. With
+            ``train.context_folds``, training sees cross-fitted scores (:func:`crossfit_front_scores`).
 
     Returns:
         (model in eval mode, checkpoint metadata for :func:`detect.checkpoint.save_detector`).
@@ -248,19 +294,25 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     ref_model = ref_ckpt = None
     if kind.stage1 and refactor_checkpoint is None:
         raise DetectorError("front 'refactor' needs a stage-1 checkpoint (--refactor CKPT)")
-    if kind.context != (context_checkpoint is not None):
+    contexts = [] if context_checkpoint is None else [Path(context_checkpoint)] \
+        if isinstance(context_checkpoint, (str, os.PathLike)) else [Path(c) for c in context_checkpoint]
+    if kind.context != bool(contexts):
         raise DetectorError("front 'context' needs a context-score checkpoint (--context-score CKPT)" if kind.context
                             else f"a context-score checkpoint is only used by front 'context', not {front!r}")
-    scorer = None
-    if context_checkpoint is not None:
+    if train.context_folds and not kind.context:
+        raise DetectorError(f"--context-folds cross-fits the scores of front 'context', not of {front!r}")
+    scorers, ctxs = [], []
+    for path in contexts:
         try:
-            scorer, ctx = load_context(context_checkpoint, in_dim=dim)
+            scorer, ctx = load_context(path, in_dim=dim)
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
         if tuple(ctx["feature_layout"]["streams"]) != tuple(streams) or list(ctx["classes"]) != list(classes):
-            raise DetectorError(f"{context_checkpoint} was trained on {'+'.join(ctx['feature_layout']['streams'])} "
+            raise DetectorError(f"{path} was trained on {'+'.join(ctx['feature_layout']['streams'])} "
                                 f"features of classes {ctx['classes'][:3]}..., these are {'+'.join(streams)} of "
                                 f"{list(classes)[:3]}...")
+        scorers.append(scorer)
+        ctxs.append(ctx)
     if refactor_checkpoint is not None:
         try:
             ref_model, ref_ckpt = load_refactor(refactor_checkpoint, in_dim=dim)
@@ -272,7 +324,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
                                 f"these are {'+'.join(streams)}")
     base = config or DetectorConfig()
     cfg_dict = base.to_dict() | {"in_dim": dim, "num_classes": len(classes), "front": front}
-    cfg_dict["context_score"] = asdict(scorer_config(ctx)) if scorer is not None else None
+    cfg_dict["context_scores"] = [asdict(scorer_config(ctx)) for ctx in ctxs]
     if ref_model is not None:
         cfg_dict["refactor"] = asdict(ref_model.config)
     elif not kind.uses_refactor_config:
@@ -289,8 +341,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         model.front.load_state_dict(ref_model.state_dict())
         if not encoders_learn:
             model.front.freeze_encoders()
-    if scorer is not None:
-        model.front.load_state_dict(scorer.state_dict())        # frozen (detect.fronts.ContextFront)
+    for front_scorer, scorer in zip(model.front if kind.context else (), scorers):
+        front_scorer.load_state_dict(scorer.state_dict())      # frozen (detect.fronts.ContextFront)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
 
@@ -301,7 +353,15 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
 
-    fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint, context_checkpoint)
+    given = None
+    if train.context_folds:
+        try:
+            given = crossfit_front_scores(feature_dir, annotations, train.subset, videos, streams, scorers, ctxs,
+                                          train.context_folds, train.device)
+        except RefactorError as exc:
+            raise DetectorError(f"cross-fitting the context scores: {exc}") from exc
+
+    fingerprint = _fingerprint(config, train, videos, front, refactor_checkpoint, contexts)
     inference = inference or InferenceConfig()
     fps = sorted({v.fps for v in videos})
     attrs = read_features(videos[0].path, rows=slice(0, 0)).attrs      # frame geometry, where recorded
@@ -313,8 +373,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             "subsets": subset_videos(annotations),
             "refactor_checkpoint": None if refactor_checkpoint is None else
             {"path": str(Path(refactor_checkpoint).resolve()), "sha256": sha256_file(refactor_checkpoint)},
-            "context_checkpoint": None if context_checkpoint is None else
-            {"path": str(Path(context_checkpoint).resolve()), "sha256": sha256_file(context_checkpoint)},
+            "context_checkpoints": [{"path": str(p.resolve()), "sha256": sha256_file(p)} for p in contexts],
             "num_videos": len(videos),
             "num_windows": sum(len(make_windows(v.num_snippets, train.window, train.overlap)) for v in videos)}
     rank, _ = rank_and_world()
@@ -343,7 +402,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             losses = {k: v for k, v in hist[-1].items() if k != "epoch" and not k.startswith("val_")}
             on_epoch(EpochReport(epoch=epoch, losses=losses, seconds=seconds))
 
-    history = _fit(model, opt, train, videos, streams, dim, device, pairs, progress, history, after_epoch)
+    history = _fit(model, opt, train, videos, streams, dim, device, pairs, progress, history, after_epoch, given)
     model.eval()
     meta["history"] = history
     best = best_entry(history)

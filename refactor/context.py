@@ -56,8 +56,8 @@ from refactor.pairs import PairSet, build_pairs
 from refactor.samples import SampleConfig, _cosine
 
 __all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", "border_snippets", "not_action_nll",
-           "snippet_mean", "train_context", "crossfit_scores", "save_context", "load_context", "scorer_config",
-           "CONTEXT_KIND", "FORMAT_VERSION"]
+           "snippet_mean", "train_context", "crossfit_scorers", "crossfit_scores", "save_context", "load_context",
+           "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
 FORMAT_VERSION = 2
@@ -386,17 +386,17 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     return scorer, {"counts": counts.cpu().tolist(), "not_action": len(pt), "final_loss": final}
 
 
-def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str = "validation",
-                    config: ContextConfig = ContextConfig(), samples: SampleConfig = SampleConfig(),
-                    folds: int = 4) -> dict[str, np.ndarray]:
-    """Out-of-fold context scores of the training videos (cross-fitting, as in stacking).
+def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
+                     subset: str = "validation", config: ContextConfig = ContextConfig(),
+                     samples: SampleConfig = SampleConfig(), folds: int = 4) -> list[tuple[ContextScorer, list[str]]]:
+    """The scorers of cross-fitting (as in stacking): one per fold, each learnt without that fold's videos.
 
     A scorer learnt from a video's own samples is far better on it than on new videos (on the action_norm
     0.15 study world: 100% against 56.5% right at action boundaries with ``border`` 2; README, twelfth
-    round), so a detector trained on such scores learns to trust them too much. Here each video of
-    ``subset`` is scored by a scorer learnt without it: the videos are split into ``folds`` folds by
-    :func:`common.annotations.hold_out` (per class, in sorted order), and fold k's videos are scored by the
-    scorer learnt from the other folds' samples.
+    round), so a detector trained on such scores learns to trust them too much. Cross-fitting scores each
+    training video with a scorer that did not see it: the videos of ``subset`` are split into ``folds`` folds
+    by :func:`common.annotations.hold_out` (per class, in sorted order), and fold k's scorer is learnt from
+    the other folds' samples.
 
     Args:
         feature_dir: the videos' feature files (``<video_id>.h5``).
@@ -406,9 +406,9 @@ def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLi
         folds: number of folds (>= 2).
 
     Returns:
-        video id -> (ndarray[T, outputs], float32) its scores (the scorer's probabilities, snippets in rows),
-        for every video that some fold holds out (:func:`common.annotations.hold_out`: not a class's only
-        video, nor a video without segments).
+        [(scorer, the ids of the videos it holds out)] per fold that holds out a video not held out before;
+        every video that some fold holds out is in exactly one list (:func:`common.annotations.hold_out`
+        never holds out a class's only video nor a video without segments).
 
     Raises:
         RefactorError: as :func:`train_context` and :func:`refactor.build_pairs` (e.g. a fold leaves a class
@@ -416,17 +416,36 @@ def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLi
     """
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
-    feature_dir, database = Path(feature_dir), read_database(annotations)
-    scores: dict[str, np.ndarray] = {}
+    database = read_database(annotations)
+    used = {str(e["subset"]).casefold() for e in database.values()}
+    name = next(f"crossfit{i or ''}" for i in range(len(used) + 1) if f"crossfit{i or ''}" not in used)
+    out: list[tuple[ContextScorer, list[str]]] = []
+    seen: set[str] = set()
     for k in range(folds):
-        rest, held = hold_out(database, subset, every=folds, fold=k)
-        held = [vid for vid in held if vid not in scores]
+        rest, held = hold_out(database, subset, every=folds, name=name, fold=k)   # (a subset name not in use)
+        held = [vid for vid in held if vid not in seen]
         if not held:
             continue
+        seen.update(held)
         scorer, _ = train_context(build_pairs(feature_dir, rest, subset, samples), feature_dir, config)
-        for vid in held:
-            scores[vid] = scorer.score(read_features(feature_dir / f"{vid}.h5").features)
-    return scores
+        out.append((scorer, held))
+    return out
+
+
+def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str = "validation",
+                    config: ContextConfig = ContextConfig(), samples: SampleConfig = SampleConfig(),
+                    folds: int = 4) -> dict[str, np.ndarray]:
+    """Out-of-fold context scores of the training videos: each video's snippets scored by the scorer of
+    :func:`crossfit_scorers` that did not see it (arguments as there).
+
+    Returns:
+        video id -> (ndarray[T, outputs], float32) its scores (the scorer's probabilities, snippets in rows),
+        for every video that some fold holds out.
+    """
+    feature_dir = Path(feature_dir)
+    return {vid: scorer.score(read_features(feature_dir / f"{vid}.h5").features)
+            for scorer, held in crossfit_scorers(feature_dir, annotations, subset, config, samples, folds)
+            for vid in held}
 
 
 def save_context(path: str | os.PathLike, scorer: ContextScorer, pairs: PairSet, samples: SampleConfig,

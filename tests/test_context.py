@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,13 @@ from hypothesis import strategies as st
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from common.fileio import sha256_file  # noqa: E402
 from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
 from detect import DetectorError, TrainConfig, train_detector  # noqa: E402
 from detect.checkpoint import load_detector, save_detector  # noqa: E402
+from detect.data import read_window, scan_videos  # noqa: E402
+from detect.model import Detector, DetectorConfig  # noqa: E402
 from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
@@ -333,8 +337,8 @@ def test_the_detector_carries_the_frozen_scorer(world, trained, tmp_path):
                                  context_checkpoint=path, progress=False)
     assert model.config.front == "context" and model.config.feature_dim == C + 3
     for name, value in scorer.state_dict().items():
-        torch.testing.assert_close(model.front.state_dict()[name], value, rtol=0, atol=0)
-    assert meta["context_checkpoint"]["sha256"]
+        torch.testing.assert_close(model.front[0].state_dict()[name], value, rtol=0, atol=0)
+    assert [c["sha256"] for c in meta["context_checkpoints"]] == [sha256_file(path)]
     x = torch.randn(2, C, 20)
     with torch.no_grad():
         enc = model.encode(x, torch.tensor([20, 13]))
@@ -503,7 +507,7 @@ def test_detector_front_with_actions_and_window(world, trained, tmp_path):
     path = save_context(tmp_path / "aw.pt", scorer, pairs, SampleConfig(), config, info)
     model, meta = train_detector(root, root / "annotations.json", train=TrainConfig(epochs=1, window=64, seed=0),
                                  front="context", context_checkpoint=path, progress=False)
-    assert model.config.feature_dim == C + 6 and model.config.context_score == config
+    assert model.config.feature_dim == C + 6 and model.config.context_scores == (config,)
     x = torch.randn(2, C, 20)
     x[1, :, 13:] = 0
     with torch.no_grad():
@@ -512,6 +516,203 @@ def test_detector_front_with_actions_and_window(world, trained, tmp_path):
         torch.testing.assert_close(enc.features[0, C:], scorer(x[:1])[0])
     det = save_detector(tmp_path / "det.pt", model, meta)
     again, _ = load_detector(det)
-    assert again.config.context_score == config
+    assert again.config.context_scores == (config,)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+
+
+# --- several scores beside f, given scores, cross-fitted training (twelfth/thirteenth rounds) ------------------------
+
+
+def _one_video_class(root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """The world's annotations with one class left a single training video (its others moved to the test
+    subset): no fold can hold that video out. Returns (the annotation file, that video's id)."""
+    db = json.loads((root / "annotations.json").read_text())
+    by_class: dict[str, list[str]] = {}
+    for vid in sorted(db["database"]):
+        entry = db["database"][vid]
+        if entry["subset"] == "validation" and entry["annotations"]:
+            by_class.setdefault(entry["annotations"][0]["label"], []).append(vid)
+    label = sorted(by_class)[0]
+    for vid in by_class[label][1:]:
+        db["database"][vid]["subset"] = "test"
+    path = tmp_path / "one_video_class.json"
+    path.write_text(json.dumps(db))
+    return path, by_class[label][0]
+
+
+@pytest.fixture(scope="module")
+def second(world, trained, tmp_path_factory):
+    """A second context-score checkpoint (actions and a window) beside ``trained``'s first form."""
+    root, _ = world
+    config = ContextConfig(actions=True, window=2)
+    scorer, info = train_context(trained[0], root, config)
+    path = save_context(tmp_path_factory.mktemp("ctx2") / "aw.pt", scorer, trained[0], SampleConfig(), config, info)
+    return scorer, path
+
+
+def test_two_scores_beside_f_and_old_checkpoints_load(world, trained, second, tmp_path):
+    """f' = [x, p_1(x), p_2(x)] in the order the checkpoints are given; the checkpoint alone rebuilds both
+    scorers; a one-scorer checkpoint of the layout before several scorers (``context_score``, ``front.*``; or,
+    older, no field at all) loads into today's and gives the same model."""
+    root, _ = world
+    train = TrainConfig(epochs=1, window=64, seed=0)
+    model, meta = train_detector(root, root / "annotations.json", train=train, front="context",
+                                 context_checkpoint=[trained[3], second[1]], progress=False)
+    assert model.config.feature_dim == C + 3 + 6
+    assert model.config.context_scores == (FIRST, ContextConfig(actions=True, window=2))
+    x = torch.randn(2, C, 20)
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([20, 20]))
+        torch.testing.assert_close(enc.features, torch.cat([x, trained[1](x), second[0](x)], dim=1))
+    again, _ = load_detector(save_detector(tmp_path / "two.pt", model, meta))
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+
+    one, meta1 = train_detector(root, root / "annotations.json", train=train, front="context",
+                                context_checkpoint=trained[3], progress=False)
+    ckpt = load_checkpoint(save_detector(tmp_path / "one.pt", one, meta1), DetectorError, "detector")
+    old_state = {k.replace("front.0.", "front.", 1): v for k, v in ckpt["state_dict"].items()}
+    assert any(k.startswith("front.linear") for k in old_state)
+    for label, config in (("context_score field", ckpt["config"] | {"context_score": asdict(FIRST)}),
+                          ("no field", dict(ckpt["config"]))):
+        del config["context_scores"]
+        payload = {k: v for k, v in ckpt.items() if k not in ("kind", "format_version")}
+        path = save_checkpoint(tmp_path / f"old_{label[:2]}.pt", ckpt["kind"], ckpt["format_version"],
+                               payload | {"config": config, "state_dict": old_state})
+        old, _ = load_detector(path)
+        assert old.config.context_scores == (FIRST,), label
+        for name, value in one.state_dict().items():
+            torch.testing.assert_close(old.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_given_scores_replace_the_front_scores(world, trained):
+    """``encode(x, lengths, scores)``: front context puts ``scores`` beside x (zero past each length) instead of
+    its scorers'; a wrong shape, or scores for another front, is a one-line ValueError."""
+    model = Detector(DetectorConfig(in_dim=C, num_classes=3, front="context", context_scores=(FIRST,))).eval()
+    x, given = torch.randn(2, C, 20), torch.rand(2, 3, 20)
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([20, 13]), given)
+    torch.testing.assert_close(enc.features[0], torch.cat([x[0], given[0]]))
+    torch.testing.assert_close(enc.features[1, :, :13], torch.cat([x[1], given[1]])[:, :13])
+    assert torch.all(enc.features[1, :, 13:] == 0)
+    with pytest.raises(ValueError, match="the front expects"):
+        model.encode(x, None, torch.rand(2, 4, 20))
+    plain = Detector(DetectorConfig(in_dim=C, num_classes=3, front="none"))
+    with pytest.raises(ValueError, match="only front 'context' takes given scores"):
+        plain.encode(x, None, given)
+    with pytest.raises(ValueError, match="context_scores are for front 'context'"):
+        DetectorConfig(in_dim=C, num_classes=3, front="none", context_scores=(FIRST,))
+
+
+def test_crossfit_front_scores_are_out_of_fold(world, trained, second, tmp_path):
+    """Each training video's rows: the fold scorer that held it out (for each checkpoint, concatenated in
+    order); a video no fold holds out (its class's only training video) keeps the scorer learnt on all."""
+    from detect.train import crossfit_front_scores
+    root, _ = world
+    ann, alone = _one_video_class(root, tmp_path)
+    videos, _, streams, _ = scan_videos(root, None, ann, "validation", require_annotations=True)
+    ckpts = [load_context(p)[1] for p in (trained[3], second[1])]
+    scorers = [trained[1], second[0]]
+    got = crossfit_front_scores(root, ann, "validation", videos, streams, scorers, ckpts, folds=2)
+    assert sorted(got) == sorted(v.video_id for v in videos)
+    out_of_fold = [crossfit_scores(root, ann, "validation", c, folds=2)
+                   for c in (FIRST, ContextConfig(actions=True, window=2))]
+    assert alone not in out_of_fold[0] and len(out_of_fold[0]) == len(videos) - 1
+    for v in videos:
+        x = read_window(v, streams, 0, v.num_snippets)
+        expect = [held[v.video_id] if v.video_id in held else s.score(x) for s, held in zip(scorers, out_of_fold)]
+        np.testing.assert_array_equal(got[v.video_id], np.concatenate(expect, axis=1))
+        if v.video_id != alone:       # out of fold: not what the scorer that saw the video gives
+            assert not np.allclose(got[v.video_id][:, :3], trained[1].score(x), atol=1e-3)
+
+
+def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
+    """With ``context_folds`` the detector trains on the scores :func:`crossfit_front_scores` gives: given the
+    all-data scorer's own scores (windows longer than every video, so the front's scores are the same),
+    training is the training without cross-fitting; given random scores, every step sees them (each video's
+    once an epoch); with real out-of-fold scores the model still holds the all-data scorer."""
+    import detect.train as detect_train
+    root, _ = world
+    ann = root / "annotations.json"
+    base = TrainConfig(epochs=2, window=128, seed=0, batch_size=4)   # 12 videos: 3 steps, no window repeated
+    plain, meta = train_detector(root, ann, train=base, front="context", context_checkpoint=trained[3],
+                                 progress=False)
+
+    def own_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device):
+        assert folds == 2 and len(scorers) == 1
+        return {v.video_id: scorers[0].score(read_window(v, streams, 0, v.num_snippets)) for v in videos}
+
+    with monkeypatch.context() as m:
+        m.setattr(detect_train, "crossfit_front_scores", own_scores)
+        same, meta_same = train_detector(root, ann, train=replace(base, context_folds=2), front="context",
+                                         context_checkpoint=trained[3], progress=False)
+    for a, b in zip(meta["history"], meta_same["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    rng = np.random.default_rng(0)
+    given: dict[str, np.ndarray] = {}
+
+    def random_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device):
+        given.update({v.video_id: rng.random((v.num_snippets, 3), dtype=np.float32) for v in videos})
+        return given
+
+    seen: list[torch.Tensor | None] = []
+    encode = Detector.encode
+
+    def spy(self, x, lengths=None, scores=None):
+        seen.append(None if scores is None else scores.detach().clone())
+        return encode(self, x, lengths, scores)
+
+    with monkeypatch.context() as m:
+        m.setattr(detect_train, "crossfit_front_scores", random_scores)
+        m.setattr(Detector, "encode", spy)
+        train_detector(root, ann, train=replace(base, context_folds=2), front="context",
+                       context_checkpoint=trained[3], progress=False)
+    assert len(seen) == 3 * base.epochs and all(s is not None for s in seen)
+    per_epoch = len(seen) // base.epochs            # one window per video: each video's scores once an epoch
+    for e in range(base.epochs):
+        total = sum(float(s.double().sum()) for s in seen[e * per_epoch:(e + 1) * per_epoch])
+        assert total == pytest.approx(sum(float(g.astype(np.float64).sum()) for g in given.values()), rel=1e-9)
+    crossed, meta_x = train_detector(root, ann, train=replace(base, context_folds=2), front="context",
+                                     context_checkpoint=trained[3], progress=False)
+    for name, value in trained[1].state_dict().items():
+        torch.testing.assert_close(crossed.front[0].state_dict()[name], value, rtol=0, atol=0)
+    assert meta_x["train"]["context_folds"] == 2
+    with pytest.raises(DetectorError, match="--context-folds cross-fits the scores of front 'context'"):
+        train_detector(root, ann, train=replace(base, context_folds=2), front="none", progress=False)
+    with pytest.raises(ValueError, match="context_folds must be 0"):
+        TrainConfig(context_folds=1)
+
+
+def test_cli_several_scores_and_folds_agree_with_the_api(world, trained, second, tmp_path):
+    """``detect train --context-score A --context-score B --context-folds 2`` trains the model the API does."""
+    from detect.__main__ import main as detect_main
+    root, _ = world
+    ann = root / "annotations.json"
+    out = tmp_path / "cli.pt"
+    assert detect_main(["train", "--features", str(root), "--annotations", str(ann), "--out", str(out),
+                        "--context-score", str(trained[3]), "--context-score", str(second[1]),
+                        "--context-folds", "2", "--epochs", "1", "--window", "64"]) == 0
+    cli, _ = load_detector(out)
+    api, _ = train_detector(root, ann, train=TrainConfig(epochs=1, window=64, context_folds=2), front="context",
+                            context_checkpoint=[trained[3], second[1]], progress=False)
+    assert cli.config == api.config
+    for name, value in api.state_dict().items():
+        torch.testing.assert_close(cli.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_crossfit_holds_out_under_a_subset_name_not_in_use(world, tmp_path):
+    """Annotations that already use the subsets ``heldout`` and ``crossfit`` (``detect fit``'s selection holds
+    videos out as ``heldout``) are cross-fitted as without them."""
+    root, _ = world
+    db = json.loads((root / "annotations.json").read_text())
+    tests = sorted(v for v, e in db["database"].items() if e["subset"] == "test")
+    db["database"][tests[0]]["subset"] = "Heldout"
+    db["database"][tests[1]]["subset"] = "crossfit"
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps(db))
+    got = crossfit_scores(root, renamed, "validation", FIRST, folds=2)
+    expect = crossfit_scores(root, root / "annotations.json", "validation", FIRST, folds=2)
+    assert sorted(got) == sorted(expect)
+    for vid in expect:
+        np.testing.assert_array_equal(got[vid], expect[vid])

@@ -439,3 +439,34 @@ def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactorn
     assert not (work / "ablation" / "baseline").exists()
     assert not list((work / "figures").glob("cam_*"))              # no RefactorNet in front: no CAM figures
     assert (work / "figures" / "map_vs_tiou.png").is_file()
+
+
+def test_context_border_and_folds_reach_every_context_detector(world, tmp_path):
+    """``--context-border 2 --context-folds 2``: the context front holds the default score and the border's
+    (``WORK/context_border.pt``), its detector trains on cross-fitted scores, and it is the model
+    ``train_detector`` gives with the same checkpoints and settings; a rerun does nothing; bad values are one
+    line."""
+    from detect.config import TrainConfig
+    from detect.model import DetectorConfig
+    from detect.train import train_detector
+    from refactor import load_context
+
+    work = tmp_path / "work"
+    cfg = replace(CFG, select_front=True, select_candidates=("context",), figure_videos=0, context_border=2,
+                  context_folds=2)
+    run(world, work, cfg)
+    assert load_context(work / "context_border.pt")[1]["config"]["border"] == 2
+    assert load_context(work / "context.pt")[1]["config"]["border"] == 0
+    model, ckpt = load_detector(work / "detector.pt")
+    assert [c.border for c in model.config.context_scores] == [0, 2] and ckpt["train"]["context_folds"] == 2
+    held, _ = load_detector(work / "select" / "context" / "detector.pt")
+    assert [c.border for c in held.config.context_scores] == [0, 2]
+    train = TrainConfig(epochs=CFG.detector_epochs, seed=CFG.seed, subset="validation", window=CFG.window_snippets,
+                        context_folds=2)
+    api, _ = train_detector(work / "features", world / "annotations.json", DetectorConfig(), train, front="context",
+                            context_checkpoint=[work / "context.pt", work / "context_border.pt"], progress=False)
+    for name, value in api.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+    assert not any(run(world, work, cfg).ran.values())
+    with pytest.raises(FitError, match="--context-folds 0 or >= 2"):
+        run(world, work, replace(cfg, context_folds=1))
