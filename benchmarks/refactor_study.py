@@ -207,6 +207,9 @@ VARIANTS: dict[str, Variant] = {
     # --context-folds 4
     "context_x": Variant("none", layout="context_score", context={"actions": True, "window": 2}, crossfit=True),
     "context_b2_x": Variant("none", layout="context_score", scores=({}, {"border": 2}), crossfit=True),
+    # a second score of where each class's actions start and end (thirteenth round), alone and cross-fitted
+    "context_bd": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"})),
+    "context_bd_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"}), crossfit=True),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }

@@ -93,6 +93,10 @@ class ContextConfig:
             ``not_action`` (a partial label: only that they are no class's action, which is all the annotations
             say of them; their loss is -log of the summed probability of the contexts and "none"). ``not_action``
             needs ``actions`` on.
+        targets: what the scorer tells apart: ``kinds`` (each class's context and action, and "none", as above)
+            or ``boundaries`` (K starts and K ends, and "none": the first and the last snippet of each class-k
+            action sample against every other snippet of the training videos; a second score beside the
+            first, for the detector's localisation; ``contexts``, ``actions``, ``far`` and ``border`` unused).
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -108,6 +112,7 @@ class ContextConfig:
     border: int = 0
     border_from: int = 1
     border_as: str = field(default="context", metadata={"choices": ("context", "not_action")})
+    targets: str = field(default="kinds", metadata={"choices": ("kinds", "boundaries")})
     seed: int = 0
     device: str = "cpu"
 
@@ -129,12 +134,17 @@ class ContextConfig:
             raise ValueError("border snippets are learnt as contexts: border needs contexts on")
         if self.border and self.border_as == "not_action" and not self.actions:
             raise ValueError("border snippets learnt as not_action need the action outputs: border needs actions on")
+        if self.targets not in ("kinds", "boundaries"):
+            raise ValueError(f"targets must be kinds or boundaries, got {self.targets!r}")
+        if self.targets == "boundaries" and self.border:
+            raise ValueError("border is a rule of targets 'kinds'; boundaries learn from every snippet")
         if not (self.contexts or self.actions):
             raise ValueError("the context score needs contexts, actions or both to score")
 
     def outputs(self, num_classes: int) -> int:
-        """Probabilities the scorer gives per snippet for K = ``num_classes``: K contexts and/or K actions."""
-        return num_classes * (self.contexts + self.actions)
+        """Probabilities the scorer gives per snippet for K = ``num_classes``: K contexts and/or K actions
+        (targets ``boundaries``: K starts and K ends)."""
+        return num_classes * (2 if self.targets == "boundaries" else self.contexts + self.actions)
 
 
 def with_neighbours(x: Tensor, window: int, mask: Tensor | None = None) -> Tensor:
@@ -188,8 +198,10 @@ class ContextScorer(nn.Module):
 
     @classmethod
     def from_config(cls, in_dim: int, num_classes: int, config: ContextConfig) -> ContextScorer:
-        """An untrained scorer shaped by ``config``'s ``contexts``, ``actions`` and ``window``."""
-        return cls(in_dim, num_classes, config.contexts, config.actions, config.window)
+        """An untrained scorer shaped by ``config``'s ``contexts``, ``actions`` and ``window`` (targets
+        ``boundaries``: 2K outputs, as contexts and actions both on)."""
+        both = config.targets == "boundaries"
+        return cls(in_dim, num_classes, config.contexts or both, config.actions or both, config.window)
 
     def logits(self, g: Tensor) -> Tensor:
         """g (Tensor[N, inputs]) the scorer's input rows (:func:`with_neighbours`) -> (Tensor[N, out_dim + 1])
@@ -309,6 +321,14 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     for vs, path in zip(pairs.videos, paths):
         f = read_features(path).features.astype(np.float64)
         g = with_neighbours(torch.from_numpy(f).T[None], config.window)[0].T.numpy()        # (T, inputs)
+        if config.targets == "boundaries":                     # start k: output k, end k: k + K, the rest "none"
+            edge = np.zeros(len(f), dtype=bool)
+            for idx, label in zip(vs.action_snippets, vs.action_labels):
+                rows["x"].append(g[[idx.min(), idx.max()]])
+                rows["y"].append([label, k + label])
+                edge[[idx.min(), idx.max()]] = True
+            rows["none"].append(g[~edge])
+            continue
         taken = np.zeros(len(f), dtype=bool)
         for idx in vs.action_snippets:
             taken[idx] = True
@@ -340,7 +360,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     outputs = config.outputs(k)
     x = np.concatenate(rows["x"] + [neg])
     y = np.concatenate([np.asarray(v, dtype=np.int64) for v in rows["y"]] + [np.full(len(neg), outputs)])
-    is_action = (y >= k * config.contexts) & (y < outputs)
+    is_action = (y >= k * config.contexts) & (y < outputs) if config.targets == "kinds" else np.zeros(len(y), bool)
     if config.max_actions is not None and is_action.sum() > config.max_actions:
         keep = np.ones(len(y), dtype=bool)
         keep[rng.choice(np.flatnonzero(is_action), int(is_action.sum()) - config.max_actions, replace=False)] = False
