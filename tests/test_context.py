@@ -551,14 +551,26 @@ def second(world, trained, tmp_path_factory):
     return scorer, path
 
 
-def test_two_scores_beside_f_and_old_checkpoints_load(world, trained, second, tmp_path):
-    """f' = [x, p_1(x), p_2(x)] in the order the checkpoints are given; the checkpoint alone rebuilds both
-    scorers; a one-scorer checkpoint of the layout before several scorers (``context_score``, ``front.*``; or,
-    older, no field at all) loads into today's and gives the same model."""
+TWO = TrainConfig(epochs=1, window=64, seed=0, context_folds=2)
+
+
+@pytest.fixture(scope="module")
+def two_scores(world, trained, second):
+    """A detector with both scores beside f, trained on cross-fitted scores (``TWO``), and its metadata."""
+    root, _ = world
+    return train_detector(root, root / "annotations.json", train=TWO, front="context",
+                          context_checkpoint=[trained[3], second[1]], progress=False)
+
+
+def test_two_scores_beside_f_and_old_checkpoints_load(world, trained, second, two_scores, tmp_path):
+    """f' = [x, p_1(x), p_2(x)] in the order the checkpoints are given (the scorers learnt on every training
+    video, also when training saw cross-fitted scores); the checkpoint alone rebuilds both scorers; a one-scorer
+    checkpoint of the layout before several scorers (``context_score``, ``front.*``; or, older, no field at all)
+    loads into today's and gives the same model."""
     root, _ = world
     train = TrainConfig(epochs=1, window=64, seed=0)
-    model, meta = train_detector(root, root / "annotations.json", train=train, front="context",
-                                 context_checkpoint=[trained[3], second[1]], progress=False)
+    model, meta = two_scores
+    assert meta["train"]["context_folds"] == 2
     assert model.config.feature_dim == C + 3 + 6
     assert model.config.context_scores == (FIRST, ContextConfig(actions=True, window=2))
     x = torch.randn(2, C, 20)
@@ -631,7 +643,7 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
     """With ``context_folds`` the detector trains on the scores :func:`crossfit_front_scores` gives: given the
     all-data scorer's own scores (windows longer than every video, so the front's scores are the same),
     training is the training without cross-fitting; given random scores, every step sees them (each video's
-    once an epoch); with real out-of-fold scores the model still holds the all-data scorer."""
+    once an epoch). (That the model keeps the scorers learnt on every video: ``two_scores``.)"""
     import detect.train as detect_train
     root, _ = world
     ann = root / "annotations.json"
@@ -673,29 +685,22 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
     for e in range(base.epochs):
         total = sum(float(s.double().sum()) for s in seen[e * per_epoch:(e + 1) * per_epoch])
         assert total == pytest.approx(sum(float(g.astype(np.float64).sum()) for g in given.values()), rel=1e-9)
-    crossed, meta_x = train_detector(root, ann, train=replace(base, context_folds=2), front="context",
-                                     context_checkpoint=trained[3], progress=False)
-    for name, value in trained[1].state_dict().items():
-        torch.testing.assert_close(crossed.front[0].state_dict()[name], value, rtol=0, atol=0)
-    assert meta_x["train"]["context_folds"] == 2
     with pytest.raises(DetectorError, match="--context-folds cross-fits the scores of front 'context'"):
         train_detector(root, ann, train=replace(base, context_folds=2), front="none", progress=False)
     with pytest.raises(ValueError, match="context_folds must be 0"):
         TrainConfig(context_folds=1)
 
 
-def test_cli_several_scores_and_folds_agree_with_the_api(world, trained, second, tmp_path):
+def test_cli_several_scores_and_folds_agree_with_the_api(world, trained, second, two_scores, tmp_path):
     """``detect train --context-score A --context-score B --context-folds 2`` trains the model the API does."""
     from detect.__main__ import main as detect_main
     root, _ = world
-    ann = root / "annotations.json"
     out = tmp_path / "cli.pt"
-    assert detect_main(["train", "--features", str(root), "--annotations", str(ann), "--out", str(out),
-                        "--context-score", str(trained[3]), "--context-score", str(second[1]),
-                        "--context-folds", "2", "--epochs", "1", "--window", "64"]) == 0
+    assert detect_main(["train", "--features", str(root), "--annotations", str(root / "annotations.json"),
+                        "--out", str(out), "--context-score", str(trained[3]), "--context-score", str(second[1]),
+                        "--context-folds", "2", "--epochs", str(TWO.epochs), "--window", str(TWO.window)]) == 0
     cli, _ = load_detector(out)
-    api, _ = train_detector(root, ann, train=TrainConfig(epochs=1, window=64, context_folds=2), front="context",
-                            context_checkpoint=[trained[3], second[1]], progress=False)
+    api = two_scores[0]
     assert cli.config == api.config
     for name, value in api.state_dict().items():
         torch.testing.assert_close(cli.state_dict()[name], value, rtol=0, atol=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -441,7 +442,7 @@ def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactorn
     assert (work / "figures" / "map_vs_tiou.png").is_file()
 
 
-def test_context_border_and_folds_reach_every_context_detector(world, tmp_path):
+def test_context_border_and_folds_reach_every_context_detector(world, fitted, tmp_path):
     """``--context-border 2 --context-folds 2``: the context front holds the default score and the border's
     (``WORK/context_border.pt``), its detector trains on cross-fitted scores, and it is the model
     ``train_detector`` gives with the same checkpoints and settings; a rerun does nothing; bad values are one
@@ -452,9 +453,11 @@ def test_context_border_and_folds_reach_every_context_detector(world, tmp_path):
     from refactor import load_context
 
     work = tmp_path / "work"
+    shutil.copytree(fitted[0], work)                 # its features and stage 1 are reused, the rest is trained
     cfg = replace(CFG, select_front=True, select_candidates=("context",), figure_videos=0, context_border=2,
                   context_folds=2)
-    run(world, work, cfg)
+    report = run(world, work, cfg)
+    assert not report.ran["features"] and report.ran["detector"]
     assert load_context(work / "context_border.pt")[1]["config"]["border"] == 2
     assert load_context(work / "context.pt")[1]["config"]["border"] == 0
     model, ckpt = load_detector(work / "detector.pt")
