@@ -6,8 +6,8 @@ Stages, each writing into the work folder ``WORK``:
 1. ``features``: I3D features of every annotated video found in ``--videos`` (``WORK/features``;
    resumable video by video, as ``python -m extract``);
 2. ``refactor``: RefactorNet stage 1 on the training subset (``WORK/refactor.pt``; the context score,
-   ``WORK/context.pt``, and ``WORK/context_border.pt`` with ``--context-border``, where the context front is
-   chosen or with ``--ablation``);
+   ``WORK/context.pt``, ``WORK/context_border.pt`` with ``--context-border``, ``WORK/context_boundaries.pt``
+   with ``--context-boundaries``, where the context front is chosen or with ``--ablation``);
 3. ``detector``: stage 2, the detector trained end to end with RefactorNet in front
    (``WORK/detector.pt``; per-epoch state in ``WORK/detector.pt.state``, so an interrupted run
    resumes at its last finished epoch);
@@ -183,8 +183,13 @@ class FitConfig:
             class's context (``refactor context --border``, ``WORK/context_border.pt``); 0: the default score
             alone. With ``context_folds`` 4 and border 2, the study's closest form to the issue's bar at
             THUMOS14's scale, and worse where the action is faint (README, twelfth and thirteenth rounds).
+        context_boundaries: the context front also puts beside f a score of where each class's actions start
+            and end (``refactor context --targets boundaries``, ``WORK/context_boundaries.pt``, after the
+            border's).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
+            With ``context_boundaries`` and 4 folds: not below the default form on any of five development
+            worlds and above it on three (README, thirteenth round), not yet confirmed on fresh seeds.
         figure_videos: test videos drawn as timelines and CAM figures.
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
@@ -213,6 +218,7 @@ class FitConfig:
     select_prefer: str | None = "context"
     select_margin: float = 10.0
     context_border: int = 0
+    context_boundaries: bool = False
     context_folds: int = 0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
@@ -487,31 +493,37 @@ class _Variant:
         self.stages.run(self._name(stage), key, [out], build)
         return key
 
-    def context_files(self) -> list[Path]:
-        """The context front's score checkpoints: ROOT/context.pt, and ROOT/context_border.pt with
-        ``context_border``."""
-        return [self.root / "context.pt"] + ([self.root / "context_border.pt"] if self.cfg.context_border else [])
+    def context_scores(self) -> list[tuple[Path, dict]]:
+        """The context front's score checkpoints and the :class:`ContextConfig` fields each differs by from
+        the default score's: ROOT/context.pt, ROOT/context_border.pt with ``context_border``,
+        ROOT/context_boundaries.pt with ``context_boundaries``."""
+        return [(self.root / "context.pt", {})] \
+            + ([(self.root / "context_border.pt", {"border": self.cfg.context_border})]
+               if self.cfg.context_border else []) \
+            + ([(self.root / "context_boundaries.pt", {"targets": "boundaries"})] if self.cfg.context_boundaries
+               else [])
 
     def context(self, stage: str, upstream: str) -> str:
-        """Learn the context score (:mod:`refactor.context`) into ROOT/context.pt, and with ``context_border``
-        the border's score into ROOT/context_border.pt."""
-        outs = self.context_files()
+        """Learn the context front's scores (:mod:`refactor.context`, :meth:`context_scores`)."""
+        scores = self.context_scores()
+        outs = [path for path, _ in scores]
         samples = SampleConfig()
         config = ContextConfig(seed=self.cfg.seed, device=_train_device(self.cfg.device))
-        configs = [config] + ([replace(config, border=self.cfg.context_border)] if self.cfg.context_border else [])
+        extra = [changes for _, changes in scores[1:]]
         key = stage_key(self._name(stage), {"features": upstream, "annotations": self.ann_hash,
                                             "subset": self.train_subset, "samples": asdict(samples),
                                             "context": asdict(config) | {"device": None}}
-                        | ({"border": self.cfg.context_border} if self.cfg.context_border else {}))
+                        | ({"extra": extra} if extra else {}))
 
         def build() -> dict:
             pairs = build_pairs(self.feats, self.annotations, self.train_subset, samples)
             infos = []
-            for out, c in zip(outs, configs):
+            for out, changes in scores:
+                c = replace(config, **changes)
                 scorer, info = train_context(pairs, self.feats, c)
                 save_context(out, scorer, pairs, samples, c, info)
                 infos.append(info)
-            return infos[0] | ({"border": infos[1]} if len(infos) > 1 else {})
+            return infos[0] | ({"extra": infos[1:]} if len(infos) > 1 else {})
 
         self.stages.run(self._name(stage), key, outs, build)
         return key
@@ -520,7 +532,7 @@ class _Variant:
                  checkpoint: bool = True) -> str:
         """Train a detector (front "refactor", "context", "deep" or "none") into ROOT/detector.pt, resumably.
         The fronts "refactor" and "deep" read ROOT/refactor.pt (the deep baseline: its sizes), "context"
-        reads ROOT/context.pt (and ROOT/context_border.pt); ``checkpoint`` False: the deep baseline takes the
+        reads ROOT/context*.pt (:meth:`context_scores`); ``checkpoint`` False: the deep baseline takes the
         sizes of RefactorNet's default configuration instead."""
         out = self.root / "detector.pt"
         state = self.root / "detector.pt.state"
@@ -538,7 +550,7 @@ class _Variant:
                 state.unlink(missing_ok=True)
                 _write_state_key(state, key)
             ref = self.root / "refactor.pt" if front in ("refactor", "deep") and checkpoint else None
-            ctx = self.context_files() if front == "context" else None
+            ctx = [path for path, _ in self.context_scores()] if front == "context" else None
             model, meta = train_detector(features or self.feats, self.annotations, DetectorConfig(), train,
                                          refactor_checkpoint=ref, front=front, progress=None, state_path=state,
                                          context_checkpoint=ctx)

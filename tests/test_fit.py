@@ -442,11 +442,11 @@ def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactorn
     assert (work / "figures" / "map_vs_tiou.png").is_file()
 
 
-def test_context_border_and_folds_reach_every_context_detector(world, fitted, tmp_path):
-    """``--context-border 2 --context-folds 2``: the context front holds the default score and the border's
-    (``WORK/context_border.pt``), its detector trains on cross-fitted scores, and it is the model
-    ``train_detector`` gives with the same checkpoints and settings; a rerun does nothing; bad values are one
-    line."""
+def test_context_border_boundaries_and_folds_reach_every_context_detector(world, fitted, tmp_path):
+    """``--context-border 2 --context-boundaries --context-folds 2``: the context front holds the default score,
+    the border's and the boundaries' (``WORK/context_border.pt``, ``WORK/context_boundaries.pt``), its detector
+    trains on cross-fitted scores, and it is the model ``train_detector`` gives with the same checkpoints and
+    settings; a rerun does nothing; bad values are one line."""
     from detect.config import TrainConfig
     from detect.model import DetectorConfig
     from detect.train import train_detector
@@ -455,19 +455,23 @@ def test_context_border_and_folds_reach_every_context_detector(world, fitted, tm
     work = tmp_path / "work"
     shutil.copytree(fitted[0], work)                 # its features and stage 1 are reused, the rest is trained
     cfg = replace(CFG, select_front=True, select_candidates=("context",), figure_videos=0, context_border=2,
-                  context_folds=2)
+                  context_boundaries=True, context_folds=2)
     report = run(world, work, cfg)
     assert not report.ran["features"] and report.ran["detector"]
     assert load_context(work / "context_border.pt")[1]["config"]["border"] == 2
     assert load_context(work / "context.pt")[1]["config"]["border"] == 0
+    assert load_context(work / "context_boundaries.pt")[1]["config"]["targets"] == "boundaries"
     model, ckpt = load_detector(work / "detector.pt")
-    assert [c.border for c in model.config.context_scores] == [0, 2] and ckpt["train"]["context_folds"] == 2
+    forms = [(c.border, c.targets) for c in model.config.context_scores]
+    assert forms == [(0, "kinds"), (2, "kinds"), (0, "boundaries")] and ckpt["train"]["context_folds"] == 2
     held, _ = load_detector(work / "select" / "context" / "detector.pt")
-    assert [c.border for c in held.config.context_scores] == [0, 2]
+    assert [(c.border, c.targets) for c in held.config.context_scores] == forms
     train = TrainConfig(epochs=CFG.detector_epochs, seed=CFG.seed, subset="validation", window=CFG.window_snippets,
                         context_folds=2)
     api, _ = train_detector(work / "features", world / "annotations.json", DetectorConfig(), train, front="context",
-                            context_checkpoint=[work / "context.pt", work / "context_border.pt"], progress=False)
+                            context_checkpoint=[work / f"{name}.pt" for name in ("context", "context_border",
+                                                                                  "context_boundaries")],
+                            progress=False)
     for name, value in api.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
     assert not any(run(world, work, cfg).ran.values())
