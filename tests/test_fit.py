@@ -445,11 +445,9 @@ def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactorn
 def test_context_border_boundaries_and_folds_reach_every_context_detector(world, fitted, tmp_path):
     """``--context-border 2 --context-boundaries --context-folds 2``: the context front holds the default score,
     the border's and the boundaries' (``WORK/context_border.pt``, ``WORK/context_boundaries.pt``), its detector
-    trains on cross-fitted scores, and it is the model ``train_detector`` gives with the same checkpoints and
-    settings; a rerun does nothing; bad values are one line."""
-    from detect.config import TrainConfig
-    from detect.model import DetectorConfig
-    from detect.train import train_detector
+    trains on cross-fitted scores and holds the scorers of those checkpoints (that such training is
+    ``train_detector``'s: ``tests/test_context.py``); a rerun does nothing; bad values are one line."""
+    from common.fileio import sha256_file
     from refactor import load_context
 
     work = tmp_path / "work"
@@ -466,14 +464,11 @@ def test_context_border_boundaries_and_folds_reach_every_context_detector(world,
     assert forms == [(0, "kinds"), (2, "kinds"), (0, "boundaries")] and ckpt["train"]["context_folds"] == 2
     held, _ = load_detector(work / "select" / "context" / "detector.pt")
     assert [(c.border, c.targets) for c in held.config.context_scores] == forms
-    train = TrainConfig(epochs=CFG.detector_epochs, seed=CFG.seed, subset="validation", window=CFG.window_snippets,
-                        context_folds=2)
-    api, _ = train_detector(work / "features", world / "annotations.json", DetectorConfig(), train, front="context",
-                            context_checkpoint=[work / f"{name}.pt" for name in ("context", "context_border",
-                                                                                  "context_boundaries")],
-                            progress=False)
-    for name, value in api.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+    files = [work / f"{name}.pt" for name in ("context", "context_border", "context_boundaries")]
+    assert [c["sha256"] for c in ckpt["context_checkpoints"]] == [sha256_file(p) for p in files]
+    for scorer, path in zip(model.front, files):                    # the scorers learnt on all training videos
+        for name, value in load_context(path)[0].state_dict().items():
+            torch.testing.assert_close(scorer.state_dict()[name], value, rtol=0, atol=0)
     assert not any(run(world, work, cfg).ran.values())
     with pytest.raises(FitError, match="--context-folds 0 or >= 2"):
         run(world, work, replace(cfg, context_folds=1))
