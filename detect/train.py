@@ -207,7 +207,8 @@ def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoR
 
 def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str,
                           videos: list[VideoRecord], streams: tuple[str, ...], scorers: list[ContextScorer],
-                          checkpoints: list[dict], folds: int, device: str = "cpu") -> dict[str, np.ndarray]:
+                          checkpoints: list[dict], folds: int, device: str = "cpu",
+                          progress: bool | None = None) -> dict[str, np.ndarray]:
     """What the context front is trained on with ``TrainConfig.context_folds``: its scores of each training
     video, each scorer's replaced by the out-of-fold one (:func:`refactor.context.crossfit_scorers`).
 
@@ -220,6 +221,7 @@ def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.
             context-score checkpoints (each fold's scorer is learnt with the same settings and samples).
         folds: number of folds (>= 2).
         device: where the fold scorers learn.
+        progress: progress bars over the folds (None: when stderr is a terminal).
 
     Returns:
         video id -> (ndarray[T, S], float32) the scores f' puts beside f (S: the scorers' outputs, in order),
@@ -230,7 +232,8 @@ def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.
     for scorer, ckpt in zip(scorers, checkpoints):
         config = replace(scorer_config(ckpt), device=device)
         fold_of = {vid: fold_scorer for fold_scorer, held in
-                   crossfit_scorers(feature_dir, annotations, subset, config, SampleConfig(**ckpt["samples"]), folds)
+                   crossfit_scorers(feature_dir, annotations, subset, config, SampleConfig(**ckpt["samples"]), folds,
+                                    progress)
                    for vid in held}
         for v in videos:
             x = read_window(v, streams, 0, v.num_snippets)
@@ -357,7 +360,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     if train.context_folds:
         try:
             given = crossfit_front_scores(feature_dir, annotations, train.subset, videos, streams, scorers, ctxs,
-                                          train.context_folds, train.device)
+                                          train.context_folds, train.device,
+                                          progress=False if rank_and_world()[0] else progress)
         except RefactorError as exc:
             raise DetectorError(f"cross-fitting the context scores: {exc}") from exc
 

@@ -39,6 +39,7 @@ rebuilds the scorer from it alone.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from common.annotations import hold_out, read_database
 from common.checkpoint import load_checkpoint, rebuild_model
@@ -408,7 +410,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
 
 def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
                      subset: str = "validation", config: ContextConfig = ContextConfig(),
-                     samples: SampleConfig = SampleConfig(), folds: int = 4) -> list[tuple[ContextScorer, list[str]]]:
+                     samples: SampleConfig = SampleConfig(), folds: int = 4,
+                     progress: bool | None = None) -> list[tuple[ContextScorer, list[str]]]:
     """The scorers of cross-fitting (as in stacking): one per fold, each learnt without that fold's videos.
 
     A scorer learnt from a video's own samples is far better on it than on new videos (on the action_norm
@@ -424,6 +427,7 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
         subset: the training subset.
         config, samples: as in :func:`train_context` and :func:`refactor.build_pairs`.
         folds: number of folds (>= 2).
+        progress: a progress bar over the folds (None: when stderr is a terminal).
 
     Returns:
         [(scorer, the ids of the videos it holds out)] per fold that holds out a video not held out before;
@@ -441,7 +445,8 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
     name = next(f"crossfit{i or ''}" for i in range(len(used) + 1) if f"crossfit{i or ''}" not in used)
     out: list[tuple[ContextScorer, list[str]]] = []
     seen: set[str] = set()
-    for k in range(folds):
+    show = progress if progress is not None else sys.stderr.isatty()
+    for k in tqdm(range(folds), desc="cross-fitting", unit="fold", disable=not show):
         rest, held = hold_out(database, subset, every=folds, name=name, fold=k)   # (a subset name not in use)
         held = [vid for vid in held if vid not in seen]
         if not held:

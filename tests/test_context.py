@@ -651,7 +651,7 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
     plain, meta = train_detector(root, ann, train=base, front="context", context_checkpoint=trained[3],
                                  progress=False)
 
-    def own_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device):
+    def own_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device, progress):
         assert folds == 2 and len(scorers) == 1
         return {v.video_id: scorers[0].score(read_window(v, streams, 0, v.num_snippets)) for v in videos}
 
@@ -664,7 +664,8 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
     rng = np.random.default_rng(0)
     given: dict[str, np.ndarray] = {}
 
-    def random_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device):
+    def random_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device,
+                      progress):
         given.update({v.video_id: rng.random((v.num_snippets, 3), dtype=np.float32) for v in videos})
         return given
 
