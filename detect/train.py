@@ -228,17 +228,17 @@ def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.
         rows as :func:`detect.data.read_window` gives the video. A video no fold holds out (a class's only
         training video, a video without instances) keeps the scores of the scorer learnt on every video.
     """
-    parts: dict[str, list[np.ndarray]] = {v.video_id: [] for v in videos}
-    for scorer, ckpt in zip(scorers, checkpoints):
-        config = replace(scorer_config(ckpt), device=device)
-        fold_of = {vid: fold_scorer for fold_scorer, held in
-                   crossfit_scorers(feature_dir, annotations, subset, config, SampleConfig(**ckpt["samples"]), folds,
-                                    progress)
-                   for vid in held}
-        for v in videos:
-            x = read_window(v, streams, 0, v.num_snippets)
-            parts[v.video_id].append(fold_of.get(v.video_id, scorer).score(x))
-    return {vid: np.concatenate(p, axis=1) for vid, p in parts.items()}
+    fold_of = [{vid: fold_scorer for fold_scorer, held in
+                crossfit_scorers(feature_dir, annotations, subset, replace(scorer_config(ckpt), device=device),
+                                 SampleConfig(**ckpt["samples"]), folds, progress)
+                for vid in held}
+               for ckpt in checkpoints]                                   # per score: video id -> its fold's scorer
+    out = {}
+    for v in videos:                                                      # each video read once
+        x = read_window(v, streams, 0, v.num_snippets)
+        out[v.video_id] = np.concatenate([held.get(v.video_id, scorer).score(x)
+                                          for scorer, held in zip(scorers, fold_of)], axis=1)
+    return out
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
