@@ -190,7 +190,8 @@ class FitConfig:
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
             With ``context_boundaries`` and 4 folds: not below the default form on any of five development
             worlds and above it on three (README, thirteenth round), not yet confirmed on fresh seeds.
-        figure_videos: test videos drawn as timelines and CAM figures.
+        figure_videos: test videos drawn as timelines and CAM figures (0: loss curves and mAP against tIoU
+            only).
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
             (its padding puts a bias in the right-hand column; see refactor.cam); none: raw maps only.
         device: auto (CUDA when present), cpu, cuda, cuda:N (extraction and training).
@@ -597,7 +598,7 @@ class _Variant:
         for vid in annotated:
             written.append(folder / f"timeline_{safe_name(vid)}.png")
             plot_timeline(gt, pred, vid, written[-1])
-        if self.cfg.spatial and "rgb" in self.cfg.streams and model.config.front == "refactor":
+        if annotated and self.cfg.spatial and "rgb" in self.cfg.streams and model.config.front == "refactor":
             drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
                               videos=annotated, annotations=self.annotations, subset=self.test_subset,
                               samples=SampleConfig(), reference=self.cfg.cam_reference)

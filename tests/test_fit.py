@@ -55,6 +55,17 @@ def run(world: Path, work: Path, cfg: FitConfig = CFG):
                extract_streams=streams(cfg))
 
 
+def with_features(fitted, work: Path) -> Path:
+    """``work`` holding only the features stage of the module's fit (a run with ``CFG``'s sampling reuses them:
+    extraction is what the tests below do not test)."""
+    (work / "stages").mkdir(parents=True)
+    shutil.copytree(fitted[0] / "features", work / "features")
+    for name in ("features.json", "features.started"):
+        if (fitted[0] / "stages" / name).exists():
+            shutil.copy2(fitted[0] / "stages" / name, work / "stages" / name)
+    return work
+
+
 def mtimes(work: Path) -> dict[str, int]:
     return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
 
@@ -112,9 +123,9 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(world, fitted, tmp_pat
     assert report.ran == {"features": False, "refactor": True, "detector": True, "evaluate": True, "figures": True}
 
 
-def test_changed_ground_truth_retrains_but_keeps_the_features(world, tmp_path):
+def test_changed_ground_truth_retrains_but_keeps_the_features(world, fitted, tmp_path):
     work = tmp_path / "w"
-    run(world, work)
+    assert run(world, with_features(fitted, work)).ran == {"features": False} | dict.fromkeys(STAGES[1:], True)
     copy = tmp_path / "world"
     copy.mkdir()
     (copy / "videos").symlink_to(world / "videos")
@@ -126,10 +137,9 @@ def test_changed_ground_truth_retrains_but_keeps_the_features(world, tmp_path):
     assert report.ran == {"features": False, "refactor": True, "detector": True, "evaluate": True, "figures": True}
 
 
-def test_new_sampling_redoes_the_features(world, tmp_path):
-    work = tmp_path / "w"
-    run(world, work)
-    report = run(world, work, replace(CFG, stride=16))
+def test_new_sampling_redoes_the_features(world, fitted, tmp_path):
+    work = with_features(fitted, tmp_path / "w")
+    report = run(world, work, replace(CFG, stride=16, figure_videos=0))
     assert report.ran == dict.fromkeys(STAGES, True)
 
 
@@ -139,13 +149,13 @@ from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.test_fit import CFG, run
-run(Path({world!r}), Path({work!r}), replace(CFG, detector_epochs={epochs}))
+run(Path({world!r}), Path({work!r}), replace(CFG, detector_epochs={epochs}, figure_videos=0))
 """
 
 
-def test_kill_during_detector_training_then_rerun_resumes(world, tmp_path):
-    work = tmp_path / "w"
-    epochs = 20
+def test_kill_during_detector_training_then_rerun_resumes(world, fitted, tmp_path):
+    work = with_features(fitted, tmp_path / "w")
+    epochs = 6
     code = KILLED_RUN.format(repo=str(REPO), world=str(world), work=str(work), epochs=epochs)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -160,7 +170,7 @@ def test_kill_during_detector_training_then_rerun_resumes(world, tmp_path):
     killed = torch.load(state, weights_only=True)["history"]
     done = len(killed)
     assert 1 <= done < epochs
-    report = run(world, work, replace(CFG, detector_epochs=epochs))
+    report = run(world, work, replace(CFG, detector_epochs=epochs, figure_videos=0))
     assert report.ran["features"] is False and report.ran["refactor"] is False and report.ran["detector"] is True
     _, ckpt = load_detector(work / "detector.pt")
     assert len(ckpt["history"]) == epochs
@@ -205,24 +215,26 @@ def test_cli_settings_come_from_the_dataclass_with_file_and_flag_override(tmp_pa
     assert proc.returncode != 0 and "unknown key fit.epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
-def test_features_of_a_killed_run_with_other_settings_are_not_mixed(world, tmp_path):
-    work = tmp_path / "w"
-    run(world, work)
+def test_features_of_a_killed_run_with_other_settings_are_not_mixed(world, fitted, tmp_path):
+    work = with_features(fitted, tmp_path / "w")
     (work / "stages" / "features.json").unlink()              # as if the first run was killed while extracting
     stale = {p.name: p.stat().st_mtime_ns for p in (work / "features").glob("*.h5")}
-    report = run(world, work, replace(CFG, stride=16))
+    report = run(world, work, replace(CFG, stride=16, figure_videos=0))
     assert report.ran["features"] is True
     fresh = {p.name: p.stat().st_mtime_ns for p in (work / "features").glob("*.h5")}
     assert set(fresh) == set(stale) and all(fresh[k] != stale[k] for k in stale)   # every file redone
 
 
 @pytest.mark.parametrize("form", ["gated", "paper"])
-def test_ablation_puts_the_papers_form_beside_the_fits(world, tmp_path, form):
+def test_ablation_puts_the_papers_form_beside_the_fits(world, fitted, tmp_path, form):
     """``--ablation``: every variant is scored; the main model has the fit's form and the paper's form is
     a row of its own (the main result when the fit's form is the paper's); the paper's ablations (no KL,
     action only, frozen stage 1) are of the paper's form, stage 1 reading the paper's checkpoint."""
-    work = tmp_path / "work"
-    report = run(world, work, replace(CFG, ablation=True, figure_videos=0, refactor_form=form))
+    work = with_features(fitted, tmp_path / "work")
+    report = run(world, work, replace(CFG, ablation=True, figure_videos=0, refactor_form=form, detector_epochs=1))
+    assert not report.ran["features"]
+    figures = sorted(p.name for p in (work / "figures").iterdir())
+    assert figures == ["loss_detector.png", "map_vs_tiou.png"]          # figure_videos 0: no timeline, no CAM
     table = json.loads((work / "ablation.json").read_text())
     assert list(table["variants"]) == list(ABLATION_VARIANTS)
     main = json.loads((work / "result.json").read_text())
@@ -243,14 +255,14 @@ def test_ablation_puts_the_papers_form_beside_the_fits(world, tmp_path, form):
     assert ctx.config.front == "context" and (work / "ablation" / "context" / "context.pt").is_file()
 
 
-def test_select_front_chooses_on_heldout_training_videos(world, tmp_path):
+def test_select_front_chooses_on_heldout_training_videos(world, fitted, tmp_path):
     """``--select-front``: the candidates (here all four) are trained without a held-out quarter of each
     class's training videos and scored on it alone; the best (ties: the first) becomes the main model's
     front, trained on all of them; a rerun does nothing."""
     assert FitConfig().select_candidates == ("baseline", "context", "deep")
-    work = tmp_path / "work"
-    every = replace(CFG, select_front=True, figure_videos=0, select_candidates=("deep", "refactor", "context",
-                                                                              "baseline"))
+    work = with_features(fitted, tmp_path / "work")
+    every = replace(CFG, select_front=True, figure_videos=0, detector_epochs=1,
+                    select_candidates=("deep", "refactor", "context", "baseline"))
     report = run(world, work, every)
     table = json.loads((work / "select.json").read_text())
     db = read_database(world / "annotations.json")
@@ -336,7 +348,7 @@ def test_choose_front_by_hand():
         choose_front({})
 
 
-def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, tmp_path):
+def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, fitted, tmp_path):
     """Selection is ``FitConfig``'s default. With one training video per class nothing can be held out: the
     fit says so in one line, records it in ``select.json`` and keeps the preferred candidate (the context
     score), training no candidate."""
@@ -351,8 +363,9 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     ann = tmp_path / "single.json"
     write_annotations(ann, single)
     lines: list[str] = []
-    work = tmp_path / "work"
-    report = fit(world / "videos", ann, work, replace(CFG, select_front=True, figure_videos=0), log=lines.append,
+    work = with_features(fitted, tmp_path / "work")
+    report = fit(world / "videos", ann, work, replace(CFG, select_front=True, figure_videos=0, detector_epochs=1),
+                 log=lines.append,
                  progress=False, extract_streams=streams(CFG))
     note = "no class of the training subset 'validation' has two videos, so none can be held out"
     assert report.selection["chosen"] == "context" and report.selection["heldout"] == []
@@ -377,15 +390,15 @@ def _no_coupling(where=lambda annotations: True):
     return fake
 
 
-def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world, tmp_path, monkeypatch):
+def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world, fitted, tmp_path, monkeypatch):
     """Where RefactorNet cannot be trained (a class without coupling samples), the default fit says so in one
     line, chooses between the baseline and the deep baseline (RefactorNet's default sizes), and the ablation
     has only their rows; a rerun trains nothing; with ``--no-select-front`` it is a one-line FitError."""
     from refactor.model import RefactorConfig
     monkeypatch.setattr("detect.fit.build_pairs", _no_coupling())
     lines: list[str] = []
-    work = tmp_path / "work"
-    cfg = replace(CFG, select_front=True, ablation=True, figure_videos=1)
+    work = with_features(fitted, tmp_path / "work")
+    cfg = replace(CFG, select_front=True, ablation=True, figure_videos=1, detector_epochs=1)
     report = fit(world / "videos", world / "annotations.json", work, cfg, log=lines.append, progress=False,
                  extract_streams=streams(cfg))
     assert "class 'walk' has no coupling samples" in report.no_refactor
@@ -409,12 +422,12 @@ def test_without_coupling_samples_the_fit_chooses_between_the_other_fronts(world
         run(world, work, replace(cfg, select_front=False))
 
 
-def test_a_refactor_candidate_without_coupling_samples_is_left_out(world, tmp_path, monkeypatch):
+def test_a_refactor_candidate_without_coupling_samples_is_left_out(world, fitted, tmp_path, monkeypatch):
     """Where only the held-out split leaves a class without coupling samples, neither RefactorNet nor the context
     score is a candidate and the deep baseline candidate takes the main stage 1's sizes."""
     monkeypatch.setattr("detect.fit.build_pairs", _no_coupling(lambda ann: ann.parent.name == "select"))
-    work = tmp_path / "work"
-    report = run(world, work, replace(CFG, select_front=True, figure_videos=0,
+    work = with_features(fitted, tmp_path / "work")
+    report = run(world, work, replace(CFG, select_front=True, figure_videos=0, detector_epochs=1,
                                       select_candidates=tuple(SELECT_CANDIDATES)))
     table = report.selection
     assert list(table["average_mAP"]) == ["baseline", "deep"] and report.no_refactor is None
@@ -424,12 +437,12 @@ def test_a_refactor_candidate_without_coupling_samples_is_left_out(world, tmp_pa
     assert (work / "select" / "deep" / "refactor.pt").read_bytes() == (work / "refactor.pt").read_bytes()
 
 
-def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, tmp_path):
+def test_a_selected_baseline_is_the_main_model_and_the_ablation_trains_refactornet(world, fitted, tmp_path):
     """When the selection picks another front than RefactorNet (here the only candidate), the main detector
     has that front, the ablation's row of it is the main result, and RefactorNet is trained as a row of its
     own from the main stage-1 checkpoint."""
-    work = tmp_path / "work"
-    report = run(world, work, replace(CFG, select_front=True, ablation=True, figure_videos=1,
+    work = with_features(fitted, tmp_path / "work")
+    report = run(world, work, replace(CFG, select_front=True, ablation=True, figure_videos=1, detector_epochs=1,
                                       select_candidates=("baseline",)))
     assert report.selection["chosen"] == "baseline"
     assert load_detector(work / "detector.pt")[0].config.front == "none"
@@ -450,10 +463,9 @@ def test_context_border_boundaries_and_folds_reach_every_context_detector(world,
     from common.fileio import sha256_file
     from refactor import load_context
 
-    work = tmp_path / "work"
-    shutil.copytree(fitted[0], work)                 # its features and stage 1 are reused, the rest is trained
-    cfg = replace(CFG, select_front=True, select_candidates=("context",), figure_videos=0, context_border=2,
-                  context_boundaries=True, context_folds=2)
+    work = with_features(fitted, tmp_path / "work")
+    cfg = replace(CFG, select_front=True, select_candidates=("context",), figure_videos=0, detector_epochs=1,
+                  context_border=2, context_boundaries=True, context_folds=2)
     report = run(world, work, cfg)
     assert not report.ran["features"] and report.ran["detector"]
     assert load_context(work / "context_border.pt")[1]["config"]["border"] == 2
