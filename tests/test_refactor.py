@@ -793,7 +793,7 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     feature_dir, ann = make_dataset(tmp_path, videos_per_class=3, num_snippets=30)
     out = tmp_path / "r.pt"
     state = Path(str(out) + ".state")
-    args = ["train", "--features", str(feature_dir), "--annotations", str(ann), "--out", str(out), "--epochs", "15",
+    args = ["train", "--features", str(feature_dir), "--annotations", str(ann), "--out", str(out), "--epochs", "6",
             "--batch-size", "4", "--hidden-dim", "16", "--seed", "4"]
     proc = subprocess.Popen([sys.executable, "-m", "refactor", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -805,15 +805,15 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     proc.wait()
     assert not out.exists()
     done = len(load_checkpoint(state, RefactorError, "state")["history"])
-    assert 1 <= done < 15
+    assert 1 <= done < 6
     r = run_cli(*args)
     assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr
     assert out.is_file() and not state.exists()
     model, ckpt = load_refactor(out)
     pairs = build_pairs(feature_dir, ann)
     straight, hist = train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=16),
-                                    TrainConfig(epochs=15, batch_size=4, seed=4), progress=False)
-    assert [h["epoch"] for h in ckpt["history"]] == list(range(1, 16))
+                                    TrainConfig(epochs=6, batch_size=4, seed=4), progress=False)
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(1, 7))
     assert [h["loss"] for h in ckpt["history"]] == pytest.approx([h["loss"] for h in hist], rel=1e-5)
     for (k, a), b in zip(straight.state_dict().items(), model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=k)
@@ -821,7 +821,7 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     train_refactor(pairs, RefactorConfig(in_dim=16, hidden_dim=16), TrainConfig(epochs=1, batch_size=4, seed=5),
                    progress=False, state_path=state)
     out.unlink()
-    short = [a if a != "15" else "2" for a in args]
+    short = [a if a != "6" else "2" for a in args]
     assert cli_main(short) == 1
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]                  # after "resuming from ..."
