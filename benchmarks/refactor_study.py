@@ -80,7 +80,7 @@ from common.annotations import HELDOUT, hold_out, read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from detect import DetectorConfig, train_detector  # noqa: E402
 from detect import TrainConfig as DetectTrainConfig  # noqa: E402
-from detect.fit import FitConfig, choose_front  # noqa: E402
+from detect.fit import SELECT_CANDIDATES, FitConfig, choose_front  # noqa: E402
 from evaluate import parse_thresholds  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (RefactorConfig, RefactorError, SampleConfig, apply_refactor, build_pairs,  # noqa: E402
@@ -117,6 +117,9 @@ class Variant:
             videos; the test videos' from scorers learnt on every training video. Layout ``context_files``:
             :func:`refactor.context.crossfit_scores` written to the files; layout ``context_score``: the
             detector's own ``TrainConfig.context_folds`` 4 (``detect train --context-folds 4``).
+        heldout_only: with ``select``, only score the candidates on the held-out videos: the record holds
+            ``heldout_mAP`` and no model trained on all videos (no ``average_mAP``); :func:`compose_select`
+            puts such scores in place of another ``select*`` variant's candidate.
     """
 
     front: str
@@ -128,6 +131,7 @@ class Variant:
     context: dict = field(default_factory=dict)
     scores: tuple[dict, ...] = ()
     crossfit: bool = False
+    heldout_only: bool = False
 
 
 PAPER = {"form": "paper"}
@@ -211,6 +215,8 @@ VARIANTS: dict[str, Variant] = {
     "context_bd": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"})),
     "context_bd_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"}), crossfit=True),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
+    # the boundary score's held-out score alone: with select_aw's baseline and deep baseline, select_bdx
+    "heldout_bd_x": Variant("none", select=("context_bd_x",), heldout_only=True),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
 }
 
@@ -430,6 +436,11 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             extra = {"selected": chosen, "heldout_mAP": scores, "heldout_videos": len(held)}   # summed over folds
             if v.folds > 1:
                 extra["heldout_folds"] = folds
+            if v.heldout_only:
+                emit({"world": world.to_dict(), "seed": seed, "variant": name,
+                      "seconds": time.perf_counter() - t0, "heldout_mAP": scores, "heldout_videos": len(held)})
+                print(f"  {name:<22} seed {seed} held-out {scores}", file=sys.stderr, flush=True)
+                continue
             if chosen not in results:
                 results[chosen] = dict(zip(("model", "rec", "stage1"), train_variant(chosen, ann, pairs)))
             model, rec, ref_model = results[chosen]["model"], dict(results[chosen]["rec"]), results[chosen]["stage1"]
@@ -584,12 +595,39 @@ def reselect(records: list[dict], margin: float, prefer: str | None = None, vari
     return out
 
 
+def compose_select(records: list[dict], base: str = "select_aw", heldout: str = "heldout_bd_x",
+                   name: str = "select_bdx") -> list[dict]:
+    """``base`` (a ``select*`` variant's records) with its context candidate replaced by the one ``heldout`` (a
+    ``heldout_only`` variant) scored on the same held-out videos (the same split: :func:`write_heldout` of the
+    same world and seed), as records of a ``select*`` variant ``name``: per world point and seed where both
+    exist, the held-out scores, the best candidate (:func:`choose_front`; other rules: :func:`reselect`) and
+    that candidate's own record. Exact where the candidates' own runs are (same data, seed and settings); a
+    world and seed without the chosen candidate's own record is left out."""
+    own = {(world_key(record_point(r)), r["seed"], r["variant"]): r for r in records if "average_mAP" in r}
+    swaps = {(world_key(record_point(r)), r["seed"]): r["heldout_mAP"] for r in records
+             if r.get("variant") == heldout and "heldout_mAP" in r}
+    out = []
+    for r in records:
+        key = (world_key(record_point(r)), r["seed"])
+        if r.get("variant") != base or "heldout_mAP" not in r or key not in swaps:
+            continue
+        scores = {c: m for c, m in r["heldout_mAP"].items() if fit_role(c) != "context"} | swaps[key]
+        scores = {c: scores[c] for c in sorted(scores, key=lambda c: list(SELECT_CANDIDATES).index(fit_role(c)))}
+        chosen = choose_front(scores)
+        rec = own.get((*key, chosen))
+        if rec is not None:
+            out.append(rec | {"variant": name, "selected": chosen, "heldout_mAP": scores,
+                              "heldout_videos": r["heldout_videos"]})
+    return out
+
+
 def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     """Per world (key) and variant: mean ± std average mAP (%), paired Δ vs baseline and deep (%), seeds,
-    and the mean of each measurement."""
+    and the mean of each measurement (records without ``average_mAP``, skipped or held-out only, are left
+    out)."""
     by_world: dict[str, dict[str, dict[int, dict]]] = {}
     for r in records:
-        if "skipped" not in r:
+        if "average_mAP" in r:
             by_world.setdefault(world_key(record_point(r)), {}).setdefault(r["variant"], {})[r["seed"]] = r
     out: dict[str, dict[str, dict]] = {}
     for wk, per_variant in by_world.items():
@@ -662,7 +700,8 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     rules = select_rules(records, centre.to_dict()) + select_rules(records, centre.to_dict(), PREFER_RULES,
                                                                    "select_aw")
     fit_rule = FitConfig().select_margin, FitConfig().select_prefer
-    shown = ("select", "select_cs", "select_aw")
+    shown = ("select", "select_cs", "select_aw", "select_bdx")
+    records = records + compose_select(records)
     records = [r for r in records if r.get("variant") not in shown] + [
         r | {"variant": v} for v in shown for r in reselect(records, *fit_rule, variant=v)]
     summary = summarize(records)
@@ -739,6 +778,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                          f"{_pm(per['baseline']['average_mAP'], sign=False)} | {cells} | {_pm(default)} | {share} |")
     lines += select_context_table(summary, c)
     lines += context_form_table(summary, c)
+    lines += context_form_table(summary, c, "context_bd_x", "select_bdx", "context_a_w2", BOUNDARY_TITLE)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -817,33 +857,44 @@ def _verdict_counts(counts: dict[str, Counter]) -> list[str]:
                    "worlds)" for name, n in counts.items()]
 
 
-def context_form_table(summary: dict, centre: dict) -> list[str]:
-    """Markdown lines: per world with a ``context_a_w2`` run (the context score's default form: contexts and
-    actions, window 2), the baseline, its paired Δ to the baseline (seeds above it), to the deep baseline and
-    its verdict, the first form's Δ (``context_score``), and ``select_aw`` (``detect fit``'s default: baseline,
-    this form, deep baseline) with its choices, worst seed against the better plain front and verdict; then
-    the verdicts counted and φC of the default form."""
-    rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get("context_a_w2", {})]
+CONTEXT_FORM_TITLE = (
+    "The context score's default form (each class's context and action probabilities from the snippet and the means "
+    "of the 2 snippets on each side, context_a_w2) and the front chosen among the baseline, it and the deep baseline "
+    "(select_aw, `detect fit`'s default): paired Δ average mAP (points), the verdicts as in the map, the first form "
+    "(context_score) beside it:")
+BOUNDARY_TITLE = (
+    "The context front with a boundary score beside it, trained on cross-fitted scores (context_bd_x: "
+    "`--context-boundaries --context-folds 4`) and the front chosen among the baseline, it and the deep baseline "
+    "(select_bdx: select_aw's held-out baseline and deep baseline with context_bd_x's held-out score, heldout_bd_x, "
+    "`detect fit`'s rule): paired Δ average mAP (points), the verdicts as in the map, context_a_w2 beside it:")
+
+
+def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", select: str = "select_aw",
+                       other: str = "context_score", title: str = CONTEXT_FORM_TITLE) -> list[str]:
+    """Markdown lines: per world with a ``form`` run (a context score's form; by default its default form:
+    contexts and actions, window 2), the baseline, its paired Δ to the baseline (seeds above it), to the deep
+    baseline and its verdict, ``other``'s Δ (by default the first form, ``context_score``), and ``select``
+    (``detect fit``'s selection among the baseline, this form and the deep baseline; by default ``select_aw``,
+    its default) with its choices, worst seed against the better plain front and verdict; then the verdicts
+    counted and φC of ``form``."""
+    rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get(form, {})]
     if not rows:
         return []
-    lines = ["", "The context score's default form (each class's context and action probabilities from the snippet "
-             "and the means of the 2 snippets on each side, context_a_w2) and the front chosen among the baseline, "
-             "it and the deep baseline (select_aw, `detect fit`'s default): paired Δ average mAP (points), the "
-             "verdicts as in the map, the first form (context_score) beside it:", "",
-             "| world | seeds | baseline (%) | Δ context_a_w2 | above baseline | − deep | verdict | Δ first form "
-             "| Δ select_aw (chosen) | worst seed | verdict | φC cos(act, ctx) / cos(act, bg) |",
+    lines = ["", title, "",
+             f"| world | seeds | baseline (%) | Δ {form} | above baseline | − deep | verdict | Δ {other} "
+             f"| Δ {select} (chosen) | worst seed | verdict | φC cos(act, ctx) / cos(act, bg) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |"]
-    counts: dict[str, Counter] = {"context_a_w2": Counter(), "select_aw": Counter()}
+    counts: dict[str, Counter] = {form: Counter(), select: Counter()}
     for wk, per in rows:
-        row = per["context_a_w2"]
-        counts["context_a_w2"][verdict(per, "context_a_w2")] += 1
-        sel_cells = _select_cells(per, "select_aw", counts)
+        row = per[form]
+        counts[form][verdict(per, form)] += 1
+        sel_cells = _select_cells(per, select, counts)
         m = row.get("context")
         phi = f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f}" if m else "—"
         lines.append(f"| {_label(json.loads(wk), centre)} | {len(row['seeds'])} | "
                      f"{_pm(per['baseline']['average_mAP'], sign=False)} | {_pm(row['delta_baseline'])} | "
                      f"{row['above_baseline'][0]} of {row['above_baseline'][1]} | {_pm(row.get('delta_deep'))} | "
-                     f"{verdict(per, 'context_a_w2')} | {_pm(per.get('context_score', {}).get('delta_baseline'))} | "
+                     f"{verdict(per, form)} | {_pm(per.get(other, {}).get('delta_baseline'))} | "
                      f"{' | '.join(sel_cells)} | {phi} |")
     return lines + _verdict_counts(counts)
 

@@ -374,6 +374,33 @@ def test_select_scores_the_choice_made_on_heldout_videos(tmp_path):
     assert k4["heldout_mAP"][k4["selected"]] == max(k4["heldout_mAP"].values())
 
 
+def test_composed_selection_equals_the_selection_it_stands_for(tmp_path, monkeypatch):
+    """``heldout_bd_x`` scores the boundary context front on ``select_aw``'s held-out videos only (no model on
+    all videos); :func:`compose_select` puts that score in place of ``select_aw``'s context candidate: the
+    held-out scores, the choice and the final record equal those of a selection run among the baseline,
+    ``context_bd_x`` and the deep baseline; the report shows it with ``detect fit``'s rule."""
+    from benchmarks.refactor_study import VARIANTS, StudySettings, Variant, compose_select, run_point
+
+    monkeypatch.setitem(VARIANTS, "select_bdx_run", Variant("none", select=("baseline", "context_bd_x", "deep")))
+    fast = StudySettings(detector_epochs=1, refactor_epochs=1)
+    world = FeatureWorld(dim=16, classes=2, train_videos=8, test_videos=2, length=(40, 60))
+    recs: list[dict] = []
+    run_point(world, 0, ["baseline", "deep", "context_bd_x", "select_aw", "heldout_bd_x", "select_bdx_run"], fast,
+              tmp_path, set(), recs.append)
+    by = {r["variant"]: r for r in recs}
+    held = by["heldout_bd_x"]
+    assert "average_mAP" not in held and list(held["heldout_mAP"]) == ["context_bd_x"] and held["heldout_videos"] == 2
+    (composed,) = compose_select(recs)
+    truth = by["select_bdx_run"]
+    assert composed["variant"] == "select_bdx" and composed["heldout_mAP"] == truth["heldout_mAP"]
+    assert composed["selected"] == truth["selected"]
+    assert composed["average_mAP"] == truth["average_mAP"] and composed["mAP"] == truth["mAP"]
+    assert composed["average_mAP"] == by[truth["selected"]]["average_mAP"]
+    assert compose_select([r for r in recs if r["variant"] != "heldout_bd_x"]) == []
+    table = report(recs)                                   # the held-out-only record is left out of the means
+    assert "| Δ context_bd_x | above baseline |" in table and "| Δ select_bdx (chosen) |" in table
+
+
 @given(seed=st.integers(0, 2**16), k=st.integers(0, 2))
 @settings(max_examples=10, deadline=None)
 def test_oracle_layouts_are_exact_splits_of_the_same_video(seed, k):
