@@ -778,7 +778,7 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
                          f"{_pm(per['baseline']['average_mAP'], sign=False)} | {cells} | {_pm(default)} | {share} |")
     lines += select_context_table(summary, c)
     lines += context_form_table(summary, c)
-    lines += context_form_table(summary, c, "context_bd_x", "select_bdx", "context_a_w2", BOUNDARY_TITLE)
+    lines += context_form_table(summary, c, "context_bd_x", "select_bdx", "context_a_w2", BOUNDARY_TITLE, paired=True)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -870,20 +870,24 @@ BOUNDARY_TITLE = (
 
 
 def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", select: str = "select_aw",
-                       other: str = "context_score", title: str = CONTEXT_FORM_TITLE) -> list[str]:
+                       other: str = "context_score", title: str = CONTEXT_FORM_TITLE,
+                       paired: bool = False) -> list[str]:
     """Markdown lines: per world with a ``form`` run (a context score's form; by default its default form:
     contexts and actions, window 2), the baseline, its paired Δ to the baseline (seeds above it), to the deep
     baseline and its verdict, ``other``'s Δ (by default the first form, ``context_score``), and ``select``
     (``detect fit``'s selection among the baseline, this form and the deep baseline; by default ``select_aw``,
     its default) with its choices, worst seed against the better plain front and verdict; then the verdicts
-    counted and φC of ``form``."""
+    counted and φC of ``form``. With ``paired``, a column of ``form`` − ``other`` paired by seed (mean ± std,
+    points; from the per-seed gaps to the better plain front, which both share)."""
     rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get(form, {})]
     if not rows:
         return []
     lines = ["", title, "",
              f"| world | seeds | baseline (%) | Δ {form} | above baseline | − deep | verdict | Δ {other} "
-             f"| Δ {select} (chosen) | worst seed | verdict | φC cos(act, ctx) / cos(act, bg) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: |"]
+             + (f"| {form} − {other} " if paired else "")
+             + f"| Δ {select} (chosen) | worst seed | verdict | φC cos(act, ctx) / cos(act, bg) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |" + (" ---: |" if paired else "")
+             + " ---: | ---: | --- | ---: |"]
     counts: dict[str, Counter] = {form: Counter(), select: Counter()}
     for wk, per in rows:
         row = per[form]
@@ -891,11 +895,17 @@ def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", 
         sel_cells = _select_cells(per, select, counts)
         m = row.get("context")
         phi = f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f}" if m else "—"
+        pair = []
+        if paired:
+            a, b = row.get("below_best", {}), per.get(other, {}).get("below_best", {})
+            gaps = [a[seed] - b[seed] for seed in a if seed in b]
+            pair = [f"{np.mean(gaps):+.1f} ± {np.std(gaps, ddof=1) if len(gaps) > 1 else 0.0:.1f} ({len(gaps)})"
+                    if gaps else "—"]
         lines.append(f"| {_label(json.loads(wk), centre)} | {len(row['seeds'])} | "
                      f"{_pm(per['baseline']['average_mAP'], sign=False)} | {_pm(row['delta_baseline'])} | "
                      f"{row['above_baseline'][0]} of {row['above_baseline'][1]} | {_pm(row.get('delta_deep'))} | "
                      f"{verdict(per, form)} | {_pm(per.get(other, {}).get('delta_baseline'))} | "
-                     f"{' | '.join(sel_cells)} | {phi} |")
+                     f"{' | '.join(pair + sel_cells)} | {phi} |")
     return lines + _verdict_counts(counts)
 
 

@@ -374,6 +374,31 @@ def test_select_scores_the_choice_made_on_heldout_videos(tmp_path):
     assert k4["heldout_mAP"][k4["selected"]] == max(k4["heldout_mAP"].values())
 
 
+def test_boundary_table_pairs_the_two_context_forms_by_seed():
+    """The report's boundary table: context_bd_x − context_a_w2 paired by seed (mean ± std over the seeds both
+    have, with the baseline and the deep baseline), and the composed selection's choice and verdict."""
+    from benchmarks.refactor_study import compose_select
+    w = FeatureWorld().to_dict()
+    own = {"baseline": (0.60, 0.70, 0.65), "deep": (0.50, 0.75, 0.55), "context_a_w2": (0.70, 0.72, 0.80),
+           "context_bd_x": (0.74, 0.73, 0.79)}
+    recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in range(3)]
+    recs += [_rec(w, s, "select_aw", own["context_a_w2"][s]) | {
+        "selected": "context_a_w2", "heldout_videos": 4,
+        "heldout_mAP": {"baseline": 0.5, "context_a_w2": 0.6, "deep": 0.45 + 0.1 * (s == 1)}} for s in range(3)]
+    recs += [{"world": w, "seed": s, "variant": "heldout_bd_x", "heldout_mAP": {"context_bd_x": 0.56 - 0.1 * s}}
+             for s in range(3)]
+    chosen = {r["seed"]: r["selected"] for r in compose_select(recs)}
+    assert chosen == {0: "context_bd_x", 1: "deep", 2: "baseline"}        # the best held-out score
+    gaps = 100 * np.array([0.04, 0.01, -0.01])
+    line = next(x for x in report(recs).splitlines() if x.startswith("| centre |") and "(3)" in x)
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[8] == f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} (3)"
+    # detect fit's rule keeps the context front unless beaten by more than 10 points (seed 1: deep by 9, kept;
+    # seed 2: the baseline by 14, taken)
+    assert cells[9].endswith("(baseline 1, context_bd_x 2)")
+    assert cells[9].startswith(f"{100 * np.mean([0.14, 0.03, 0.0]):+.1f} ± ")
+
+
 def test_composed_selection_equals_the_selection_it_stands_for(tmp_path, monkeypatch):
     """``heldout_bd_x`` scores the boundary context front on ``select_aw``'s held-out videos only (no model on
     all videos); :func:`compose_select` puts that score in place of ``select_aw``'s context candidate: the
