@@ -208,7 +208,7 @@ def _fingerprint(config: DetectorConfig, train: TrainConfig, videos: list[VideoR
 def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str,
                           videos: list[VideoRecord], streams: tuple[str, ...], scorers: list[ContextScorer],
                           checkpoints: list[dict], folds: int, device: str = "cpu",
-                          progress: bool | None = None) -> dict[str, np.ndarray]:
+                          progress: bool | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
     """What the context front is trained on with ``TrainConfig.context_folds``: its scores of each training
     video, each scorer's replaced by the out-of-fold one (:func:`refactor.context.crossfit_scorers`).
 
@@ -224,21 +224,24 @@ def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.
         progress: progress bars over the folds (None: when stderr is a terminal).
 
     Returns:
-        video id -> (ndarray[T, S], float32) the scores f' puts beside f (S: the scorers' outputs, in order),
-        rows as :func:`detect.data.read_window` gives the video. A video no fold holds out (a class's only
-        training video, a video without instances) keeps the scores of the scorer learnt on every video.
+        (scores, kept): video id -> (ndarray[T, S], float32) the scores f' puts beside f (S: the scorers'
+        outputs, in order), rows as :func:`detect.data.read_window` gives the video; and the ids of the videos
+        that keep some scorer learnt on every video instead of an out-of-fold one (sorted): a video no fold
+        holds out (a class's only training video, a video without instances), or one whose fold has no
+        scorer (the other folds leave a class without coupling samples).
     """
     fold_of = [{vid: fold_scorer for fold_scorer, held in
                 crossfit_scorers(feature_dir, annotations, subset, replace(scorer_config(ckpt), device=device),
                                  SampleConfig(**ckpt["samples"]), folds, progress)
-                for vid in held}
+                if fold_scorer is not None for vid in held}
                for ckpt in checkpoints]                                   # per score: video id -> its fold's scorer
     out = {}
     for v in videos:                                                      # each video read once
         x = read_window(v, streams, 0, v.num_snippets)
         out[v.video_id] = np.concatenate([held.get(v.video_id, scorer).score(x)
                                           for scorer, held in zip(scorers, fold_of)], axis=1)
-    return out
+    kept = sorted(v.video_id for v in videos if any(v.video_id not in held for held in fold_of))
+    return out, kept
 
 
 def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
@@ -356,12 +359,12 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
         except RefactorError as exc:
             raise DetectorError(str(exc)) from exc
 
-    given = None
+    given, kept = None, []
     if train.context_folds:
         try:
-            given = crossfit_front_scores(feature_dir, annotations, train.subset, videos, streams, scorers, ctxs,
-                                          train.context_folds, train.device,
-                                          progress=False if rank_and_world()[0] else progress)
+            given, kept = crossfit_front_scores(feature_dir, annotations, train.subset, videos, streams, scorers,
+                                                ctxs, train.context_folds, train.device,
+                                                progress=False if rank_and_world()[0] else progress)
         except RefactorError as exc:
             raise DetectorError(f"cross-fitting the context scores: {exc}") from exc
 
@@ -379,6 +382,7 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
             {"path": str(Path(refactor_checkpoint).resolve()), "sha256": sha256_file(refactor_checkpoint)},
             "context_checkpoints": [{"path": str(p.resolve()), "sha256": sha256_file(p)} for p in contexts],
             "num_videos": len(videos),
+            "context_folds_kept": kept,
             "num_windows": sum(len(make_windows(v.num_snippets, train.window, train.overlap)) for v in videos)}
     rank, _ = rank_and_world()
     validator = None

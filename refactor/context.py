@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from common.annotations import hold_out, read_database
 from common.checkpoint import load_checkpoint, rebuild_model
 from common.checkpoint import save_checkpoint as write_checkpoint
 from extract.features import read_features
-from refactor.errors import RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError
 from refactor.pairs import PairSet, build_pairs
 from refactor.samples import SampleConfig, _cosine
 
@@ -411,7 +412,7 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
 def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
                      subset: str = "validation", config: ContextConfig = ContextConfig(),
                      samples: SampleConfig = SampleConfig(), folds: int = 4,
-                     progress: bool | None = None) -> list[tuple[ContextScorer, list[str]]]:
+                     progress: bool | None = None) -> list[tuple[ContextScorer | None, list[str]]]:
     """The scorers of cross-fitting (as in stacking): one per fold, each learnt without that fold's videos.
 
     A scorer learnt from a video's own samples is far better on it than on new videos (on the action_norm
@@ -432,11 +433,14 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
     Returns:
         [(scorer, the ids of the videos it holds out)] per fold that holds out a video not held out before;
         every video that some fold holds out is in exactly one list (:func:`common.annotations.hold_out`
-        never holds out a class's only video nor a video without segments).
+        never holds out a class's only video nor a video without segments). The scorer is None where the
+        other folds leave a class without coupling samples (:class:`refactor.NoCouplingSamples`; seen at
+        C = 2048 with 48 training videos): no scorer can be learnt without that fold, and the caller keeps the
+        scorer learnt on every video for its videos.
 
     Raises:
-        RefactorError: as :func:`train_context` and :func:`refactor.build_pairs` (e.g. a fold leaves a class
-            without coupling samples).
+        RefactorError: as :func:`train_context` and :func:`refactor.build_pairs` (other than a fold without
+            coupling samples for a class).
     """
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
@@ -452,8 +456,14 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
         if not held:
             continue
         seen.update(held)
-        scorer, _ = train_context(build_pairs(feature_dir, rest, subset, samples), feature_dir, config)
-        out.append((scorer, held))
+        try:
+            pairs = build_pairs(feature_dir, rest, subset, samples)
+        except NoCouplingSamples as exc:      # documented: the caller keeps the all-data scorer for these videos
+            warnings.warn(f"cross-fitting, fold {k + 1} of {folds}: without its videos {exc}; its {len(held)} "
+                          "videos keep the scores of the scorer learnt on every video", stacklevel=2)
+            out.append((None, held))
+            continue
+        out.append((train_context(pairs, feature_dir, config)[0], held))
     return out
 
 
@@ -465,12 +475,12 @@ def crossfit_scores(feature_dir: str | os.PathLike, annotations: str | os.PathLi
 
     Returns:
         video id -> (ndarray[T, outputs], float32) its scores (the scorer's probabilities, snippets in rows),
-        for every video that some fold holds out.
+        for every video that some fold holds out and scores (not those of a fold without a scorer).
     """
     feature_dir = Path(feature_dir)
     return {vid: scorer.score(read_features(feature_dir / f"{vid}.h5").features)
             for scorer, held in crossfit_scorers(feature_dir, annotations, subset, config, samples, folds)
-            for vid in held}
+            if scorer is not None for vid in held}
 
 
 def save_context(path: str | os.PathLike, scorer: ContextScorer, pairs: PairSet, samples: SampleConfig,

@@ -626,8 +626,8 @@ def test_crossfit_front_scores_are_out_of_fold(world, trained, second, tmp_path)
     videos, _, streams, _ = scan_videos(root, None, ann, "validation", require_annotations=True)
     ckpts = [load_context(p)[1] for p in (trained[3], second[1])]
     scorers = [trained[1], second[0]]
-    got = crossfit_front_scores(root, ann, "validation", videos, streams, scorers, ckpts, folds=2)
-    assert sorted(got) == sorted(v.video_id for v in videos)
+    got, kept = crossfit_front_scores(root, ann, "validation", videos, streams, scorers, ckpts, folds=2)
+    assert sorted(got) == sorted(v.video_id for v in videos) and kept == [alone]
     out_of_fold = [crossfit_scores(root, ann, "validation", c, folds=2)
                    for c in (FIRST, ContextConfig(actions=True, window=2))]
     assert alone not in out_of_fold[0] and len(out_of_fold[0]) == len(videos) - 1
@@ -637,6 +637,48 @@ def test_crossfit_front_scores_are_out_of_fold(world, trained, second, tmp_path)
         np.testing.assert_array_equal(got[v.video_id], np.concatenate(expect, axis=1))
         if v.video_id != alone:       # out of fold: not what the scorer that saw the video gives
             assert not np.allclose(got[v.video_id][:, :3], trained[1].score(x), atol=1e-3)
+
+
+def test_a_fold_that_leaves_a_class_without_coupling_samples_keeps_the_all_data_scorer(world, trained, monkeypatch):
+    """Where the other folds leave a class without coupling samples (here: the second fold's pairs, made to
+    fail), that fold has no scorer: one warning names it, its videos keep the scorer learnt on every video
+    (and are listed as kept), ``crossfit_scores`` leaves them out, and the other folds are as before."""
+    import refactor.context as context
+    from common.annotations import hold_out, read_database
+    from detect.train import crossfit_front_scores
+    from refactor import NoCouplingSamples
+
+    root, _ = world
+    ann = root / "annotations.json"
+    calls = []
+
+    def second_fails(feature_dir, annotations, *rest):
+        calls.append(annotations)
+        if len(calls) % 4 == 2:
+            raise NoCouplingSamples("class 'x' has no coupling samples (1 such classes)")
+        return build_pairs(feature_dir, annotations, *rest)
+
+    videos, _, streams, _ = scan_videos(root, None, ann, "validation", require_annotations=True)
+    _, fold2 = hold_out(read_database(ann), "validation", fold=1)
+    assert fold2
+    with monkeypatch.context() as m:
+        m.setattr(context, "build_pairs", second_fails)
+        with pytest.warns(UserWarning, match=r"cross-fitting, fold 2 of 4: without its videos class 'x' has no "
+                                             rf"coupling samples .*; its {len(fold2)} videos keep the scores"):
+            scorers = context.crossfit_scorers(root, ann, "validation", FIRST)
+        assert [held for _, held in scorers][1] == fold2 and scorers[1][0] is None
+        assert all(scorer is not None for i, (scorer, _) in enumerate(scorers) if i != 1)
+        with pytest.warns(UserWarning, match="fold 2 of 4"):
+            partial = context.crossfit_scores(root, ann, "validation", FIRST)
+        with pytest.warns(UserWarning, match="fold 2 of 4"):
+            got, kept = crossfit_front_scores(root, ann, "validation", videos, streams, [trained[1]],
+                                              [load_context(trained[3])[1]], folds=4)
+    full = crossfit_scores(root, ann, "validation", FIRST)
+    assert sorted(partial) == sorted(set(full) - set(fold2)) and kept == sorted(fold2)
+    for v in videos:
+        x = read_window(v, streams, 0, v.num_snippets)
+        want = trained[1].score(x) if v.video_id in fold2 else full[v.video_id]
+        np.testing.assert_allclose(got[v.video_id], want, rtol=1e-6, atol=1e-7)
 
 
 def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
@@ -653,7 +695,7 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
 
     def own_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device, progress):
         assert folds == 2 and len(scorers) == 1
-        return {v.video_id: scorers[0].score(read_window(v, streams, 0, v.num_snippets)) for v in videos}
+        return {v.video_id: scorers[0].score(read_window(v, streams, 0, v.num_snippets)) for v in videos}, []
 
     with monkeypatch.context() as m:
         m.setattr(detect_train, "crossfit_front_scores", own_scores)
@@ -667,7 +709,7 @@ def test_context_folds_trains_on_the_given_scores(world, trained, monkeypatch):
     def random_scores(feature_dir, annotations, subset, videos, streams, scorers, checkpoints, folds, device,
                       progress):
         given.update({v.video_id: rng.random((v.num_snippets, 3), dtype=np.float32) for v in videos})
-        return given
+        return given, []
 
     seen: list[torch.Tensor | None] = []
     encode = Detector.encode
