@@ -185,12 +185,11 @@ class FitConfig:
             THUMOS14's scale, and worse where the action is faint (README, twelfth and thirteenth rounds).
         context_boundaries: the context front also puts beside f a score of where each class's actions start
             and end (``refactor context --targets boundaries``, ``WORK/context_boundaries.pt``, after the
-            border's); --no-context-boundaries: the default score alone (the default before the fourteenth
-            round).
+            border's).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
-            The default (boundaries, 4 folds) was chosen on development seeds 30-34, confirmed on 40-44 and
-            reported on seeds 0-4 of every study world (README, thirteenth and fourteenth rounds).
+            With ``context_boundaries`` and 4 folds: not below the default form on any of five development
+            worlds and above it on three (README, thirteenth round), not yet confirmed on fresh seeds.
         figure_videos: test videos drawn as timelines and CAM figures (0: loss curves and mAP against tIoU
             only).
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
@@ -220,8 +219,8 @@ class FitConfig:
     select_prefer: str | None = "context"
     select_margin: float = 10.0
     context_border: int = 0
-    context_boundaries: bool = True
-    context_folds: int = 4
+    context_boundaries: bool = False
+    context_folds: int = 0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
     device: str = "auto"
