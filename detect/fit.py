@@ -188,8 +188,9 @@ class FitConfig:
             border's).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
-            With ``context_boundaries`` and 4 folds: not below the default form on any of five development
-            worlds and above it on three (README, thirteenth round), not yet confirmed on fresh seeds.
+            With ``context_boundaries`` and 4 folds: 2 points or more above the baseline on every study world
+            run, THUMOS14's scale and 200 training videos included, but 2 points below the default form with
+            distractor scenes (README, fourteenth round), so not the default.
         figure_videos: test videos drawn as timelines and CAM figures (0: loss curves and mAP against tIoU
             only).
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
