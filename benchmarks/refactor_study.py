@@ -135,6 +135,7 @@ class Variant:
 
 
 PAPER = {"form": "paper"}
+CROSSFIT_FOLDS = 4          # folds of a ``crossfit`` variant's out-of-fold scores
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant("none"),
     "deep": Variant("deep"),
@@ -393,7 +394,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             feature_dir = root / f"scored_{tag}{name}"
             configs = [ContextConfig(seed=seed, **c) for c in v.scores]
             learnt_on_all = [train_context(pairs, raw, c)[0] for c in configs]
-            out_of_fold = [crossfit_scores(raw, annotations, "validation", c) if v.crossfit else {} for c in configs]
+            out_of_fold = [crossfit_scores(raw, annotations, "validation", c, folds=CROSSFIT_FOLDS) if v.crossfit
+                           else {} for c in configs]
             for path in sorted(raw.glob("*.h5")):
                 f = read_features(path).features
                 ps = [held[path.stem] if path.stem in held else scorer.score(f)   # held: out of fold (training)
@@ -402,7 +404,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
-        train_cfg = replace(det_train, context_folds=4) if v.crossfit and v.layout == "context_score" else det_train
+        crossfit = v.crossfit and v.layout == "context_score"
+        train_cfg = replace(det_train, context_folds=CROSSFIT_FOLDS) if crossfit else det_train
         model, meta = train_detector(feature_dir, annotations, det_cfg, train_cfg, front=front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None,
                                      context_checkpoint=ctx_path, progress=False)

@@ -95,7 +95,7 @@ from refactor.train import save_checkpoint, train_refactor
 from weights import find_weights, get_spec
 
 __all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig", "FitError", "FitReport",
-           "ablation_table", "choose_front", "describe", "find_videos", "fit", "stage_key"]
+           "ablation_table", "choose_front", "context_score_forms", "describe", "find_videos", "fit", "stage_key"]
 
 STAGE_VERSION = 1
 ABLATION_VARIANTS = ("baseline", "deep", "context", "refactor", "paper", "no_kl", "action_only", "stage1")
@@ -229,6 +229,15 @@ class FitConfig:
 
 FIT_SECTION = Section("fit", FitConfig, flags={"detector_epochs": "--epochs"},
                       aliases={"--no-cam": ("spatial", False)}, choices={"refactor_form": tuple(FORMS)})
+
+
+def context_score_forms(cfg: FitConfig) -> list[tuple[str, dict]]:
+    """The scores the context front puts beside f, in order, as (file name without ``.pt``, the
+    :class:`ContextConfig` fields that differ from the default score's): ``context`` (the default score),
+    ``context_border`` with ``cfg.context_border``, ``context_boundaries`` with ``cfg.context_boundaries``."""
+    return [("context", {})] \
+        + ([("context_border", {"border": cfg.context_border})] if cfg.context_border else []) \
+        + ([("context_boundaries", {"targets": "boundaries"})] if cfg.context_boundaries else [])
 
 
 @dataclass
@@ -496,14 +505,9 @@ class _Variant:
         return key
 
     def context_scores(self) -> list[tuple[Path, dict]]:
-        """The context front's score checkpoints and the :class:`ContextConfig` fields each differs by from
-        the default score's: ROOT/context.pt, ROOT/context_border.pt with ``context_border``,
-        ROOT/context_boundaries.pt with ``context_boundaries``."""
-        return [(self.root / "context.pt", {})] \
-            + ([(self.root / "context_border.pt", {"border": self.cfg.context_border})]
-               if self.cfg.context_border else []) \
-            + ([(self.root / "context_boundaries.pt", {"targets": "boundaries"})] if self.cfg.context_boundaries
-               else [])
+        """The context front's score checkpoints, ROOT/<name>.pt, and the :class:`ContextConfig` fields each
+        differs by from the default score's (:func:`context_score_forms`)."""
+        return [(self.root / f"{name}.pt", changes) for name, changes in context_score_forms(self.cfg)]
 
     def context(self, stage: str, upstream: str) -> str:
         """Learn the context front's scores (:mod:`refactor.context`, :meth:`context_scores`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -535,6 +535,24 @@ def test_study_context_variants_are_the_library_forms():
     first = forms["context_score"]
     assert (first.contexts, first.actions, first.window) == (True, False, 0)
     assert (forms["action_w4"].contexts, forms["action_w4"].actions) == (False, True)
+
+
+def test_fit_context_fronts_are_the_study_variants():
+    """``detect fit --context-boundaries --context-folds 4``'s context front is the study's ``context_bd_x``: the
+    default score and the boundary score beside f, the detector trained on scores cross-fitted over the same
+    number of folds; ``--no-context-boundaries --context-folds 0`` is ``context_a_w2``."""
+    from benchmarks.refactor_study import CROSSFIT_FOLDS, VARIANTS
+    from detect.fit import FitConfig, context_score_forms
+
+    chosen, before = VARIANTS["context_bd_x"], VARIANTS["context_a_w2"]
+    cfg = replace(FitConfig(), context_boundaries=True, context_folds=4)
+    assert [changes for _, changes in context_score_forms(cfg)] == list(chosen.scores)
+    assert chosen.crossfit and cfg.context_folds == CROSSFIT_FOLDS
+    assert ContextConfig(**chosen.scores[0]) == ContextConfig(**before.context) == ContextConfig()
+    old = replace(cfg, context_boundaries=False, context_folds=0)
+    assert context_score_forms(old) == [("context", {})] and not before.crossfit
+    assert [name for name, _ in context_score_forms(replace(cfg, context_border=2))] == [
+        "context", "context_border", "context_boundaries"]
 
 
 def test_world_overrides_take_ranges():
