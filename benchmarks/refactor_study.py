@@ -25,7 +25,8 @@ that split with the directions estimated in closed form from the coupling sample
 ``context_score`` is f beside a supervised per-class context probability learnt from the coupling samples against
 snippets far from every action sample (:mod:`refactor.context`; the detector's front ``context``, f' = [f, p(f)]);
 ``context_a_w4`` and the other ``context_*`` variants change its :class:`ContextConfig` (action outputs, a window
-of neighbouring snippets; ``action_w4``: the action outputs alone).
+of neighbouring snippets; ``action_w4``: the action outputs alone; ``context_bdw4_x`` / ``context_bdh_x``: the
+boundary score with a window of 4 / a hidden layer of 64 ReLU units).
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
@@ -215,6 +216,11 @@ VARIANTS: dict[str, Variant] = {
     # a second score of where each class's actions start and end (thirteenth round), alone and cross-fitted
     "context_bd": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"})),
     "context_bd_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"}), crossfit=True),
+    # a better boundary score where data are plentiful (sixteenth round): a wider window, one hidden layer of 64
+    "context_bdw4_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries", "window": 4}),
+                              crossfit=True),
+    "context_bdh_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries", "hidden": 64}),
+                             crossfit=True),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     # the boundary score's held-out score alone: with select_aw's baseline and deep baseline, select_bdx
     "heldout_bd_x": Variant("none", select=("context_bd_x",), heldout_only=True),

@@ -10,7 +10,8 @@ probability that it is class k's *action*, judged from the snippet and its neigh
     f'_t = f_t ⊕ p_t                                                         (C + 2K channels)
 
 W, b (2K + 1 outputs: each class's context, each class's action, and "none") are a multinomial logistic
-regression learnt from the samples of RefactorNet stage 1 (paper §3.3):
+regression (with ``hidden`` > 0, W becomes a network with one hidden ReLU layer) learnt from the samples of
+RefactorNet stage 1 (paper §3.3):
 
 * context k: the coupling samples of class k's action samples (non-action snippets similar to them);
 * action k: the snippets of class k's action samples;
@@ -27,12 +28,12 @@ action outputs were chosen on development seeds of two synthetic worlds (README,
 detector then sees f' (front ``context``, ``detect train --context-score CKPT``), with the scorer frozen
 inside it; there each sequence's last valid snippet repeats past its length (:func:`with_neighbours`).
 
-Checkpoint (:mod:`common.checkpoint`), kind ``"context"``, :data:`FORMAT_VERSION` 2 (1 is read too, as
-contexts alone without a window): ``in_dim``, ``classes``, ``config`` (:class:`ContextConfig`, whose
-``contexts``, ``actions`` and ``window`` shape the scorer), ``samples`` (the :class:`SampleConfig` of
-the coupling rule), ``feature_layout`` (``streams``, ``dim``), ``counts`` (training samples per output:
-the K contexts, the K actions, then "none"), ``not_action`` (border snippets learnt as no class's action),
-``final_loss`` and ``state_dict``; :func:`load_context`
+Checkpoint (:mod:`common.checkpoint`), kind ``"context"``, :data:`FORMAT_VERSION` 3 (1 is read too, as
+contexts alone without a window; 2 as a linear scorer): ``in_dim``, ``classes``, ``config``
+(:class:`ContextConfig`, whose ``contexts``, ``actions``, ``window``, ``targets`` and ``hidden`` shape the
+scorer), ``samples`` (the :class:`SampleConfig` of the coupling rule), ``feature_layout`` (``streams``,
+``dim``), ``counts`` (training samples per output: the K contexts, the K actions, then "none"),
+``not_action`` (border snippets learnt as no class's action), ``final_loss`` and ``state_dict``; :func:`load_context`
 rebuilds the scorer from it alone.
 """
 
@@ -63,8 +64,8 @@ __all__ = ["ContextConfig", "ContextScorer", "with_neighbours", "far_snippets", 
            "scorer_config", "CONTEXT_KIND", "FORMAT_VERSION"]
 
 CONTEXT_KIND = "context"
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)     # format 1 predates ``contexts``, ``actions`` and ``window``: read as True, False, 0
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)  # 1 predates contexts, actions and window (read as True, False, 0); 2 predates hidden (0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class ContextConfig:
             or ``boundaries`` (K starts and K ends, and "none": the first and the last snippet of each class-k
             action sample against every other snippet of the training videos; a second score beside the
             first, for the detector's localisation; ``contexts``, ``actions``, ``far`` and ``border`` unused).
+        hidden: ReLU units of one hidden layer between the standardised inputs and the softmax (learnt jointly
+            by the same full-batch L-BFGS, from a seeded initialisation; non-convex, so the seed matters); 0: the
+            linear scorer (multinomial logistic regression, convex), the default.
         seed: seed of the initialisation and of the draw.
         device: cpu, cuda, cuda:N.
     """
@@ -116,6 +120,7 @@ class ContextConfig:
     border_from: int = 1
     border_as: str = field(default="context", metadata={"choices": ("context", "not_action")})
     targets: str = field(default="kinds", metadata={"choices": ("kinds", "boundaries")})
+    hidden: int = 0
     seed: int = 0
     device: str = "cpu"
 
@@ -129,6 +134,8 @@ class ContextConfig:
                 raise ValueError(f"{name} must be >= 1 or none, got {getattr(self, name)}")
         if self.window < 0 or self.border < 0:
             raise ValueError(f"window and border must be >= 0 snippets, got {self.window}, {self.border}")
+        if self.hidden < 0:
+            raise ValueError(f"hidden must be >= 0 units (0: a linear scorer), got {self.hidden}")
         if self.border_from < 1:
             raise ValueError(f"border_from must be >= 1 snippet, got {self.border_from}")
         if self.border_as not in ("context", "not_action"):
@@ -184,32 +191,44 @@ class ContextScorer(nn.Module):
         contexts: K context outputs.
         actions: K action outputs (after the contexts'). The linear layer has one more output, "none".
         window: snippets on each side the scorer sees (:func:`with_neighbours`; 0: the snippet alone).
+        hidden: ReLU units of a hidden layer (``self.hidden``) before the output layer ``self.linear``; 0: none
+            (``self.linear`` then reads the standardised inputs).
     """
 
-    def __init__(self, in_dim: int, num_classes: int, contexts: bool = True, actions: bool = False, window: int = 0):
+    def __init__(self, in_dim: int, num_classes: int, contexts: bool = True, actions: bool = False, window: int = 0,
+                 hidden: int = 0):
         super().__init__()
-        if in_dim < 1 or num_classes < 1 or window < 0 or not (contexts or actions):
-            raise ValueError(f"in_dim and num_classes must be >= 1, window >= 0 and contexts or actions on, got "
-                             f"{in_dim}, {num_classes}, {window}, {contexts}, {actions}")
+        if in_dim < 1 or num_classes < 1 or window < 0 or hidden < 0 or not (contexts or actions):
+            raise ValueError(f"in_dim and num_classes must be >= 1, window and hidden >= 0 and contexts or actions "
+                             f"on, got {in_dim}, {num_classes}, {window}, {hidden}, {contexts}, {actions}")
         self.in_dim, self.num_classes, self.window = in_dim, num_classes, window
-        self.contexts, self.actions = contexts, actions
+        self.contexts, self.actions, self.hidden_units = contexts, actions, hidden
         self.out_dim = num_classes * (contexts + actions)
         self.inputs = in_dim * (3 if window else 1)
         self.register_buffer("mean", torch.zeros(self.inputs))
         self.register_buffer("std", torch.ones(self.inputs))
-        self.linear = nn.Linear(self.inputs, self.out_dim + 1)
+        self.hidden = nn.Linear(self.inputs, hidden) if hidden else None
+        self.linear = nn.Linear(hidden or self.inputs, self.out_dim + 1)
 
     @classmethod
     def from_config(cls, in_dim: int, num_classes: int, config: ContextConfig) -> ContextScorer:
         """An untrained scorer shaped by ``config``'s ``contexts``, ``actions`` and ``window`` (targets
         ``boundaries``: 2K outputs, as contexts and actions both on)."""
         both = config.targets == "boundaries"
-        return cls(in_dim, num_classes, config.contexts or both, config.actions or both, config.window)
+        return cls(in_dim, num_classes, config.contexts or both, config.actions or both, config.window, config.hidden)
+
+    def head(self, z: Tensor) -> Tensor:
+        """z (Tensor[N, inputs]) standardised input rows, (g - mean) / std -> (Tensor[N, out_dim + 1]) logits."""
+        return self.linear(z if self.hidden is None else torch.relu(self.hidden(z)))
+
+    def weights(self) -> list[Tensor]:
+        """The weight matrices (not the biases): what the L2 penalty of training covers."""
+        return [self.linear.weight] + ([] if self.hidden is None else [self.hidden.weight])
 
     def logits(self, g: Tensor) -> Tensor:
         """g (Tensor[N, inputs]) the scorer's input rows (:func:`with_neighbours`) -> (Tensor[N, out_dim + 1])
         logits, the last one "none"."""
-        return self.linear((g - self.mean) / self.std)
+        return self.head((g - self.mean) / self.std)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """x (Tensor[B, C, T]) snippet features (``mask``: :func:`with_neighbours`) -> (Tensor[B, out_dim, T])
@@ -383,18 +402,19 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
     scorer = ContextScorer.from_config(pairs.coupling.shape[1], k, config)
     scorer.mean.copy_(torch.from_numpy(mean).float())
     scorer.std.copy_(torch.from_numpy(std).float())
-    lin = scorer.linear.to(device)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe")
+    scorer.to(device)
+    net = scorer.head                                      # xt is standardised already
+    opt = torch.optim.LBFGS(scorer.parameters(), max_iter=config.max_iter, line_search_fn="strong_wolfe")
     partial = np.concatenate(rows["not_action"]) if rows["not_action"] else np.zeros((0, len(mean)))
     pt = torch.from_numpy((partial - mean) / std).float().to(device)                  # (N, inputs), as x above
     not_action = torch.tensor(list(range(k * config.contexts)) + [outputs], device=device)  # contexts and "none"
     share = 1.0 / (outputs + 2) if len(pt) else 0.0          # the partial labels weigh as one more balanced class
 
     def objective() -> Tensor:
-        loss = loss_fn(lin(xt), yt)
+        loss = loss_fn(net(xt), yt)
         if len(pt):
-            loss = (1 - share) * loss + share * not_action_nll(lin(pt), not_action).mean()
-        return loss + config.weight_decay * lin.weight.pow(2).sum()
+            loss = (1 - share) * loss + share * not_action_nll(net(pt), not_action).mean()
+        return loss + config.weight_decay * sum(w.pow(2).sum() for w in scorer.weights())
 
     def closure() -> Tensor:
         opt.zero_grad()

@@ -475,7 +475,7 @@ def test_training_with_actions_and_window(world, trained, tmp_path):
 
     path = save_context(tmp_path / "aw.pt", scorer, pairs, SampleConfig(), config, info)
     loaded, ckpt = load_context(path, in_dim=C)
-    assert (loaded.contexts, loaded.actions, loaded.window) == (True, True, 2) and ckpt["format_version"] == 2
+    assert (loaded.contexts, loaded.actions, loaded.window) == (True, True, 2) and ckpt["format_version"] == 3
     x = torch.from_numpy(next(iter(data["test"].values()))).T[None]
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), scorer(x), rtol=0, atol=0)
@@ -487,10 +487,10 @@ def test_training_with_actions_and_window(world, trained, tmp_path):
     assert (again.contexts, again.actions, again.window) == (True, False, 0)
     with torch.no_grad():
         torch.testing.assert_close(again(x), base_scorer(x), rtol=0, atol=0)
-    old["format_version"] = 3
-    torch.save(old, tmp_path / "format3.pt")
-    with pytest.raises(RefactorError, match=r"of format 1 or 2 \(it has format 3\)"):
-        load_context(tmp_path / "format3.pt")
+    old["format_version"] = 4
+    torch.save(old, tmp_path / "format4.pt")
+    with pytest.raises(RefactorError, match=r"of format 1 or 2 or 3 \(it has format 4\)"):
+        load_context(tmp_path / "format4.pt")
     for bad in ({"window": -1}, {"contexts": False, "actions": False}):
         with pytest.raises(ValueError):
             ContextConfig(**bad)
@@ -794,3 +794,74 @@ def test_boundary_targets_learn_where_actions_start_and_end(world, trained):
     assert len(start_gain) >= 10 and min(start_gain) > 0.5 and min(end_gain) > 0.5     # measured: 0.92, 0.90
     with pytest.raises(ValueError, match="border is a rule of targets 'kinds'"):
         ContextConfig(targets="boundaries", border=2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 6), st.integers(0, 2), st.integers(1, 5),
+       st.integers(0, 2**31 - 1))
+def test_hidden_scorer_against_numpy(c, k, t, window, hidden, seed):
+    """``hidden`` > 0: softmax(W2 relu(W1 (g - μ) / σ + b1) + b2) without "none"; the L2 penalty covers W1 and W2."""
+    rng = np.random.default_rng(seed)
+    scorer = ContextScorer(c, k, True, True, window, hidden)
+    inputs, out = c * (3 if window else 1), 2 * k
+    assert scorer.hidden.weight.shape == (hidden, inputs) and scorer.linear.weight.shape == (out + 1, hidden)
+    assert [tuple(w.shape) for w in scorer.weights()] == [(out + 1, hidden), (hidden, inputs)]
+    values = {"mean": rng.normal(size=inputs), "std": rng.uniform(0.5, 2, size=inputs),
+              "hidden.weight": rng.normal(size=(hidden, inputs)), "hidden.bias": rng.normal(size=hidden),
+              "linear.weight": rng.normal(size=(out + 1, hidden)), "linear.bias": rng.normal(size=out + 1)}
+    scorer.load_state_dict({name: torch.from_numpy(v).float() for name, v in values.items()}, strict=True)
+    x = rng.normal(size=(c, t))
+    with torch.no_grad():
+        p = scorer(torch.from_numpy(x).float()[None])[0].numpy()
+    g = _neighbours_by_loop(x, window, t) if window else x
+    h = np.maximum(values["hidden.weight"] @ ((g - values["mean"][:, None]) / values["std"][:, None])
+                   + values["hidden.bias"][:, None], 0)
+    z = values["linear.weight"] @ h + values["linear.bias"][:, None]
+    ref = np.exp(z - z.max(0))
+    np.testing.assert_allclose(p, (ref / ref.sum(0))[:out], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="hidden must be >= 0"):
+        ContextConfig(hidden=-1)
+
+
+def test_hidden_boundary_scorer_learns_saves_and_loads(world, trained, tmp_path):
+    """A boundary scorer with a hidden layer learns where actions start and end as the linear one does (on the
+    training videos), its checkpoint (format 3) rebuilds it exactly, a format-2 checkpoint (no ``hidden``) loads as
+    a linear scorer, and a detector's context front built from it carries the hidden layer."""
+    root, data = world
+    pairs = trained[0]
+    k = len(pairs.classes)
+    config = ContextConfig(targets="boundaries", window=2, hidden=16)
+    scorer, info = train_context(pairs, root, config)
+    assert scorer.hidden is not None and scorer.hidden.weight.shape == (16, 3 * C)
+    linear, linear_info = train_context(pairs, root, replace(config, hidden=0))
+    assert info["counts"] == linear_info["counts"]
+    # 16 ReLU units can hold the linear scorer's 2K + 1 = 7 logits (rank <= 7, two units a direction), so the
+    # seeded fit from scratch ends lower on the training samples
+    assert info["final_loss"] < linear_info["final_loss"], (info["final_loss"], linear_info["final_loss"])
+    start_gain, end_gain = [], []
+    for vs in pairs.videos:
+        p = scorer.score(read_features(root / f"{vs.video_id}.h5").features)
+        for idx, c in zip(vs.action_snippets, vs.action_labels):
+            if len(idx) >= 5:
+                inner = np.sort(idx)[2:-2]
+                start_gain.append(p[idx.min(), c] - p[inner, c].mean())
+                end_gain.append(p[idx.max(), k + c] - p[inner, k + c].mean())
+    assert len(start_gain) >= 10 and min(start_gain) > 0.5 and min(end_gain) > 0.5
+    path = save_context(tmp_path / "hidden.pt", scorer, pairs, SampleConfig(), config, info)
+    loaded, ckpt = load_context(path, in_dim=C)
+    assert ckpt["format_version"] == 3 and loaded.hidden_units == 16
+    x = torch.from_numpy(next(iter(data["test"].values()))).T[None]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), scorer(x), rtol=0, atol=0)
+    lin_path = save_context(tmp_path / "linear.pt", linear, pairs, SampleConfig(), replace(config, hidden=0),
+                            linear_info)
+    old = torch.load(lin_path, weights_only=True)                      # as format 2 wrote it: no ``hidden``
+    old["format_version"] = 2
+    old["config"] = {key: v for key, v in old["config"].items() if key != "hidden"}
+    torch.save(old, tmp_path / "format2.pt")
+    again, _ = load_context(tmp_path / "format2.pt")
+    assert again.hidden is None
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), linear(x), rtol=0, atol=0)
+    model = Detector(DetectorConfig(in_dim=C, num_classes=k, front="context", context_scores=(config,)))
+    assert model.state_dict()["front.0.hidden.weight"].shape == (16, 3 * C)
