@@ -631,7 +631,8 @@ def compose_select(records: list[dict], base: str = "select_aw", heldout: str = 
 
 
 def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
-    """Per world (key) and variant: mean ± std average mAP (%), paired Δ vs baseline and deep (%), seeds,
+    """Per world (key) and variant: mean ± std average mAP (%), paired Δ vs baseline and deep (%), seeds, each
+    seed's average mAP (points, ``by_seed``),
     and the mean of each measurement (records without ``average_mAP``, skipped or held-out only, are left
     out)."""
     by_world: dict[str, dict[str, dict[int, dict]]] = {}
@@ -643,7 +644,8 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
         out[wk] = {}
         for name, runs in per_variant.items():
             seeds = sorted(runs)
-            row = {"seeds": seeds, "average_mAP": _ms([runs[s]["average_mAP"] for s in seeds])}
+            row = {"seeds": seeds, "average_mAP": _ms([runs[s]["average_mAP"] for s in seeds]),
+                   "by_seed": {s: 100 * runs[s]["average_mAP"] for s in seeds}}
             for ref in ("baseline", "deep"):
                 other = per_variant.get(ref, {})
                 common = [s for s in seeds if s in other]
@@ -788,6 +790,9 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     lines += select_context_table(summary, c)
     lines += context_form_table(summary, c)
     lines += context_form_table(summary, c, "context_bd_x", "select_bdx", "context_a_w2", BOUNDARY_TITLE, paired=True)
+    for form, what in BOUNDARY_FORMS.items():
+        lines += context_form_table(summary, c, form, "select_" + form, "context_bd_x",
+                                    BOUNDARY_FORM_TITLE.format(form=form, what=what), paired=True)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -861,9 +866,9 @@ def _select_cells(per: dict, name: str, counts: dict[str, Counter]) -> list[str]
 
 
 def _verdict_counts(counts: dict[str, Counter]) -> list[str]:
-    """Markdown bullets: per variant, how many worlds got each verdict."""
+    """Markdown bullets: per variant, how many worlds got each verdict (none for a variant not run)."""
     return [""] + [f"- {name}: " + ", ".join(f"{v} {k}" for k, v in sorted(n.items())) + f" (of {sum(n.values())} "
-                   "worlds)" for name, n in counts.items()]
+                   "worlds)" for name, n in counts.items() if n]
 
 
 CONTEXT_FORM_TITLE = (
@@ -876,6 +881,10 @@ BOUNDARY_TITLE = (
     "`--context-boundaries --context-folds 4`) and the front chosen among the baseline, it and the deep baseline "
     "(select_bdx: select_aw's held-out baseline and deep baseline with context_bd_x's held-out score, heldout_bd_x, "
     "`detect fit`'s rule): paired Δ average mAP (points), the verdicts as in the map, context_a_w2 beside it:")
+BOUNDARY_FORM_TITLE = (
+    "The boundary score in another form (sixteenth round): {form} ({what}) against context_bd_x (window 2, linear), "
+    "both cross-fitted beside the default score: paired Δ average mAP (points), the verdicts as in the map:")
+BOUNDARY_FORMS = {"context_bdw4_x": "a window of 4 snippets", "context_bdh_x": "one hidden layer of 64 ReLU units"}
 
 
 def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", select: str = "select_aw",
@@ -887,7 +896,7 @@ def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", 
     (``detect fit``'s selection among the baseline, this form and the deep baseline; by default ``select_aw``,
     its default) with its choices, worst seed against the better plain front and verdict; then the verdicts
     counted and φC of ``form``. With ``paired``, a column of ``form`` − ``other`` paired by seed (mean ± std,
-    points; from the per-seed gaps to the better plain front, which both share)."""
+    points, and the number of seeds both have)."""
     rows = [(wk, per) for wk, per in summary.items() if "delta_baseline" in per.get(form, {})]
     if not rows:
         return []
@@ -906,7 +915,7 @@ def context_form_table(summary: dict, centre: dict, form: str = "context_a_w2", 
         phi = f"{m['phiC_ctx']:.2f} / {m['phiC_bg']:.2f}" if m else "—"
         pair = []
         if paired:
-            a, b = row.get("below_best", {}), per.get(other, {}).get("below_best", {})
+            a, b = row["by_seed"], per.get(other, {}).get("by_seed", {})
             gaps = [a[seed] - b[seed] for seed in a if seed in b]
             pair = [f"{np.mean(gaps):+.1f} ± {np.std(gaps, ddof=1) if len(gaps) > 1 else 0.0:.1f} ({len(gaps)})"
                     if gaps else "—"]

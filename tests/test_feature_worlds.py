@@ -399,6 +399,24 @@ def test_boundary_table_pairs_the_two_context_forms_by_seed():
     assert cells[9].startswith(f"{100 * np.mean([0.14, 0.03, 0.0]):+.1f} ± ")
 
 
+def test_boundary_form_tables_pair_against_context_bd_x_without_a_deep_baseline():
+    """The sixteenth round's tables: each boundary form (window 4, hidden layer) minus context_bd_x paired by
+    seed, over the seeds both have, also where the deep baseline was not run (development seeds)."""
+    w = FeatureWorld().to_dict()
+    own = {"baseline": (0.60, 0.70, 0.65, 0.9), "context_bd_x": (0.74, 0.73, 0.79, 0.9),
+           "context_bdw4_x": (0.75, 0.70, 0.83), "context_bdh_x": (0.70, 0.73, 0.80, 0.91)}
+    recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in range(len(m))]
+    text = report(recs)
+    for form, gaps in (("context_bdw4_x", [0.01, -0.03, 0.04]), ("context_bdh_x", [-0.04, 0.0, 0.01, 0.01])):
+        title = next(i for i, x in enumerate(text.splitlines()) if x.startswith(f"The boundary score in another "
+                                                                                 f"form (sixteenth round): {form}"))
+        line = text.splitlines()[title + 4]
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        g = 100 * np.array(gaps)
+        assert cells[0] == "centre" and cells[8] == f"{g.mean():+.1f} ± {g.std(ddof=1):.1f} ({len(g)})", line
+        assert cells[5] == "—"                                                     # no deep baseline run
+
+
 def test_composed_selection_equals_the_selection_it_stands_for(tmp_path, monkeypatch):
     """``heldout_bd_x`` scores the boundary context front on ``select_aw``'s held-out videos only (no model on
     all videos); :func:`compose_select` puts that score in place of ``select_aw``'s context candidate: the
