@@ -556,13 +556,14 @@ def test_study_context_variants_are_the_library_forms():
 
 
 def test_fit_context_fronts_are_the_study_variants():
-    """``detect fit --context-boundaries --context-folds 4``'s context front is the study's ``context_bd_x``: the
-    default score and the boundary score beside f, the detector trained on scores cross-fitted over the same
-    number of folds; ``--no-context-boundaries --context-folds 0`` is ``context_a_w2``."""
+    """``detect fit --context-boundaries --context-folds 4``'s context front is the study's ``context_bdw4_x``
+    (since the sixteenth round; ``context_bd_x`` before): the default score and the boundary score of window 4
+    beside f, the detector trained on scores cross-fitted over the same number of folds;
+    ``--no-context-boundaries --context-folds 0`` is ``context_a_w2``."""
     from benchmarks.refactor_study import CROSSFIT_FOLDS, VARIANTS
     from detect.fit import FitConfig, context_score_forms
 
-    chosen, before = VARIANTS["context_bd_x"], VARIANTS["context_a_w2"]
+    chosen, before = VARIANTS["context_bdw4_x"], VARIANTS["context_a_w2"]
     cfg = replace(FitConfig(), context_boundaries=True, context_folds=4)
     assert [changes for _, changes in context_score_forms(cfg)] == list(chosen.scores)
     assert chosen.crossfit and cfg.context_folds == CROSSFIT_FOLDS

@@ -470,12 +470,13 @@ def test_context_border_boundaries_and_folds_reach_every_context_detector(world,
     assert not report.ran["features"] and report.ran["detector"]
     assert load_context(work / "context_border.pt")[1]["config"]["border"] == 2
     assert load_context(work / "context.pt")[1]["config"]["border"] == 0
-    assert load_context(work / "context_boundaries.pt")[1]["config"]["targets"] == "boundaries"
+    bd = load_context(work / "context_boundaries.pt")[1]["config"]
+    assert (bd["targets"], bd["window"]) == ("boundaries", 4)
     model, ckpt = load_detector(work / "detector.pt")
-    forms = [(c.border, c.targets) for c in model.config.context_scores]
-    assert forms == [(0, "kinds"), (2, "kinds"), (0, "boundaries")] and ckpt["train"]["context_folds"] == 2
+    forms = [(c.border, c.targets, c.window) for c in model.config.context_scores]
+    assert forms == [(0, "kinds", 2), (2, "kinds", 2), (0, "boundaries", 4)] and ckpt["train"]["context_folds"] == 2
     held, _ = load_detector(work / "select" / "context" / "detector.pt")
-    assert [(c.border, c.targets) for c in held.config.context_scores] == forms
+    assert [(c.border, c.targets, c.window) for c in held.config.context_scores] == forms
     files = [work / f"{name}.pt" for name in ("context", "context_border", "context_boundaries")]
     assert [c["sha256"] for c in ckpt["context_checkpoints"]] == [sha256_file(p) for p in files]
     for scorer, path in zip(model.front, files):                    # the scorers learnt on all training videos
