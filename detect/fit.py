@@ -184,10 +184,12 @@ class FitConfig:
             alone. With ``context_folds`` 4 and border 2, the study's closest form to the issue's bar at
             THUMOS14's scale, and worse where the action is faint (README, twelfth and thirteenth rounds).
         context_boundaries: the context front also puts beside f a score of where each class's actions start
-            and end (``refactor context --targets boundaries --window 4``, ``WORK/context_boundaries.pt``, after
-            the border's). Its window of 4 snippets was window 2 until the sixteenth round (README), where it was
-            +0.7 and +0.4 points ahead on development and fresh seeds with 200 training videos: within the
-            seed noise, taken by a rule fixed before the runs.
+            and end (``refactor context --targets boundaries --window W``, W = ``context_boundary_window``,
+            ``WORK/context_boundaries.pt``, after the border's).
+        context_boundary_window: the boundary score's window (snippets on each side). 4 since the sixteenth
+            round (README), where it was +0.7 and +0.4 points ahead of window 2 on development and fresh seeds
+            with 200 training videos: within the seed noise, taken by a rule fixed before the runs; 2 gives
+            the form measured on the other worlds (fourteenth and fifteenth rounds).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
             With ``context_boundaries`` and 4 folds: 2 points or more above the baseline on every study world
@@ -224,6 +226,7 @@ class FitConfig:
     select_margin: float = 10.0
     context_border: int = 0
     context_boundaries: bool = False
+    context_boundary_window: int = 4
     context_folds: int = 0
     figure_videos: int = 3
     cam_reference: str | None = "grey"
@@ -237,11 +240,12 @@ FIT_SECTION = Section("fit", FitConfig, flags={"detector_epochs": "--epochs"},
 def context_score_forms(cfg: FitConfig) -> list[tuple[str, dict]]:
     """The scores the context front puts beside f, in order, as (file name without ``.pt``, the
     :class:`ContextConfig` fields that differ from the default score's): ``context`` (the default score),
-    ``context_border`` with ``cfg.context_border``, ``context_boundaries`` (a window of 4) with
-    ``cfg.context_boundaries``."""
+    ``context_border`` with ``cfg.context_border``, ``context_boundaries`` (window ``cfg.context_boundary_window``)
+    with ``cfg.context_boundaries``."""
     return [("context", {})] \
         + ([("context_border", {"border": cfg.context_border})] if cfg.context_border else []) \
-        + ([("context_boundaries", {"targets": "boundaries", "window": 4})] if cfg.context_boundaries else [])
+        + ([("context_boundaries", {"targets": "boundaries", "window": cfg.context_boundary_window})]
+           if cfg.context_boundaries else [])
 
 
 @dataclass
@@ -354,6 +358,8 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
     if cfg.context_border < 0 or cfg.context_folds < 0 or cfg.context_folds == 1:
         raise FitError(f"--context-border must be >= 0 and --context-folds 0 or >= 2, got {cfg.context_border} and "
                        f"{cfg.context_folds}")
+    if cfg.context_boundary_window < 0:
+        raise FitError(f"--context-boundary-window must be >= 0 snippets, got {cfg.context_boundary_window}")
     unknown = [c for c in cfg.select_candidates if c not in SELECT_CANDIDATES]
     if unknown or not cfg.select_candidates:
         raise FitError(f"--select-candidates must be a comma list of {', '.join(SELECT_CANDIDATES)}, got "

@@ -559,7 +559,8 @@ def test_fit_context_fronts_are_the_study_variants():
     """``detect fit --context-boundaries --context-folds 4``'s context front is the study's ``context_bdw4_x``
     (since the sixteenth round; ``context_bd_x`` before): the default score and the boundary score of window 4
     beside f, the detector trained on scores cross-fitted over the same number of folds;
-    ``--no-context-boundaries --context-folds 0`` is ``context_a_w2``."""
+    ``--context-boundary-window 2`` gives ``context_bd_x``; ``--no-context-boundaries --context-folds 0`` is
+    ``context_a_w2``."""
     from benchmarks.refactor_study import CROSSFIT_FOLDS, VARIANTS
     from detect.fit import FitConfig, context_score_forms
 
@@ -567,6 +568,9 @@ def test_fit_context_fronts_are_the_study_variants():
     cfg = replace(FitConfig(), context_boundaries=True, context_folds=4)
     assert [changes for _, changes in context_score_forms(cfg)] == list(chosen.scores)
     assert chosen.crossfit and cfg.context_folds == CROSSFIT_FOLDS
+    two = replace(cfg, context_boundary_window=2)
+    assert [ContextConfig(**changes) for _, changes in context_score_forms(two)] == [
+        ContextConfig(**changes) for changes in VARIANTS["context_bd_x"].scores]
     assert ContextConfig(**chosen.scores[0]) == ContextConfig(**before.context) == ContextConfig()
     old = replace(cfg, context_boundaries=False, context_folds=0)
     assert context_score_forms(old) == [("context", {})] and not before.crossfit

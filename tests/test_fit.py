@@ -485,3 +485,5 @@ def test_context_border_boundaries_and_folds_reach_every_context_detector(world,
     assert not any(run(world, work, cfg).ran.values())
     with pytest.raises(FitError, match="--context-folds 0 or >= 2"):
         run(world, work, replace(cfg, context_folds=1))
+    with pytest.raises(FitError, match="--context-boundary-window must be >= 0"):
+        run(world, work, replace(cfg, context_boundary_window=-1))
