@@ -192,10 +192,10 @@ class FitConfig:
             the form measured on the other worlds (fourteenth and fifteenth rounds).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
-            With ``context_boundaries`` and 4 folds: 2 points or more above the baseline on every study world
-            on seeds 0-4, but not confirmed on fresh seeds with 200 training videos (+1.1), and about 2
-            points below the default form with distractor scenes (README, fourteenth and fifteenth rounds),
-            so not the default.
+            With ``context_boundaries`` (window 2) and 4 folds: 2 points or more above the baseline on every
+            study world on seeds 0-4, but not confirmed on fresh seeds 5-9 with 200 training videos (+1.1;
+            seeds 10-14: +2.5), and about 2 points below the default form with distractor scenes (README,
+            fourteenth to sixteenth rounds), so not the default.
         figure_videos: test videos drawn as timelines and CAM figures (0: loss curves and mAP against tIoU
             only).
         cam_reference: grey: CAM figures also show the maps against I3D's response to a uniform grey clip
