@@ -766,6 +766,22 @@ def test_crossfit_holds_out_under_a_subset_name_not_in_use(world, tmp_path):
         np.testing.assert_array_equal(got[vid], expect[vid])
 
 
+def _boundary_gains(scorer: ContextScorer, pairs, root: Path) -> tuple[list[float], list[float]]:
+    """Per training instance of 5 snippets or more (where the labels are, so a wrong label shows): its class's
+    start output at its first snippet minus the mean over its inner snippets (all but two at each end), and the
+    same for the end output at its last snippet."""
+    k = len(pairs.classes)
+    start_gain, end_gain = [], []
+    for vs in pairs.videos:
+        p = scorer.score(read_features(root / f"{vs.video_id}.h5").features)
+        for idx, c in zip(vs.action_snippets, vs.action_labels):
+            if len(idx) >= 5:
+                inner = np.sort(idx)[2:-2]
+                start_gain.append(p[idx.min(), c] - p[inner, c].mean())
+                end_gain.append(p[idx.max(), k + c] - p[inner, k + c].mean())
+    return start_gain, end_gain
+
+
 def test_boundary_targets_learn_where_actions_start_and_end(world, trained):
     """``targets="boundaries"``: K start and K end outputs learnt from the first and last snippet of each action
     sample against every other snippet (counts by hand); on every training instance of 5 snippets or more, a
@@ -783,14 +799,7 @@ def test_boundary_targets_learn_where_actions_start_and_end(world, trained):
                 for vs in pairs.videos)
     assert info["counts"][:k] == per_class.tolist() and info["counts"][k:2 * k] == per_class.tolist()
     assert info["counts"][2 * k] == snippets - edges
-    start_gain, end_gain = [], []           # on the training videos, where the labels are (a wrong label shows)
-    for vs in pairs.videos:
-        p = scorer.score(read_features(root / f"{vs.video_id}.h5").features)
-        for idx, c in zip(vs.action_snippets, vs.action_labels):
-            if len(idx) >= 5:
-                inner = np.sort(idx)[2:-2]
-                start_gain.append(p[idx.min(), c] - p[inner, c].mean())
-                end_gain.append(p[idx.max(), k + c] - p[inner, k + c].mean())
+    start_gain, end_gain = _boundary_gains(scorer, pairs, root)
     assert len(start_gain) >= 10 and min(start_gain) > 0.5 and min(end_gain) > 0.5     # measured: 0.92, 0.90
     with pytest.raises(ValueError, match="border is a rule of targets 'kinds'"):
         ContextConfig(targets="boundaries", border=2)
@@ -838,14 +847,7 @@ def test_hidden_boundary_scorer_learns_saves_and_loads(world, trained, tmp_path)
     # 16 ReLU units can hold the linear scorer's 2K + 1 = 7 logits (rank <= 7, two units a direction), so the
     # seeded fit from scratch ends lower on the training samples
     assert info["final_loss"] < linear_info["final_loss"], (info["final_loss"], linear_info["final_loss"])
-    start_gain, end_gain = [], []
-    for vs in pairs.videos:
-        p = scorer.score(read_features(root / f"{vs.video_id}.h5").features)
-        for idx, c in zip(vs.action_snippets, vs.action_labels):
-            if len(idx) >= 5:
-                inner = np.sort(idx)[2:-2]
-                start_gain.append(p[idx.min(), c] - p[inner, c].mean())
-                end_gain.append(p[idx.max(), k + c] - p[inner, k + c].mean())
+    start_gain, end_gain = _boundary_gains(scorer, pairs, root)
     assert len(start_gain) >= 10 and min(start_gain) > 0.5 and min(end_gain) > 0.5
     path = save_context(tmp_path / "hidden.pt", scorer, pairs, SampleConfig(), config, info)
     loaded, ckpt = load_context(path, in_dim=C)
