@@ -188,8 +188,9 @@ class FitConfig:
             ``WORK/context_boundaries.pt``, after the border's).
         context_boundary_window: the boundary score's window (snippets on each side). 4 since the sixteenth
             round (README), where it was +0.7 and +0.4 points ahead of window 2 on development and fresh seeds
-            with 200 training videos: within the seed noise, taken by a rule fixed before the runs; 2 gives
-            the form measured on the other worlds (fourteenth and fifteenth rounds).
+            with 200 training videos and 0.4 behind at THUMOS14's scale: within the seed noise, taken by a rule
+            fixed before the runs; 2 gives the form measured on the other worlds (fourteenth to sixteenth
+            rounds).
         context_folds: train the context front's detector on cross-fitted scores, each training video
             scored by scorers learnt without its fold of this many (``detect train --context-folds``); 0: off.
             With ``context_boundaries`` (window 2) and 4 folds: 2 points or more above the baseline on every
