@@ -13,7 +13,17 @@ whose snippet kinds are known. Printed per form, mean ± std over seeds:
 * ``class acc``: on action snippets, the share whose largest action probability (first form: context
   probability) is their own class's.
 
+With ``--boundaries`` it measures the boundary score's forms instead (``targets="boundaries"``: window 2, window
+4, a hidden layer of 64; sixteenth round), on the training videos (which the scorer learnt from) and on the
+test videos, starts and ends together: per action boundary, the share of snippets whose output (its own
+class's start output at the action's first snippet, end output at its last) is below the boundary's (ties
+half), averaged over boundaries, among
+
+* ``all AUC``: every other snippet of its video;
+* ``near AUC``: the snippets 1 and 2 away from it (what decides a segment's tIoU at 0.7).
+
     python benchmarks/context_separation.py --seeds 30,31,32,33,34
+    python benchmarks/context_separation.py --boundaries --world train_videos=200 --seeds 30,31,32
 """
 
 from __future__ import annotations
@@ -25,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
 from benchmarks.refactor_study import _world_overrides  # noqa: E402
+from extract.features import read_features  # noqa: E402
 from refactor import ContextConfig, SampleConfig, build_pairs, train_context  # noqa: E402
 
 FORMS = {
@@ -38,6 +50,11 @@ FORMS = {
     "contexts, window 2": {"actions": False, "window": 2},
     "actions alone, window 2": {"contexts": False, "actions": True, "window": 2},
     "default (contexts + actions, window 2)": {},
+}
+BOUNDARY_FORMS = {
+    "boundaries, window 2 (context_bd_x)": {"targets": "boundaries"},
+    "boundaries, window 4 (context_bdw4_x)": {"targets": "boundaries", "window": 4},
+    "boundaries, hidden 64 (context_bdh_x)": {"targets": "boundaries", "hidden": 64},
 }
 
 
@@ -91,21 +108,53 @@ def separation(config: ContextConfig, root: Path, data: dict, classes: int) -> d
             "act/ctx AUC": area("diff", ACTION, CONTEXT), "class acc": float(np.concatenate(hits).mean())}
 
 
+def action_runs(kinds: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) snippet of each run of ACTION snippets in ``kinds`` (T,), in order."""
+    edge = np.diff(np.r_[0, (kinds == ACTION).astype(int), 0])
+    return list(zip(np.flatnonzero(edge == 1), np.flatnonzero(edge == -1) - 1))
+
+
+def boundary_separation(config: ContextConfig, root: Path, data: dict, classes: int) -> dict[str, float]:
+    """The two figures of ``--boundaries`` (module docstring) on the training and on the test videos."""
+    pairs = build_pairs(root, root / "annotations.json", "validation", SampleConfig())
+    scorer, _ = train_context(pairs, root, config)
+    out = {}
+    for split in ("train", "test"):
+        pos, rest, near = [], [], []
+        for vid, kinds in data["kinds"].items():
+            if vid.startswith("test") != (split == "test"):
+                continue
+            feats = data["test"][vid] if split == "test" else read_features(root / f"{vid}.h5").features
+            p, cls = scorer.score(feats), int(vid[-2:])
+            for first, last in action_runs(kinds):
+                for t, col in ((first, cls), (last, classes + cls)):
+                    others = np.ones(len(kinds), dtype=bool)
+                    others[t] = False
+                    close = [u for u in (t - 2, t - 1, t + 1, t + 2) if 0 <= u < len(kinds)]
+                    pos.append(p[t, col])
+                    rest.append(p[others, col])
+                    near.append(p[close, col])
+        out[f"{split} all AUC"] = float(np.mean([auc(np.array([a]), b) for a, b in zip(pos, rest)]))
+        out[f"{split} near AUC"] = float(np.mean([auc(np.array([a]), b) for a, b in zip(pos, near)]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--world", type=_world_overrides, default={}, help="centre overrides, e.g. context_overlap=0.6")
     p.add_argument("--seeds", default="30,31,32,33,34")
+    p.add_argument("--boundaries", action="store_true", help="the boundary score's forms and figures")
     args = p.parse_args(argv)
     world = FeatureWorld(**args.world)
     seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict[str, list[dict]] = {name: [] for name in FORMS}
-    for seed in seeds:
+    forms, measure = (BOUNDARY_FORMS, boundary_separation) if args.boundaries else (FORMS, separation)
+    results: dict[str, list[dict]] = {name: [] for name in forms}
+    for seed in tqdm(seeds, desc="seeds", unit="seed"):
         with tempfile.TemporaryDirectory() as tmp:
             data = write_world(world, seed, Path(tmp))
-            for name, overrides in FORMS.items():
-                results[name].append(separation(ContextConfig(seed=seed, **overrides), Path(tmp), data, world.classes))
-        print(f"seed {seed} done", file=sys.stderr, flush=True)
-    keys = ("ctx AUC", "ctx/act AUC", "act AUC", "act/ctx AUC", "class acc")
+            for name, overrides in forms.items():
+                results[name].append(measure(ContextConfig(seed=seed, **overrides), Path(tmp), data, world.classes))
+    keys = list(next(iter(results.values()))[0])
     print(f"world: {args.world or 'centre'}; seeds {args.seeds}; mean ± std over seeds\n")
     print("| form | " + " | ".join(keys) + " |")
     print("| --- |" + " ---: |" * len(keys))

@@ -600,3 +600,19 @@ def test_auc_is_the_pairwise_win_rate(pos, neg):
     pos, neg = np.array(pos, dtype=float), np.array(neg, dtype=float)
     wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     assert auc(pos, neg) == pytest.approx(wins / (len(pos) * len(neg)), abs=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from([ACTION, CONTEXT, BACKGROUND]), min_size=1, max_size=30))
+def test_action_runs_are_the_maximal_runs_of_action_snippets(kinds):
+    """``context_separation.action_runs``: (first, last) of each maximal run of ACTION, against a loop."""
+    from benchmarks.context_separation import action_runs
+
+    expected, start = [], None
+    for t, kind in enumerate(kinds + [BACKGROUND]):
+        if kind == ACTION and start is None:
+            start = t
+        elif kind != ACTION and start is not None:
+            expected.append((start, t - 1))
+            start = None
+    assert [(int(a), int(b)) for a, b in action_runs(np.array(kinds))] == expected
