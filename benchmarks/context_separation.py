@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, FeatureWorld, write_world  # noqa: E402
-from benchmarks.refactor_study import _world_overrides  # noqa: E402
+from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, write_world  # noqa: E402
+from benchmarks.refactor_study import _world_overrides, world_from_overrides  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import ContextConfig, SampleConfig, build_pairs, train_context  # noqa: E402
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="30,31,32,33,34")
     p.add_argument("--boundaries", action="store_true", help="the boundary score's forms and figures")
     args = p.parse_args(argv)
-    world = FeatureWorld(**args.world)
+    world = world_from_overrides(args.world)
     seeds = [int(s) for s in args.seeds.split(",")]
     forms, measure = (BOUNDARY_FORMS, boundary_separation) if args.boundaries else (FORMS, separation)
     results: dict[str, list[dict]] = {name: [] for name in forms}

@@ -1106,6 +1106,14 @@ def _world_overrides(text: str) -> dict:
     return out
 
 
+def world_from_overrides(overrides: dict) -> FeatureWorld:
+    """The centre world with :func:`_world_overrides`'s fields set (scalars cast to their field's type)."""
+    world = FeatureWorld()
+    for k, v in overrides.items():
+        world = replace(world, **{k: v}) if isinstance(v, tuple) else world.with_axis(k, v)
+    return world
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, help="results, JSON lines (appended; a rerun skips what is there)")
@@ -1140,9 +1148,7 @@ def main(argv=None) -> int:
             p.error(f"--axes must be among {', '.join(AXES)}, got {name!r}")
         axes[name] = values.split("/") if values else None
     torch.set_num_threads(max(1, args.threads))
-    centre = FeatureWorld()
-    for k, v in args.world.items():
-        centre = replace(centre, **{k: v}) if isinstance(v, tuple) else centre.with_axis(k, v)
+    centre = world_from_overrides(args.world)
     settings = StudySettings(detector=args.detector, detector_epochs=args.detector_epochs,
                              refactor_epochs=args.refactor_epochs)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -583,6 +583,9 @@ def test_world_overrides_take_ranges():
 
     assert _world_overrides("dim=1024,instances=10/20,duration=2/8") == {
         "dim": "1024", "instances": (10, 20), "duration": (2.0, 8.0)}
+    from benchmarks.refactor_study import world_from_overrides
+    assert world_from_overrides(_world_overrides("dim=32,noise=0.5,instances=10/20")) == replace(
+        FeatureWorld(), dim=32, noise=0.5, instances=(10, 20))        # scalars cast to their field types
     import argparse
     with pytest.raises(argparse.ArgumentTypeError, match="min/max"):
         _world_overrides("instances=10")
