@@ -17,7 +17,8 @@ at a time): checked to be still the very claim found stale, removed, and claimed
 Claims are removed when their video is finished or abandoned, and all of a process's claims when
 :class:`ClaimSet` closes (``with`` block: on exceptions too; SIGTERM is turned into SystemExit
 while the set is open in the main thread). A process killed with SIGKILL leaves its claims; they
-are taken over as above. Clocks of machines sharing a disk must agree to well within ``timeout``.
+are taken over as above, and removed where the output was already finished (:meth:`ClaimSet.clear_stale`).
+Clocks of machines sharing a disk must agree to well within ``timeout``.
 """
 
 from __future__ import annotations
@@ -177,6 +178,16 @@ class ClaimSet:
         if claim_is_live(info, self.timeout, host=self.host):
             return None
         return "taken over" if self._take_over(path, info) else None
+
+    def clear_stale(self, dest: str | os.PathLike) -> bool:
+        """Remove the claim of ``dest`` if its owner died: a process killed with SIGKILL between writing
+        ``dest`` and releasing its claim leaves the claim beside a finished output, where no one would take
+        it over. Taken over as any stale claim (:meth:`acquire`), then released. Returns whether a claim
+        was removed; a live claim, or none, is left as it is."""
+        if self.state(dest) != "stale" or self.acquire(dest) is None:
+            return False
+        self.release(dest)
+        return True
 
     def _take_over(self, path: Path, stale: ClaimInfo) -> bool:
         """Replace the stale claim ``stale`` at ``path`` by ours, under the short-lived lock file

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from common.fileio import TMP_MARK
 from extract.batches import snippet_batches
-from extract.claims import ClaimSet
+from extract.claims import ClaimSet, claim_path
 from extract.collect import collect_videos
 from extract.config import ExtractConfig, autocast_dtype, resolve_device
 from extract.job import VideoJob, extract_video, frame_crop, run_job
@@ -141,7 +141,11 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             report.skipped.append(video)
         else:
             upcoming.append(video)
-    if not upcoming:
+    if not upcoming:                         # still remove claims that killed processes left beside finished files
+        if any(claim_path(dest_of(v)).exists() for v in report.skipped):
+            with ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
+                for video in report.skipped:
+                    claims.clear_stale(dest_of(video))
         return report
     streams = streams if streams is not None else build_streams(config, weights_root)
     short_side, crop = input_geometry(streams, config.short_side, config.crop)
@@ -163,10 +167,13 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
     try:
         with bar, ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
+            for video in report.skipped:
+                claims.clear_stale(dest_of(video))
             while True:
                 while len(ahead) < config.workers and upcoming:
                     video = upcoming.popleft()
                     if done(video):
+                        claims.clear_stale(dest_of(video))
                         report.by_others.append(video)
                         bar.update(1)
                         continue

@@ -277,6 +277,26 @@ def test_waits_for_a_live_claim_or_leaves_it(tmp_path, folder):
     assert hidden(out) == []
 
 
+def test_a_dead_owners_claim_beside_a_finished_file_is_removed(tmp_path, folder):
+    """A process killed between writing a file and releasing its claim leaves the claim beside a finished
+    output (seen in tests/test_faults.py's random kills): the next run skips the file and removes that claim,
+    whether other videos are left to do or not; a live claim beside a finished file is left to its owner."""
+    videos_dir, videos, ref = folder
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "v0.h5").write_bytes((ref / "v0.h5").read_bytes())
+    write_claim(out / "v0.h5", HOST, dead_pid(), time.time())
+    report = finish(start(out, videos[:2]))
+    assert report["skipped"] == ["v0.h5"] and report["written"] == ["v1.h5"] and hidden(out) == []
+    write_claim(out / "v1.h5", "elsewhere", 1, time.time() - 120)             # nothing left to do: still removed
+    assert finish(start(out, videos[:2]))["skipped"] == ["v0.h5", "v1.h5"] and hidden(out) == []
+    with ClaimSet(heartbeat=0.2, timeout=2) as held:
+        held.acquire(out / "v0.h5")
+        assert finish(start(out, videos[:2]))["skipped"] == ["v0.h5", "v1.h5"]
+        assert hidden(out) == [".v0.h5.claim"]
+    assert hidden(out) == []
+
+
 def test_sigterm_removes_the_claims(tmp_path):
     out = tmp_path / "out"
     long = make_video(tmp_path / "long.mp4", 400, 80, 48)
