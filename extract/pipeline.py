@@ -141,11 +141,11 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             report.skipped.append(video)
         else:
             upcoming.append(video)
-    if not upcoming:                         # still remove claims that killed processes left beside finished files
-        if any(claim_path(dest_of(v)).exists() for v in report.skipped):
-            with ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
-                for video in report.skipped:
-                    claims.clear_stale(dest_of(video))
+    if any(claim_path(dest_of(v)).exists() for v in report.skipped):   # left by processes killed after writing
+        with ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
+            for video in report.skipped:
+                claims.clear_stale(dest_of(video))
+    if not upcoming:
         return report
     streams = streams if streams is not None else build_streams(config, weights_root)
     short_side, crop = input_geometry(streams, config.short_side, config.crop)
@@ -167,8 +167,6 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
     try:
         with bar, ClaimSet(config.claim_heartbeat, config.claim_timeout) as claims:
-            for video in report.skipped:
-                claims.clear_stale(dest_of(video))
             while True:
                 while len(ahead) < config.workers and upcoming:
                     video = upcoming.popleft()

@@ -212,7 +212,7 @@ class ContextScorer(nn.Module):
 
     @classmethod
     def from_config(cls, in_dim: int, num_classes: int, config: ContextConfig) -> ContextScorer:
-        """An untrained scorer shaped by ``config``'s ``contexts``, ``actions`` and ``window`` (targets
+        """An untrained scorer shaped by ``config``'s ``contexts``, ``actions``, ``window`` and ``hidden`` (targets
         ``boundaries``: 2K outputs, as contexts and actions both on)."""
         both = config.targets == "boundaries"
         return cls(in_dim, num_classes, config.contexts or both, config.actions or both, config.window, config.hidden)
