@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT, write_world  # noqa: E402
-from benchmarks.refactor_study import _world_overrides, world_from_overrides  # noqa: E402
+from benchmarks.refactor_study import BOUNDARY_FORMS as STUDY_BOUNDARY_FORMS  # noqa: E402
+from benchmarks.refactor_study import VARIANTS, _world_overrides, world_from_overrides  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import ContextConfig, SampleConfig, build_pairs, train_context  # noqa: E402
 
@@ -51,11 +52,8 @@ FORMS = {
     "actions alone, window 2": {"contexts": False, "actions": True, "window": 2},
     "default (contexts + actions, window 2)": {},
 }
-BOUNDARY_FORMS = {
-    "boundaries, window 2 (context_bd_x)": {"targets": "boundaries"},
-    "boundaries, window 4 (context_bdw4_x)": {"targets": "boundaries", "window": 4},
-    "boundaries, hidden 64 (context_bdh_x)": {"targets": "boundaries", "hidden": 64},
-}
+# the boundary score (the second score) of the study's context_bd_x and of the sixteenth round's other forms
+BOUNDARY_FORMS = {name: VARIANTS[name].scores[1] for name in ("context_bd_x", *STUDY_BOUNDARY_FORMS)}
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -202,7 +202,7 @@ class ContextScorer(nn.Module):
             raise ValueError(f"in_dim and num_classes must be >= 1, window and hidden >= 0 and contexts or actions "
                              f"on, got {in_dim}, {num_classes}, {window}, {hidden}, {contexts}, {actions}")
         self.in_dim, self.num_classes, self.window = in_dim, num_classes, window
-        self.contexts, self.actions, self.hidden_units = contexts, actions, hidden
+        self.contexts, self.actions = contexts, actions
         self.out_dim = num_classes * (contexts + actions)
         self.inputs = in_dim * (3 if window else 1)
         self.register_buffer("mean", torch.zeros(self.inputs))

@@ -851,7 +851,7 @@ def test_hidden_boundary_scorer_learns_saves_and_loads(world, trained, tmp_path)
     assert len(start_gain) >= 10 and min(start_gain) > 0.5 and min(end_gain) > 0.5
     path = save_context(tmp_path / "hidden.pt", scorer, pairs, SampleConfig(), config, info)
     loaded, ckpt = load_context(path, in_dim=C)
-    assert ckpt["format_version"] == 3 and loaded.hidden_units == 16
+    assert ckpt["format_version"] == 3 and loaded.hidden.out_features == 16
     x = torch.from_numpy(next(iter(data["test"].values()))).T[None]
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), scorer(x), rtol=0, atol=0)
