@@ -26,7 +26,8 @@ that split with the directions estimated in closed form from the coupling sample
 snippets far from every action sample (:mod:`refactor.context`; the detector's front ``context``, f' = [f, p(f)]);
 ``context_a_w4`` and the other ``context_*`` variants change its :class:`ContextConfig` (action outputs, a window
 of neighbouring snippets; ``action_w4``: the action outputs alone; ``context_bdw4_x`` / ``context_bdh_x``: the
-boundary score with a window of 4 / a hidden layer of 64 ReLU units).
+boundary score with a window of 4 / a hidden layer of 64 ReLU units; ``context_bdw4_x8``: window 4, cross-fitted
+on 8 folds instead of 4).
 ``select`` is ``detect fit``'s front selection (its default): baseline, default and deep baseline each trained on
 three quarters of each class's training videos, the best on the other quarter trained on all of them
 and scored (its record names the choice and the held-out scores); ``select_k4`` scores the candidates
@@ -113,11 +114,12 @@ class Variant:
         scores: with layout ``context_files``, the ContextConfig overrides of each score written beside f (each
             applied to whole videos; the baseline detector on f ⊕ p_1(f) ⊕ p_2(f) ...); with layout
             ``context_score``, those of each scorer of the detector's context front (instead of ``context``).
-        crossfit: each training video's scores come from scorers learnt without it (four folds: out-of-fold
-            scores, as in stacking), so the detector trains on scores as good as those it will see on new
-            videos; the test videos' from scorers learnt on every training video. Layout ``context_files``:
-            :func:`refactor.context.crossfit_scores` written to the files; layout ``context_score``: the
-            detector's own ``TrainConfig.context_folds`` 4 (``detect train --context-folds 4``).
+        crossfit: the number of folds of cross-fitting (0: none): each training video's scores come from
+            scorers learnt without its fold (out-of-fold scores, as in stacking), so the detector trains on
+            scores as good as those it will see on new videos; the test videos' from scorers learnt on every
+            training video. Layout ``context_files``: :func:`refactor.context.crossfit_scores` written to the
+            files; layout ``context_score``: the detector's own ``TrainConfig.context_folds`` (``detect train
+            --context-folds K``).
         heldout_only: with ``select``, only score the candidates on the held-out videos: the record holds
             ``heldout_mAP`` and no model trained on all videos (no ``average_mAP``); :func:`compose_select`
             puts such scores in place of another ``select*`` variant's candidate.
@@ -131,7 +133,7 @@ class Variant:
     folds: int = 1
     context: dict = field(default_factory=dict)
     scores: tuple[dict, ...] = ()
-    crossfit: bool = False
+    crossfit: int = 0
     heldout_only: bool = False
 
 
@@ -207,20 +209,27 @@ VARIANTS: dict[str, Variant] = {
     # (the baseline detector on them): does the narrow score help beside the wide one? (twelfth round, a screen)
     "context_files": Variant("none", layout="context_files", scores=({},)),
     "context_files_b2": Variant("none", layout="context_files", scores=({}, {"border": 2})),
-    "context_files_x": Variant("none", layout="context_files", scores=({},), crossfit=True),
-    "context_files_b2_x": Variant("none", layout="context_files", scores=({}, {"border": 2}), crossfit=True),
+    "context_files_x": Variant("none", layout="context_files", scores=({},), crossfit=CROSSFIT_FOLDS),
+    "context_files_b2_x": Variant("none", layout="context_files", scores=({}, {"border": 2}),
+                                  crossfit=CROSSFIT_FOLDS),
     # the same through the detector itself (thirteenth round): detect train --context-score A [--context-score B]
     # --context-folds 4
-    "context_x": Variant("none", layout="context_score", context={"actions": True, "window": 2}, crossfit=True),
-    "context_b2_x": Variant("none", layout="context_score", scores=({}, {"border": 2}), crossfit=True),
+    "context_x": Variant("none", layout="context_score", context={"actions": True, "window": 2},
+                         crossfit=CROSSFIT_FOLDS),
+    "context_b2_x": Variant("none", layout="context_score", scores=({}, {"border": 2}), crossfit=CROSSFIT_FOLDS),
     # a second score of where each class's actions start and end (thirteenth round), alone and cross-fitted
     "context_bd": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"})),
-    "context_bd_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"}), crossfit=True),
+    "context_bd_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries"}),
+                            crossfit=CROSSFIT_FOLDS),
     # a better boundary score where data are plentiful (sixteenth round): a wider window, one hidden layer of 64
     "context_bdw4_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries", "window": 4}),
-                              crossfit=True),
+                              crossfit=CROSSFIT_FOLDS),
     "context_bdh_x": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries", "hidden": 64}),
-                             crossfit=True),
+                             crossfit=CROSSFIT_FOLDS),
+    # cross-fitting with 8 folds instead of 4 (seventeenth round): each out-of-fold scorer learnt on 7/8 of the
+    # training videos, closer to the scorer learnt on all of them that scores new videos
+    "context_bdw4_x8": Variant("none", layout="context_score", scores=({}, {"targets": "boundaries", "window": 4}),
+                               crossfit=8),
     "select_awb": Variant("none", select=("baseline", "context_a_w2_b2", "deep")),
     # the boundary score's held-out score alone: with select_aw's baseline and deep baseline, select_bdx
     "heldout_bd_x": Variant("none", select=("context_bd_x",), heldout_only=True),
@@ -400,7 +409,7 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             feature_dir = root / f"scored_{tag}{name}"
             configs = [ContextConfig(seed=seed, **c) for c in v.scores]
             learnt_on_all = [train_context(pairs, raw, c)[0] for c in configs]
-            out_of_fold = [crossfit_scores(raw, annotations, "validation", c, folds=CROSSFIT_FOLDS) if v.crossfit
+            out_of_fold = [crossfit_scores(raw, annotations, "validation", c, folds=v.crossfit) if v.crossfit
                            else {} for c in configs]
             for path in sorted(raw.glob("*.h5")):
                 f = read_features(path).features
@@ -410,8 +419,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
         elif v.layout != "raw":
             feature_dir = root / f"oracle_{v.layout}"
             write_world(world, seed, feature_dir, v.layout)
-        crossfit = v.crossfit and v.layout == "context_score"
-        train_cfg = replace(det_train, context_folds=CROSSFIT_FOLDS) if crossfit else det_train
+        crossfit = v.crossfit if v.layout == "context_score" else 0
+        train_cfg = replace(det_train, context_folds=crossfit) if crossfit else det_train
         model, meta = train_detector(feature_dir, annotations, det_cfg, train_cfg, front=front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None,
                                      context_checkpoint=ctx_path, progress=False)

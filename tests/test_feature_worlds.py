@@ -567,13 +567,15 @@ def test_fit_context_fronts_are_the_study_variants():
     chosen, before = VARIANTS["context_bdw4_x"], VARIANTS["context_a_w2"]
     cfg = replace(FitConfig(), context_boundaries=True, context_folds=4)
     assert [changes for _, changes in context_score_forms(cfg)] == list(chosen.scores)
-    assert chosen.crossfit and cfg.context_folds == CROSSFIT_FOLDS
+    assert chosen.crossfit == cfg.context_folds == CROSSFIT_FOLDS == 4
+    eight = VARIANTS["context_bdw4_x8"]                   # --context-folds 8 (seventeenth round)
+    assert eight.scores == chosen.scores and eight.crossfit == 8
     two = replace(cfg, context_boundary_window=2)
     assert [ContextConfig(**changes) for _, changes in context_score_forms(two)] == [
         ContextConfig(**changes) for changes in VARIANTS["context_bd_x"].scores]
     assert ContextConfig(**chosen.scores[0]) == ContextConfig(**before.context) == ContextConfig()
     old = replace(cfg, context_boundaries=False, context_folds=0)
-    assert context_score_forms(old) == [("context", {})] and not before.crossfit
+    assert context_score_forms(old) == [("context", {})] and before.crossfit == 0
     assert [name for name, _ in context_score_forms(replace(cfg, context_border=2))] == [
         "context", "context_border", "context_boundaries"]
 
