@@ -802,6 +802,9 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     for form, what in BOUNDARY_FORMS.items():
         lines += context_form_table(summary, c, form, "select_" + form, "context_bd_x",
                                     BOUNDARY_FORM_TITLE.format(form=form, what=what), paired=True)
+    for other in ("context_bdw4_x", "context_a_w2"):
+        lines += context_form_table(summary, c, "context_bdw4_x8", "select_bdw4_x8", other,
+                                    FOLDS_TITLE.format(other=other), paired=True)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -893,6 +896,9 @@ BOUNDARY_TITLE = (
 BOUNDARY_FORM_TITLE = (
     "The boundary score in another form (sixteenth round): {form} ({what}) against context_bd_x (window 2, linear), "
     "both cross-fitted beside the default score: paired Δ average mAP (points), the verdicts as in the map:")
+FOLDS_TITLE = (
+    "Cross-fitting on 8 folds (seventeenth round): context_bdw4_x8 (`--context-boundaries --context-folds 8`) against "
+    "{other}: paired Δ average mAP (points), the verdicts as in the map:")
 BOUNDARY_FORMS = {"context_bdw4_x": "a window of 4 snippets", "context_bdh_x": "one hidden layer of 64 ReLU units"}
 
 
