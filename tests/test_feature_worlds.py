@@ -556,20 +556,21 @@ def test_study_context_variants_are_the_library_forms():
 
 
 def test_fit_context_fronts_are_the_study_variants():
-    """``detect fit --context-boundaries --context-folds 4``'s context front is the study's ``context_bdw4_x``
-    (since the sixteenth round; ``context_bd_x`` before): the default score and the boundary score of window 4
-    beside f, the detector trained on scores cross-fitted over the same number of folds;
-    ``--context-boundary-window 2`` gives ``context_bd_x``; ``--no-context-boundaries --context-folds 0`` is
-    ``context_a_w2``."""
+    """``detect fit``'s default context front is the study's ``context_bdw4_x8`` (since the seventeenth round):
+    the default score and the boundary score of window 4 beside f, the detector trained on scores cross-fitted
+    over 8 folds; ``--context-folds 4`` gives ``context_bdw4_x``, and with ``--context-boundary-window 2``
+    ``context_bd_x``; ``--no-context-boundaries --context-folds 0`` is ``context_a_w2``."""
     from benchmarks.refactor_study import CROSSFIT_FOLDS, VARIANTS
     from detect.fit import FitConfig, context_score_forms
 
+    default, eight = FitConfig(), VARIANTS["context_bdw4_x8"]
+    assert [changes for _, changes in context_score_forms(default)] == list(eight.scores)
+    assert default.context_folds == eight.crossfit == 8
     chosen, before = VARIANTS["context_bdw4_x"], VARIANTS["context_a_w2"]
     cfg = replace(FitConfig(), context_boundaries=True, context_folds=4)
     assert [changes for _, changes in context_score_forms(cfg)] == list(chosen.scores)
     assert chosen.crossfit == cfg.context_folds == CROSSFIT_FOLDS == 4
-    eight = VARIANTS["context_bdw4_x8"]                   # --context-folds 8 (seventeenth round)
-    assert eight.scores == chosen.scores and eight.crossfit == 8
+    assert eight.scores == chosen.scores
     two = replace(cfg, context_boundary_window=2)
     assert [ContextConfig(**changes) for _, changes in context_score_forms(two)] == [
         ContextConfig(**changes) for changes in VARIANTS["context_bd_x"].scores]

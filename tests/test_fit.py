@@ -351,7 +351,8 @@ def test_choose_front_by_hand():
 def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(world, fitted, tmp_path):
     """Selection is ``FitConfig``'s default. With one training video per class nothing can be held out: the
     fit says so in one line, records it in ``select.json`` and keeps the preferred candidate (the context
-    score), training no candidate."""
+    score), training no candidate. The context front is the default one: the default score and the boundary
+    score, its detector trained with 8 folds of cross-fitting."""
     assert FitConfig().select_front and FitConfig().select_prefer == "context"
     db = read_database(world / "annotations.json")
     first: dict[str, str] = {}
@@ -373,7 +374,9 @@ def test_the_front_is_chosen_by_default_and_kept_where_nothing_can_be_held_out(w
     assert note in report.selection["note"] and [m for m in lines if note in m] == [f"fit: {report.selection['note']}"]
     assert json.loads((work / "select.json").read_text()) == report.selection
     assert not any((work / "select" / name).exists() for name in SELECT_CANDIDATES)
-    assert load_detector(work / "detector.pt")[0].config.front == "context"
+    model, ckpt = load_detector(work / "detector.pt")
+    assert model.config.front == "context" and (work / "context_boundaries.pt").exists()   # the default context front:
+    assert len(model.front) == 2 and ckpt["train"]["context_folds"] == FitConfig().context_folds == 8   # 17th round
     assert f"front not chosen: {report.selection['note']}" in describe(report, work).splitlines()
 
 
