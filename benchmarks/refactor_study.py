@@ -234,6 +234,9 @@ VARIANTS: dict[str, Variant] = {
     # the boundary score's held-out score alone: with select_aw's baseline and deep baseline, select_bdx
     "heldout_bd_x": Variant("none", select=("context_bd_x",), heldout_only=True),
     "action_w4": Variant("none", layout="context_score", context={"contexts": False, "actions": True, "window": 4}),
+    # detect fit's selection around its context front since the seventeenth round: the held-out scores of its three
+    # candidates; the choice and its own record on all training videos: reselect(..., variant="heldout_front")
+    "heldout_front": Variant("none", select=("baseline", "context_bdw4_x8", "deep"), heldout_only=True),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -598,7 +601,8 @@ def reselect(records: list[dict], margin: float, prefer: str | None = None, vari
     ``prefer`` (a ``detect fit`` candidate, :func:`choose_front`, :func:`fit_role`) would have made them, named
     by :func:`rule_name`: per record, the choice from its held-out scores and the chosen variant's own record on
     the same world point and seed. This is exact: a ``select*`` variant's final model is its choice's own run
-    (same data, seed and settings). A choice without its own record is left out."""
+    (same data, seed and settings). A choice without its own record is left out. A ``heldout_only`` variant's
+    records (``heldout_front``) have no choice of their own: every choice is then its own record."""
     own = {(world_key(record_point(r)), r["seed"], r["variant"]): r for r in records if "average_mAP" in r}
     out = []
     for r in records:
@@ -606,7 +610,7 @@ def reselect(records: list[dict], margin: float, prefer: str | None = None, vari
             continue
         by_role = {fit_role(c): c for c in r["heldout_mAP"]}
         chosen = by_role[choose_front({fit_role(c): m for c, m in r["heldout_mAP"].items()}, margin / 100, prefer)]
-        rec = r if chosen == r["selected"] else own.get((world_key(record_point(r)), r["seed"], chosen))
+        rec = r if chosen == r.get("selected") else own.get((world_key(record_point(r)), r["seed"], chosen))
         if rec is not None:
             out.append(rec | {"variant": rule_name(variant, margin, prefer), "selected": chosen,
                               "heldout_mAP": r["heldout_mAP"]})
