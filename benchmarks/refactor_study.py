@@ -728,6 +728,8 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     records = records + compose_select(records)
     records = [r for r in records if r.get("variant") not in shown] + [
         r | {"variant": v} for v in shown for r in reselect(records, *fit_rule, variant=v)]
+    # detect fit's selection around the seventeenth round's context front, with its rule
+    records += [r | {"variant": "select_bdw4_x8"} for r in reselect(records, *fit_rule, variant="heldout_front")]
     summary = summarize(records)
     c = centre.to_dict()
     main = ("deep", "paper", "default")

@@ -399,6 +399,30 @@ def test_boundary_table_pairs_the_two_context_forms_by_seed():
     assert cells[9].startswith(f"{100 * np.mean([0.14, 0.03, 0.0]):+.1f} ± ")
 
 
+def test_the_selection_around_the_default_front_is_replayed_from_held_out_scores():
+    """``heldout_front`` holds only the held-out scores of ``detect fit``'s three candidates around its context front
+    (context_bdw4_x8); the report replays ``detect fit``'s rule on them (the context front unless another beats it by
+    more than 10 points) and takes the choice's own record on all training videos: the eight-fold table's select
+    column."""
+    from benchmarks.refactor_study import reselect
+    w = FeatureWorld().to_dict()
+    own = {"baseline": (0.60, 0.70, 0.65), "deep": (0.50, 0.75, 0.55), "context_a_w2": (0.70, 0.72, 0.80),
+           "context_bdw4_x8": (0.74, 0.73, 0.79)}
+    recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in range(3)]
+    held = ({"baseline": 0.5, "context_bdw4_x8": 0.6, "deep": 0.45}, {"baseline": 0.5, "context_bdw4_x8": 0.6,
+            "deep": 0.69}, {"baseline": 0.75, "context_bdw4_x8": 0.6, "deep": 0.2})
+    recs += [{"world": w, "seed": s, "variant": "heldout_front", "heldout_mAP": held[s]} for s in range(3)]
+    chosen = {r["seed"]: (r["selected"], r["average_mAP"]) for r in reselect(recs, 10.0, "context", "heldout_front")}
+    # seed 0: the context front is best; seed 1: deep beats it by 9 points (kept); seed 2: the baseline by 15 (taken)
+    assert chosen == {0: ("context_bdw4_x8", 0.74), 1: ("context_bdw4_x8", 0.73), 2: ("baseline", 0.65)}
+    text = report(recs).splitlines()
+    title = next(i for i, x in enumerate(text) if x.startswith("Cross-fitting on 8 folds") and "context_a_w2" in x)
+    cells = [c.strip() for c in text[title + 4].split("|")[1:-1]]
+    assert cells[0] == "centre" and text[title + 2].split("|")[10].strip() == "Δ select_bdw4_x8 (chosen)"
+    gaps = 100 * np.array([0.74 - 0.60, 0.73 - 0.70, 0.0])
+    assert cells[9] == f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} (baseline 1, context_bdw4_x8 2)"
+
+
 def test_boundary_form_tables_pair_against_context_bd_x_without_a_deep_baseline():
     """The sixteenth round's tables: each boundary form (window 4, hidden layer) minus context_bd_x paired by
     seed, over the seeds both have, also where the deep baseline was not run (development seeds)."""
