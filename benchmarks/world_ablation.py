@@ -6,20 +6,26 @@ settings, ``detect.demo.DEMO_WORLD`` / ``DEMO_FIT``), so a seed already run (by 
 demo) is read from its cache in seconds.
 
     python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
+                                        [--train-videos 48 --num-classes 6 ...]
 
 The demo's fit keeps RefactorNet as the main model (``DEMO_FIT.select_front`` is off); ``--select-front``
 fits with the front selection of ``detect fit``'s default (the same work folders: only the selection and,
 where it picks another front, the main detector are new) and adds the chosen front's row; the Grad-CAM
 table then covers the seeds whose choice is RefactorNet.
+
+Any field of :class:`detect.world.WorldConfig` but the seed is a flag (``--train-videos 48``,
+``--num-classes 6``, ``--context-only 0.6``): a world other than the demo's, in its own work folders
+(``<cache>/world-<digest of the settings>``, :func:`world_settings`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +34,41 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common.config import Section, add_section_arguments, build_section, section_values  # noqa: E402
 from common.fileio import cache_dir  # noqa: E402
 from detect.demo import DEMO_FIT, DEMO_WORLD, cam_share  # noqa: E402
 from detect.fit import ABLATION_VARIANTS, VARIANT_NAMES, fit  # noqa: E402
-from detect.world import make_world  # noqa: E402
+from detect.world import WorldConfig, make_world  # noqa: E402
 
 STAGE_GROUPS = {"features (I3D RGB)": ("features",), "RefactorNet stage 1": ("refactor",),
                 "detector, stage 2": ("detector",), "evaluation": ("evaluate",), "figures": ("figures",)}
 
 
-def run_seed(root: Path, seed: int, select_front: bool = False) -> dict:
+# the rendered world's settings as flags (the seed is --seeds'); the demo's world where none is given
+WORLD_SECTION = Section("world", WorldConfig, exclude=("seed",))
+
+
+def world_settings(args: argparse.Namespace) -> tuple[WorldConfig, str]:
+    """The world the flags of :data:`WORLD_SECTION` give (over :data:`detect.demo.DEMO_WORLD`) and the name of its
+    work folder under the cache: ``demo`` (the demo's own) without flags, else ``world-`` and a digest of the
+    settings that differ from the demo's, so two worlds never share (or clash in) one folder."""
+    overrides = section_values(args, WORLD_SECTION)
+    world = build_section(WORLD_SECTION, {**{k: getattr(DEMO_WORLD, k) for k in asdict(DEMO_WORLD) if k != "seed"},
+                                          **overrides}, seed=DEMO_WORLD.seed)
+    changed = {k: v for k, v in asdict(world).items() if v != getattr(DEMO_WORLD, k)}
+    if not changed:
+        return world, "demo"
+    return world, "world-" + hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: WorldConfig = DEMO_WORLD) -> dict:
     world = root / f"seed{seed}" / "world"
     work = root / f"seed{seed}" / "fit"
-    make_world(world, replace(DEMO_WORLD, seed=seed), progress=False)
+    make_world(world, replace(world_cfg, seed=seed), progress=False)
     report = fit(world / "videos", world / "annotations.json", work,
                  replace(DEMO_FIT, device="cpu", select_front=select_front), log=lambda m: None, progress=False)
-    out = {"seed": seed, "ablation": report.ablation, "seconds": report.seconds}
+    out = {"seed": seed, "world": asdict(replace(world_cfg, seed=seed)), "ablation": report.ablation,
+           "seconds": report.seconds}
     if report.selection is not None:
         out["selection"], out["selected"] = report.selection, report.result
     if report.selection is None or report.selection["chosen"] == "refactor":
@@ -113,16 +138,24 @@ def cam_table(runs: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--root", default=None, help="default: <cache>/demo (the demo's own work folders)")
+    p.add_argument("--root", default=None, help="default: <cache>/demo (the demo's own work folders), or "
+                   "<cache>/world-<digest> for another world")
     p.add_argument("--json", default=None)
     p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
+    demo = {k: f"{v} (the demo's)" for k, v in asdict(DEMO_WORLD).items() if v != getattr(WorldConfig(), k)}
+    add_section_arguments(p.add_argument_group("the rendered world (default: the demo's, detect.demo.DEMO_WORLD)"),
+                          WORLD_SECTION, demo)
     args = p.parse_args(argv)
-    root = Path(args.root) if args.root else cache_dir() / "demo"
-    runs = [run_seed(root, int(s), args.select_front) for s in args.seeds.split(",")]
+    try:
+        world, folder = world_settings(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    root = Path(args.root) if args.root else cache_dir() / folder
+    runs = [run_seed(root, int(s), args.select_front, world) for s in args.seeds.split(",")]
     print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}; seeds {args.seeds}")
+          f"torch {torch.__version__}; seeds {args.seeds}; world {json.dumps(asdict(replace(world, seed=0)))}")
     print(summarize(runs))
     print()
     print(stage_times(runs))
