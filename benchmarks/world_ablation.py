@@ -34,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common.config import Section, add_section_arguments, build_section, section_values  # noqa: E402
+from common.config import Section, add_section_arguments, section_values  # noqa: E402
 from common.fileio import cache_dir  # noqa: E402
 from detect.demo import DEMO_FIT, DEMO_WORLD, cam_share  # noqa: E402
 from detect.fit import ABLATION_VARIANTS, VARIANT_NAMES, fit  # noqa: E402
@@ -52,9 +52,7 @@ def world_settings(args: argparse.Namespace) -> tuple[WorldConfig, str]:
     """The world the flags of :data:`WORLD_SECTION` give (over :data:`detect.demo.DEMO_WORLD`) and the name of its
     work folder under the cache: ``demo`` (the demo's own) without flags, else ``world-`` and a digest of the
     settings that differ from the demo's, so two worlds never share (or clash in) one folder."""
-    overrides = section_values(args, WORLD_SECTION)
-    world = build_section(WORLD_SECTION, {**{k: getattr(DEMO_WORLD, k) for k in asdict(DEMO_WORLD) if k != "seed"},
-                                          **overrides}, seed=DEMO_WORLD.seed)
+    world = replace(DEMO_WORLD, **section_values(args, WORLD_SECTION))      # WorldConfig's checks run here
     changed = {k: v for k, v in asdict(world).items() if v != getattr(DEMO_WORLD, k)}
     if not changed:
         return world, "demo"
