@@ -38,7 +38,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import av
@@ -69,7 +69,10 @@ class WorldConfig:
     Attributes:
         seed: the world's random seed (scenes, motions, timelines).
         num_classes: action classes, each with its scene (at most 8).
-        train_videos, test_videos: videos in subsets ``validation`` and ``test``.
+        train_videos: training videos (subset ``validation``, THUMOS14's convention).
+        test_videos: test videos (subset ``test``).
+        motions: distinct action motions; class ``c`` performs motion ``c mod motions``, so classes ``c`` and
+            ``c + motions`` look alike during their actions and differ only in their scene (0: one per class).
         fps, width, height: frame rate and size of the videos.
         duration: (min, max) seconds of a video.
         action: (min, max) seconds of an action.
@@ -96,6 +99,7 @@ class WorldConfig:
     idle_speed: float = 0.5
     min_action_speed: float = 3.0
     crf: int = 18
+    motions: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes <= len(CLASS_NAMES):
@@ -108,6 +112,8 @@ class WorldConfig:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {(lo, hi)}")
+        if not 0 <= self.motions <= self.num_classes:
+            raise ValueError(f"motions must be in [0, num_classes={self.num_classes}], got {self.motions}")
         if self.idle_speed >= self.min_action_speed:
             raise ValueError("idle_speed must be below min_action_speed")
 
@@ -139,9 +145,10 @@ class Motion:
 
 
 def _motions(cfg: WorldConfig, rng: np.random.Generator) -> list[Motion]:
-    """One distinct motion per class, each at least ``min_action_speed`` pixels a frame everywhere."""
+    """The motion of each class: ``cfg.motions`` distinct ones (one per class when 0) shared round-robin, each at
+    least ``min_action_speed`` pixels a frame everywhere."""
     out = []
-    for c in range(cfg.num_classes):
+    for c in range(cfg.motions or cfg.num_classes):
         k = 1 + c % 2
         size = min(cfg.width, cfg.height)            # curves fit the actor's area (the central square)
         ax = size * rng.uniform(0.1, 0.16)
@@ -153,7 +160,7 @@ def _motions(cfg: WorldConfig, rng: np.random.Generator) -> list[Motion]:
         floor = np.hypot(ax * np.cos(t + phase), ay * k * np.cos(k * t)).min()
         omega = max(cfg.min_action_speed * rng.uniform(1.2, 1.6) / floor, 2 * math.pi / (cfg.fps * 1.5))
         out.append(Motion(ax, ay, sign * omega, phase, k))
-    return out
+    return [out[c % len(out)] for c in range(cfg.num_classes)]
 
 
 def _texture(rng: np.random.Generator, base: tuple[int, int, int], width: int, height: int,
@@ -357,7 +364,11 @@ def make_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), progres
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder")
     world_file = out / "world.json"
-    if world_file.is_file() and json.loads(world_file.read_text()) != json.loads(json.dumps(asdict(cfg))):
+    # a field missing from an older world.json had its default then (fields are only ever added with the
+    # default that keeps earlier worlds as they were)
+    made = {f.name: f.default for f in fields(WorldConfig)} | (json.loads(world_file.read_text())
+                                                              if world_file.is_file() else {})
+    if world_file.is_file() and json.loads(json.dumps(made)) != json.loads(json.dumps(asdict(cfg))):
         raise ValueError(f"{out} holds a world made with other settings; use another folder")
     (out / "videos").mkdir(parents=True, exist_ok=True)
     with atomic_path(world_file) as tmp:
@@ -390,13 +401,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-videos", type=int, default=d.test_videos, help=f"default {d.test_videos}")
     p.add_argument("--fps", type=float, default=d.fps, help=f"frame rate (default {d.fps:g})")
     p.add_argument("--size", default=f"{d.width}x{d.height}", help=f"WIDTHxHEIGHT (default {d.width}x{d.height})")
+    p.add_argument("--motions", type=int, default=d.motions,
+                   help="distinct action motions, shared round-robin by the classes (default: one per class)")
     args = p.parse_args(argv)
     if unusable_outputs("detect.world", dirs={"out": args.out}):
         return 2
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
         cfg = WorldConfig(seed=args.seed, num_classes=args.classes, train_videos=args.train_videos,
-                          test_videos=args.test_videos, fps=args.fps, width=width, height=height)
+                          test_videos=args.test_videos, fps=args.fps, width=width, height=height,
+                          motions=args.motions)
         ann = make_world(args.out, cfg)
     except (ValueError, OSError) as exc:
         print(f"detect.world: {exc}", file=sys.stderr)

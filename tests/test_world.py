@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, actor_mask, main, make_world,
-                          plan_video, scene_textures)
+from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, _motions, actor_mask, main,
+                          make_world, plan_video, scene_textures)
 from extract.video import open_video
 
 SMALL = WorldConfig(seed=3, num_classes=2, train_videos=2, test_videos=1, duration=(10.0, 12.0), action=(1.5, 3.0),
@@ -98,10 +98,37 @@ def test_rerun_keeps_videos_and_refuses_other_settings(world):
         make_world(root, replace(SMALL, seed=9), progress=False)
 
 
+def test_shared_motions_make_classes_differ_only_in_their_scene(tmp_path):
+    four = replace(SMALL, num_classes=4)
+    own, shared = _motions(four, np.random.default_rng(0)), _motions(replace(four, motions=2), np.random.default_rng(0))
+    assert len(set(own)) == 4 and len(set(shared)) == 2
+    assert shared[0] == shared[2] == own[0] and shared[1] == shared[3] == own[1]
+    # motions = num_classes draws the same as one per class (0): the worlds made before the field are unchanged
+    assert _motions(replace(four, motions=4), np.random.default_rng(0)) == own
+    a, b = plan_video(four, 0), plan_video(replace(four, motions=4), 0)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    scenes = scene_textures(four)
+    assert not np.array_equal(scenes[SCENE_NAMES[0]], scenes[SCENE_NAMES[2]])
+    with pytest.raises(ValueError, match="motions must be"):
+        replace(four, motions=5)
+
+
+def test_a_world_json_from_before_a_field_existed_is_still_accepted(world):
+    root, ann = world
+    made = json.loads((root / "world.json").read_text())
+    older = {k: v for k, v in made.items() if k != "motions"}
+    (root / "world.json").write_text(json.dumps(older))
+    assert make_world(root, SMALL, progress=False) == ann
+    assert json.loads((root / "world.json").read_text()) == made
+    with pytest.raises(ValueError, match="other settings"):
+        make_world(root, replace(SMALL, motions=1), progress=False)
+
+
 def test_cli(tmp_path, capsys):
     assert main([str(tmp_path / "w"), "--seed", "1", "--classes", "2", "--train-videos", "1", "--test-videos", "0",
-                 "--size", "96x80"]) == 0
+                 "--size", "96x80", "--motions", "1"]) == 0
     assert "1 videos" in capsys.readouterr().out
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["motions"] == 1
     (tmp_path / "file").write_text("x")
     assert main([str(tmp_path / "file")]) == 2
     assert "is an existing file, not a folder" in capsys.readouterr().err
