@@ -7,6 +7,7 @@ demo) is read from its cache in seconds.
 
     python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
                                         [--train-videos 48 --num-classes 6 ...]
+    python benchmarks/world_ablation.py --report OUT.json [OUT2.json ...]     # the tables of saved runs
 
 The demo's fit keeps RefactorNet as the main model (``DEMO_FIT.select_front`` is off); ``--select-front``
 fits with the front selection of ``detect fit``'s default (the same work folders: only the selection and,
@@ -91,6 +92,8 @@ def summarize(runs: list[dict]) -> str:
     at05 = int(np.argmin(np.abs(tiou - 0.5)))
     base = [r["ablation"]["variants"]["baseline"]["average_mAP"] for r in runs]
     for name in ABLATION_VARIANTS:
+        if not all(name in r["ablation"]["variants"] for r in runs):
+            continue                                     # runs saved before a variant existed
         rows = [r["ablation"]["variants"][name] for r in runs]
         avg = [row["average_mAP"] for row in rows]
         acc = _defined(row.get("quality", {}).get("accuracy") for row in rows)
@@ -108,6 +111,27 @@ def summarize(runs: list[dict]) -> str:
         lines.append(f"| Front chosen on held-out training videos ({counts}) | {_ms(avg)} | "
                      f"{_ms(np.subtract(avg, base))} | {_ms([r['selected']['mAP'][at05] for r in runs])} | "
                      f"{_ms(acc) if acc else '—'} | " + (f"{np.mean(miou):.3f} |" if miou else "— |"))
+    return "\n".join(lines)
+
+
+def tiou_table(runs: list[dict], variants: tuple[str, ...] = ("baseline", "deep", "context")) -> str:
+    """mAP (%) at each tIoU threshold, mean ± std over seeds, of ``variants`` (those every run has) and of the
+    chosen front, then each one's paired difference to the baseline: where in tIoU a difference lies (a
+    better label shows at every threshold, a better boundary only at the strict ones)."""
+    tiou = runs[0]["ablation"]["tiou"]
+    rows = {VARIANT_NAMES[v]: [r["ablation"]["variants"][v]["mAP"] for r in runs]
+            for v in variants if all(v in r["ablation"]["variants"] for r in runs)}
+    if all("selected" in r for r in runs):
+        rows["Front chosen on held-out training videos"] = [r["selected"]["mAP"] for r in runs]
+    base = np.asarray(rows[VARIANT_NAMES["baseline"]], dtype=np.float64)
+    lines = ["| mAP (%) at tIoU | " + " | ".join(f"{t:g}" for t in tiou) + " |",
+             "| --- |" + " ---: |" * len(tiou)]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_ms(col) for col in np.asarray(m, dtype=np.float64).T) + " |")
+    for name, m in rows.items():
+        if name != VARIANT_NAMES["baseline"]:
+            diff = np.asarray(m, dtype=np.float64) - base
+            lines.append(f"| Δ {name} − baseline | " + " | ".join(_ms(col) for col in diff.T) + " |")
     return "\n".join(lines)
 
 
@@ -135,6 +159,10 @@ def cam_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report(runs: list[dict]) -> str:
+    return "\n\n".join([summarize(runs), tiou_table(runs), stage_times(runs), cam_table(runs)])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--seeds", default="0,1,2")
@@ -142,10 +170,18 @@ def main(argv=None) -> int:
                    "<cache>/world-<digest> for another world")
     p.add_argument("--json", default=None)
     p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="print the tables of runs saved with --json (no fitting); several files: their seeds together")
     demo = {k: f"{v} (the demo's)" for k, v in asdict(DEMO_WORLD).items() if v != getattr(WorldConfig(), k)}
     add_section_arguments(p.add_argument_group("the rendered world (default: the demo's, detect.demo.DEMO_WORLD)"),
                           WORLD_SECTION, demo)
     args = p.parse_args(argv)
+    if args.report:
+        runs = [run for name in args.report for run in json.loads(Path(name).read_text())]
+        world = runs[0].get("world")                     # runs saved before the world was recorded lack it
+        print(f"seeds {','.join(str(r['seed']) for r in runs)}" + (f"; world {json.dumps(world)}" if world else ""))
+        print(report(runs))
+        return 0
     try:
         world, folder = world_settings(args)
     except ValueError as exc:
@@ -154,11 +190,7 @@ def main(argv=None) -> int:
     runs = [run_seed(root, int(s), args.select_front, world) for s in args.seeds.split(",")]
     print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
           f"torch {torch.__version__}; seeds {args.seeds}; world {json.dumps(asdict(replace(world, seed=0)))}")
-    print(summarize(runs))
-    print()
-    print(stage_times(runs))
-    print()
-    print(cam_table(runs))
+    print(report(runs))
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1, default=float))
     return 0

@@ -2,10 +2,11 @@
 world in its own work folder."""
 
 import argparse
+import json
 
 import pytest
 
-from benchmarks.world_ablation import WORLD_SECTION, main, world_settings
+from benchmarks.world_ablation import WORLD_SECTION, main, tiou_table, world_settings
 from common.config import add_section_arguments
 from detect.demo import DEMO_WORLD
 
@@ -40,3 +41,36 @@ def test_a_bad_world_is_a_one_line_error(capsys):
     assert "num_classes must be in [1, 8], got 9" in err
     with pytest.raises(SystemExit):
         main(["--seed", "3"])                          # the seed is --seeds', not a world flag
+
+
+def _run(seed: int, base: list[float], context: list[float], chosen: str | None = None) -> dict:
+    variants = {"baseline": {"mAP": base, "average_mAP": sum(base) / len(base)},
+                "context": {"mAP": context, "average_mAP": sum(context) / len(context)}}
+    run = {"seed": seed, "ablation": {"tiou": [0.3, 0.5, 0.7], "variants": variants}}
+    if chosen:
+        run["selection"], run["selected"] = {"chosen": chosen}, variants[chosen]
+    return run
+
+
+def test_the_tiou_table_gives_each_threshold_its_mean_std_and_paired_difference():
+    runs = [_run(0, [1.0, 0.9, 0.5], [1.0, 0.9, 0.7], "context"), _run(1, [1.0, 1.0, 0.6], [0.9, 1.0, 1.0], "baseline")]
+    lines = tiou_table(runs).splitlines()
+    assert lines[0] == "| mAP (%) at tIoU | 0.3 | 0.5 | 0.7 |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]}
+    assert rows["Baseline (raw features)"] == ["100.0 ± 0.0", "95.0 ± 7.1", "55.0 ± 7.1 |"]
+    # the deep baseline is in no run: no row; the chosen front is the context on seed 0, the baseline on seed 1
+    assert not any(name.startswith("Deep") for name in rows)
+    assert rows["Front chosen on held-out training videos"] == ["100.0 ± 0.0", "95.0 ± 7.1", "65.0 ± 7.1 |"]
+    # paired: context − baseline per seed is (0, 0, 20) and (−10, 0, 40)
+    context = next(v for k, v in rows.items() if k.startswith("Δ Context"))
+    assert context == ["-5.0 ± 7.1", "0.0 ± 0.0", "30.0 ± 14.1 |"]
+
+
+def test_report_prints_the_tables_of_saved_runs(tmp_path, capsys):
+    saved = tmp_path / "runs.json"
+    run = _run(0, [1.0, 0.9, 0.5], [1.0, 0.9, 0.7], "context") | {"seconds": {"features": 2.0}}
+    saved.write_text(json.dumps([run]))
+    assert main(["--report", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seeds 0\n") and "| Front chosen on held-out training videos (context 1) | 86.7 |" in out
+    assert "| features (I3D RGB) | 2.0 |" in out
