@@ -232,7 +232,7 @@ def crossfit_front_scores(feature_dir: str | os.PathLike, annotations: str | os.
     """
     fold_of = [{vid: fold_scorer for fold_scorer, held in
                 crossfit_scorers(feature_dir, annotations, subset, replace(scorer_config(ckpt), device=device),
-                                 SampleConfig(**ckpt["samples"]), folds, progress)
+                                 SampleConfig(**ckpt["samples"]), folds, progress, classes=list(ckpt["classes"]))
                 if fold_scorer is not None for vid in held}
                for ckpt in checkpoints]                                   # per score: video id -> its fold's scorer
     out = {}

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from common.annotations import hold_out, read_database
+from common.annotations import hold_out, load_ground_truth, read_database
 from common.checkpoint import load_checkpoint, rebuild_model
 from common.checkpoint import save_checkpoint as write_checkpoint
 from extract.features import read_features
@@ -432,7 +432,8 @@ def train_context(pairs: PairSet, feature_dir: str | os.PathLike,
 def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict,
                      subset: str = "validation", config: ContextConfig = ContextConfig(),
                      samples: SampleConfig = SampleConfig(), folds: int = 4,
-                     progress: bool | None = None) -> list[tuple[ContextScorer | None, list[str]]]:
+                     progress: bool | None = None,
+                     classes: list[str] | None = None) -> list[tuple[ContextScorer | None, list[str]]]:
     """The scorers of cross-fitting (as in stacking): one per fold, each learnt without that fold's videos.
 
     A scorer learnt from a video's own samples is far better on it than on new videos (on the action_norm
@@ -449,6 +450,11 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
         config, samples: as in :func:`train_context` and :func:`refactor.build_pairs`.
         folds: number of folds (>= 2).
         progress: a progress bar over the folds (None: when stderr is a terminal).
+        classes: the order of every fold scorer's outputs: that of the scorer learnt on every video, whose
+            scores at test time take the place of the out-of-fold ones (its checkpoint's ``classes``);
+            None: the subset's order by first appearance, which is :func:`train_context`'s on
+            :func:`refactor.build_pairs` of the whole subset. Each fold's own first-appearance order would
+            differ wherever a fold holds out a class's first video.
 
     Returns:
         [(scorer, the ids of the videos it holds out)] per fold that holds out a video not held out before;
@@ -465,6 +471,8 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     database = read_database(annotations)
+    if classes is None:
+        classes = load_ground_truth(database, subset).classes
     used = {str(e["subset"]).casefold() for e in database.values()}
     name = next(f"crossfit{i or ''}" for i in range(len(used) + 1) if f"crossfit{i or ''}" not in used)
     out: list[tuple[ContextScorer, list[str]]] = []
@@ -477,10 +485,17 @@ def crossfit_scorers(feature_dir: str | os.PathLike, annotations: str | os.PathL
             continue
         seen.update(held)
         try:
-            pairs = build_pairs(feature_dir, rest, subset, samples)
+            pairs = build_pairs(feature_dir, rest, subset, samples, classes=classes)
         except NoCouplingSamples as exc:      # documented: the caller keeps the all-data scorer for these videos
             warnings.warn(f"cross-fitting, fold {k + 1} of {folds}: without its videos {exc}; its {len(held)} "
                           "videos keep the scores of the scorer learnt on every video", stacklevel=2)
+            out.append((None, held))
+            continue
+        absent = [c for i, c in enumerate(classes) if not np.any(pairs.label == i)]
+        if absent:                            # the same: a class none of the other folds' videos holds
+            warnings.warn(f"cross-fitting, fold {k + 1} of {folds}: without its videos class {absent[0]!r} has no "
+                          f"samples; its {len(held)} videos keep the scores of the scorer learnt on every video",
+                          stacklevel=2)
             out.append((None, held))
             continue
         out.append((train_context(pairs, feature_dir, config)[0], held))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +43,14 @@ class PairSet:
 
 
 def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike | dict, subset: str = "validation",
-                samples: SampleConfig = SampleConfig()) -> PairSet:
+                samples: SampleConfig = SampleConfig(), classes: list[str] | None = None) -> PairSet:
     """Collect samples from every feature file that has annotations in ``subset``.
+
+    Args:
+        classes: the class order of the labels (``PairSet.classes``), a superset of the subset's classes;
+            None: the subset's own order, by first appearance (:func:`common.annotations.load_ground_truth`).
+            Models learnt on parts of one training set (cross-fitting's folds) need it: first appearance
+            differs between parts, and so would the meaning of their outputs.
 
     Raises:
         RefactorError: no feature file matches an annotated video, NaN in features, or mixed
@@ -57,6 +63,12 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
     if not files:
         raise RefactorError(f"no feature files (*.h5) in {feature_dir}")
     gt = load_ground_truth(annotations, subset)
+    if classes is not None:
+        unknown = sorted(set(gt.classes) - set(classes))
+        if unknown:
+            raise RefactorError(f"subset {subset!r} has classes not in the given class order: {', '.join(unknown)}")
+        index = np.asarray([list(classes).index(c) for c in gt.classes], dtype=np.int64)
+        gt = replace(gt, classes=list(classes), labels=index[gt.labels])
     by_video: dict[str, list[int]] = {}
     for i, v in enumerate(gt.video):
         by_video.setdefault(gt.videos[v], []).append(i)

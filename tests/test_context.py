@@ -286,6 +286,40 @@ def test_crossfit_scores_each_training_video_by_a_scorer_learnt_without_it(world
         crossfit_scores(root, root / "annotations.json", folds=1)
 
 
+def test_every_fold_scorer_answers_in_the_class_order_of_the_all_data_scorer(world):
+    """Class ids go by first appearance, so a fold that holds out each class's first video would number the
+    classes otherwise than the whole training set, and its out-of-fold scores would put one class's evidence in
+    another's channel (the rendered worlds' bug, nineteenth round). Here the annotations list each class's first
+    video first (classes A, B, C), then the others in reverse class order: fold 3, which holds out those first
+    videos, sees the classes as C, B, A. Its scores must still be in the order A, B, C: on each held-out video
+    its context scores peak at the video's own class, as the all-data scorer's do."""
+    from common.annotations import hold_out, load_ground_truth, read_database
+
+    root, _ = world
+    db = read_database(root / "annotations.json")
+    by_class: dict[str, list[str]] = {}
+    for vid in sorted(db):
+        if db[vid]["subset"] == "validation" and db[vid].get("annotations"):
+            by_class.setdefault(db[vid]["annotations"][0]["label"], []).append(vid)
+    firsts = [vids[0] for vids in by_class.values()]
+    others = [vid for vids in reversed(list(by_class.values())) for vid in vids[1:]]
+    reordered = {vid: db[vid] for vid in firsts + others} | {vid: e for vid, e in db.items() if vid not in by_class
+                                                           and e["subset"] != "validation"}
+    order = load_ground_truth(reordered, "validation").classes
+    rest, held = hold_out(reordered, "validation", fold=3)
+    assert held == sorted(firsts) and load_ground_truth(rest, "validation").classes == order[::-1]   # the premise
+    scores = crossfit_scores(root, reordered, "validation", FIRST)
+    by_hand = train_context(build_pairs(root, rest, "validation", SampleConfig(), classes=order), root, FIRST)[0]
+    all_data = train_context(build_pairs(root, reordered, "validation", SampleConfig()), root, FIRST)[0]
+    for vid in held:
+        f = read_features(root / f"{vid}.h5").features
+        np.testing.assert_allclose(scores[vid], by_hand.score(f), rtol=1e-6, atol=1e-7)
+        own = order.index(reordered[vid]["annotations"][0]["label"])
+        assert scores[vid].sum(0).argmax() == all_data.score(f).sum(0).argmax() == own
+    with pytest.raises(RefactorError, match="has classes not in the given class order"):
+        build_pairs(root, reordered, "validation", SampleConfig(), classes=order[:-1])
+
+
 def test_max_negatives_draws_a_subset(world, trained):
     root, _ = world
     pairs = trained[0]
@@ -652,11 +686,11 @@ def test_a_fold_that_leaves_a_class_without_coupling_samples_keeps_the_all_data_
     ann = root / "annotations.json"
     calls = []
 
-    def second_fails(feature_dir, annotations, *rest):
+    def second_fails(feature_dir, annotations, *rest, **named):
         calls.append(annotations)
         if len(calls) % 4 == 2:
             raise NoCouplingSamples("class 'x' has no coupling samples (1 such classes)")
-        return build_pairs(feature_dir, annotations, *rest)
+        return build_pairs(feature_dir, annotations, *rest, **named)
 
     videos, _, streams, _ = scan_videos(root, None, ann, "validation", require_annotations=True)
     _, fold2 = hold_out(read_database(ann), "validation", fold=1)
