@@ -73,6 +73,9 @@ class WorldConfig:
         test_videos: test videos (subset ``test``).
         motions: distinct action motions; class ``c`` performs motion ``c mod motions``, so classes ``c`` and
             ``c + motions`` look alike during their actions and differ only in their scene (0: one per class).
+        close_up: during an action the camera cuts to a close-up of the actor on a neutral background (the
+            first neutral texture) and back after it, as broadcasts do: the scene is then seen only around the
+            action, so classes that share a motion differ only in their context.
         fps, width, height: frame rate and size of the videos.
         duration: (min, max) seconds of a video.
         action: (min, max) seconds of an action.
@@ -100,6 +103,7 @@ class WorldConfig:
     min_action_speed: float = 3.0
     crf: int = 18
     motions: int = 0
+    close_up: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes <= len(CLASS_NAMES):
@@ -322,8 +326,9 @@ def render_frames(cfg: WorldConfig, plan: VideoPlan, scenes: dict[str, np.ndarra
     boxes = plan.boxes(cfg.width, cfg.height)
     head = ACTOR_H // 3
     for ep in plan.episodes:
-        tex = scenes[ep.scene]
         for k in range(ep.start, ep.stop):
+            close = cfg.close_up and ep.action is not None and ep.action[0] <= k < ep.action[1]
+            tex = scenes["neutral0" if close else ep.scene]
             shift = (k // 2) % cfg.width                              # the camera pans half a pixel a frame
             frame = tex[:, shift:shift + cfg.width].copy()
             x0, y0, x1, y1 = boxes[k]
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default=f"{d.width}x{d.height}", help=f"WIDTHxHEIGHT (default {d.width}x{d.height})")
     p.add_argument("--motions", type=int, default=d.motions,
                    help="distinct action motions, shared round-robin by the classes (default: one per class)")
+    p.add_argument("--close-up", action="store_true",
+                   help="show each action on a neutral close-up background (the scene only around it)")
     args = p.parse_args(argv)
     if unusable_outputs("detect.world", dirs={"out": args.out}):
         return 2
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
         cfg = WorldConfig(seed=args.seed, num_classes=args.classes, train_videos=args.train_videos,
                           test_videos=args.test_videos, fps=args.fps, width=width, height=height,
-                          motions=args.motions)
+                          motions=args.motions, close_up=args.close_up)
         ann = make_world(args.out, cfg)
     except (ValueError, OSError) as exc:
         print(f"detect.world: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, _motions, actor_mask, main,
-                          make_world, plan_video, scene_textures)
+                          make_world, plan_video, render_frames, scene_textures)
 from extract.video import open_video
 
 SMALL = WorldConfig(seed=3, num_classes=2, train_videos=2, test_videos=1, duration=(10.0, 12.0), action=(1.5, 3.0),
@@ -113,6 +113,28 @@ def test_shared_motions_make_classes_differ_only_in_their_scene(tmp_path):
         replace(four, motions=5)
 
 
+def test_close_up_shows_the_neutral_background_exactly_during_actions():
+    cfg = replace(SMALL, close_up=True)
+    plan = plan_video(cfg, 0)
+    scenes = scene_textures(cfg)
+    frames = list(render_frames(cfg, plan, scenes))
+    plain = list(render_frames(SMALL, plan_video(SMALL, 0), scenes))
+    boxes = plan.boxes(cfg.width, cfg.height)
+    acting = 0
+    for ep in plan.episodes:
+        for k in range(ep.start, ep.stop):
+            close = ep.action is not None and ep.action[0] <= k < ep.action[1]
+            shift = (k // 2) % cfg.width
+            want = scenes["neutral0" if close else ep.scene][:, shift:shift + cfg.width]
+            away = np.ones((cfg.height, cfg.width), dtype=bool)            # every pixel but the actor's
+            x0, y0, x1, y1 = boxes[k]
+            away[y0:y1, x0:x1] = False
+            np.testing.assert_array_equal(frames[k][away], want[away])
+            np.testing.assert_array_equal(frames[k][~away], plain[k][~away])   # the actor is drawn as before
+            acting += close
+    assert acting > 0 and plan.episodes == plan_video(SMALL, 0).episodes      # the timeline is unchanged
+
+
 def test_a_world_json_from_before_a_field_existed_is_still_accepted(world):
     root, ann = world
     made = json.loads((root / "world.json").read_text())
@@ -126,9 +148,10 @@ def test_a_world_json_from_before_a_field_existed_is_still_accepted(world):
 
 def test_cli(tmp_path, capsys):
     assert main([str(tmp_path / "w"), "--seed", "1", "--classes", "2", "--train-videos", "1", "--test-videos", "0",
-                 "--size", "96x80", "--motions", "1"]) == 0
+                 "--size", "96x80", "--motions", "1", "--close-up"]) == 0
     assert "1 videos" in capsys.readouterr().out
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["motions"] == 1
+    made = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert made["motions"] == 1 and made["close_up"] is True
     (tmp_path / "file").write_text("x")
     assert main([str(tmp_path / "file")]) == 2
     assert "is an existing file, not a folder" in capsys.readouterr().err
