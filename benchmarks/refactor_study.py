@@ -575,6 +575,16 @@ def load_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def latest_records(records: list[dict]) -> tuple[list[dict], int]:
+    """The records with, for each world (and its study settings), seed and variant, only the last one given:
+    a rerun after a fix supersedes the earlier record when its file is given after the earlier one's (the
+    nineteenth round's ``refactor_study_fresh19_*`` files after the ``fresh17``/``fresh18`` ones). Returns the
+    kept records, in the order given, and how many were superseded."""
+    last = {(world_key(record_point(r)), r["seed"], r["variant"]): i for i, r in enumerate(records)}
+    keep = sorted(last.values())
+    return [records[i] for i in keep], len(records) - len(keep)
+
+
 # margins (points of average mAP) of the selection rules the report compares (detect.fit.choose_front)
 SELECT_MARGINS = (0.0, 1.0, 2.0, 3.0, 5.0)
 # the rules the report compares for the choice among the baseline, the context score and the deep baseline
@@ -1154,7 +1164,10 @@ def main(argv=None) -> int:
     p.add_argument("--figures", type=Path, help="with --report: write the figures (PNG) to this folder")
     args = p.parse_args(argv)
     if args.report:
-        print(report([r for path in args.report for r in load_records(path)], figures=args.figures))
+        records, superseded = latest_records([r for path in args.report for r in load_records(path)])
+        if superseded:
+            print(f"({superseded} records superseded by later ones of the same world, seed and variant)")
+        print(report(records, figures=args.figures))
         return 0
     if args.out is None:
         p.error("--out is required (or --report)")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.feature_worlds import (ACTION, BACKGROUND, CONTEXT, MIXED, FeatureWorld, draw_vectors,  # noqa: E402
                                        make_video, write_world)
-from benchmarks.refactor_study import (coupling_quality, linear_r2, load_records, points, report,  # noqa: E402
-                                       summarize, verdict)
+from benchmarks.refactor_study import (coupling_quality, latest_records, linear_r2, load_records,  # noqa: E402
+                                       main as study_main, points, report, summarize, verdict)
 from common.annotations import read_database  # noqa: E402
 from common.fileio import append_line  # noqa: E402
 from extract.features import read_features  # noqa: E402
@@ -187,6 +187,26 @@ def test_summary_pairs_differences_by_seed(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"world": ')
     assert load_records(path) == json.loads(json.dumps(recs[:2]))
+
+
+def test_a_later_record_of_the_same_world_seed_and_variant_supersedes_the_earlier(tmp_path, capsys):
+    """Reruns after a fix: the report keeps the last record per (world with its settings, seed, variant),
+    in the order given, and says how many it dropped."""
+    w, other = FeatureWorld().to_dict(), FeatureWorld(classes=20).to_dict()
+    old, new = _rec(w, 0, "context_bdw4_x8", 0.70), _rec(w, 0, "context_bdw4_x8", 0.80)
+    base = _rec(w, 0, "baseline", 0.60)
+    elsewhere = _rec(other, 0, "context_bdw4_x8", 0.5)
+    slow = _rec(w, 0, "context_bdw4_x8", 0.9) | {"settings": {"detector": "default"}}   # other settings: kept apart
+    kept, dropped = latest_records([old, base, elsewhere, slow, new])
+    assert kept == [base, elsewhere, slow, new] and dropped == 1
+    assert latest_records([new, old]) == ([old], 1)                                   # the order given decides
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(json.dumps(old) + "\n" + json.dumps(base) + "\n")
+    second.write_text(json.dumps(new) + "\n")
+    assert study_main(["--report", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("(1 records superseded by later ones of the same world, seed and variant)")
+    assert "+20.0" in out and "+10.0" not in out                                # Δ 80 − 60, not 70 − 60
 
 
 def test_reselect_replays_the_selection_with_a_margin():
