@@ -29,7 +29,7 @@ from detect.infer import run_detector  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor import (ContextConfig, ContextScorer, RefactorError, SampleConfig, build_pairs, load_context,  # noqa: E402
                       save_context, train_context)
-from refactor.context import (border_snippets, crossfit_scores, far_snippets, not_action_nll,  # noqa: E402
+from refactor.context import (border_snippets, crossfit_scorers, crossfit_scores, far_snippets, not_action_nll,  # noqa: E402
                              snippet_mean, with_neighbours)
 
 WORLD = FeatureWorld(dim=64, classes=3, train_videos=12, test_videos=2, length=(60, 90))
@@ -318,6 +318,10 @@ def test_every_fold_scorer_answers_in_the_class_order_of_the_all_data_scorer(wor
         assert scores[vid].sum(0).argmax() == all_data.score(f).sum(0).argmax() == own
     with pytest.raises(RefactorError, match="has classes not in the given class order"):
         build_pairs(root, reordered, "validation", SampleConfig(), classes=order[:-1])
+    # a class in the order that no fold's videos hold: no fold can learn it, so each keeps the all-data scorer
+    with pytest.warns(UserWarning, match="without its videos class 'ghost' has no samples"):
+        folds = crossfit_scorers(root, reordered, "validation", FIRST, classes=order + ["ghost"])
+    assert folds and all(scorer is None for scorer, _ in folds)
 
 
 def test_max_negatives_draws_a_subset(world, trained):
