@@ -49,8 +49,8 @@ from common.annotations import write_annotations
 from common.fileio import atomic_path
 from common.paths import unusable_outputs
 
-__all__ = ["WorldConfig", "Episode", "VideoPlan", "plan_video", "render_frames", "make_world", "ACTOR_COLOR",
-           "CLASS_NAMES", "SCENE_NAMES", "actor_area", "actor_mask", "scene_textures"]
+__all__ = ["WorldConfig", "Episode", "VideoPlan", "class_motions", "plan_video", "render_frames", "make_world",
+           "ACTOR_COLOR", "CLASS_NAMES", "SCENE_NAMES", "actor_area", "actor_mask", "scene_textures"]
 
 CLASS_NAMES = ("Spin", "Loop", "Swing", "Whirl", "Orbit", "Twirl", "Circle", "Wave")
 SCENE_NAMES = ("pool", "field", "court", "track", "beach", "ice", "gym", "forest")
@@ -148,9 +148,10 @@ class Motion:
         return o[:, 0].min(), o[:, 0].max(), o[:, 1].min(), o[:, 1].max()
 
 
-def _motions(cfg: WorldConfig, rng: np.random.Generator) -> list[Motion]:
-    """The motion of each class: ``cfg.motions`` distinct ones (one per class when 0) shared round-robin, each at
-    least ``min_action_speed`` pixels a frame everywhere."""
+def class_motions(cfg: WorldConfig) -> list[Motion]:
+    """The motion of each class (drawn from ``(seed, 0)``): ``cfg.motions`` distinct ones (one per class when 0)
+    shared round-robin, each at least ``min_action_speed`` pixels a frame everywhere."""
+    rng = np.random.default_rng([cfg.seed, 0])
     out = []
     for c in range(cfg.motions or cfg.num_classes):
         k = 1 + c % 2
@@ -234,7 +235,7 @@ def _frames(seconds: float, fps: float) -> int:
 def plan_video(cfg: WorldConfig, index: int) -> VideoPlan:
     """The timeline and actor path of video ``index`` (training videos first), from ``(seed, index)``."""
     rng = np.random.default_rng([cfg.seed, 1, index])
-    motions = _motions(cfg, np.random.default_rng([cfg.seed, 0]))
+    motions = class_motions(cfg)
     subset = "validation" if index < cfg.train_videos else "test"
     prefix = "train" if subset == "validation" else "test"
     number = index if subset == "validation" else index - cfg.train_videos

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, _motions, actor_mask, main,
+from detect.world import (ACTOR_COLOR, CLASS_NAMES, SCENE_NAMES, WorldConfig, actor_mask, class_motions, main,
                           make_world, plan_video, render_frames, scene_textures)
 from extract.video import open_video
 
@@ -100,11 +100,11 @@ def test_rerun_keeps_videos_and_refuses_other_settings(world):
 
 def test_shared_motions_make_classes_differ_only_in_their_scene(tmp_path):
     four = replace(SMALL, num_classes=4)
-    own, shared = _motions(four, np.random.default_rng(0)), _motions(replace(four, motions=2), np.random.default_rng(0))
+    own, shared = class_motions(four), class_motions(replace(four, motions=2))
     assert len(set(own)) == 4 and len(set(shared)) == 2
     assert shared[0] == shared[2] == own[0] and shared[1] == shared[3] == own[1]
     # motions = num_classes draws the same as one per class (0): the worlds made before the field are unchanged
-    assert _motions(replace(four, motions=4), np.random.default_rng(0)) == own
+    assert class_motions(replace(four, motions=4)) == own
     a, b = plan_video(four, 0), plan_video(replace(four, motions=4), 0)
     np.testing.assert_array_equal(a.positions, b.positions)
     scenes = scene_textures(four)
