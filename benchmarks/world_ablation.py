@@ -40,6 +40,10 @@ from common.fileio import cache_dir  # noqa: E402
 from detect.demo import DEMO_FIT, DEMO_WORLD, cam_share  # noqa: E402
 from detect.fit import ABLATION_VARIANTS, VARIANT_NAMES, fit  # noqa: E402
 from detect.world import WorldConfig, make_world  # noqa: E402
+from extract.features import read_features  # noqa: E402
+from refactor.context import load_context  # noqa: E402
+from benchmarks.refactor_study import measure_context  # noqa: E402
+from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT  # noqa: E402
 
 STAGE_GROUPS = {"features (I3D RGB)": ("features",), "RefactorNet stage 1": ("refactor",),
                 "detector, stage 2": ("detector",), "evaluation": ("evaluate",), "figures": ("figures",)}
@@ -60,6 +64,35 @@ def world_settings(args: argparse.Namespace) -> tuple[WorldConfig, str]:
     return world, "world-" + hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def snippet_kinds(entry: dict, times: np.ndarray) -> np.ndarray:
+    """(T,) int kind of each snippet of a rendered video (its annotation entry, snippet centre times in s):
+    ACTION inside an action, CONTEXT elsewhere inside its class's scene, BACKGROUND in a neutral scene."""
+    kinds = np.full(len(times), BACKGROUND, dtype=np.int64)
+    for spans, kind in ((entry["scenes"], CONTEXT), (entry["annotations"], ACTION)):
+        for span in spans:
+            start, end = span["segment"]
+            kinds[(times >= start) & (times <= end)] = kind
+    return kinds
+
+
+def context_collapse(world: Path, work: Path, subset: str = "test") -> dict[str, float] | None:
+    """The issue's collapse figures for the fit's context score (``work/context.pt``; None without one) on
+    the world's ``subset`` videos: φC = its class-context probabilities, mean cosine between each video's
+    action snippets and its context snippets (``phiC_ctx``), its background snippets (``phiC_bg``), and
+    between random snippets (``phiC_pair``): :func:`benchmarks.refactor_study.measure_context`."""
+    if not (work / "context.pt").is_file():
+        return None
+    scorer, _ = load_context(work / "context.pt")
+    database = json.loads((world / "annotations.json").read_text())["database"]
+    feats, kinds = [], []
+    for vid, entry in database.items():
+        if entry["subset"] == subset:
+            ff = read_features(work / "features" / f"{vid}.h5")
+            feats.append(ff.features)
+            kinds.append(snippet_kinds(entry, ff.times))
+    return measure_context(scorer, feats, kinds)
+
+
 def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: WorldConfig = DEMO_WORLD) -> dict:
     world = root / f"seed{seed}" / "world"
     work = root / f"seed{seed}" / "fit"
@@ -70,6 +103,9 @@ def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: World
            "seconds": report.seconds}
     if report.selection is not None:
         out["selection"], out["selected"] = report.selection, report.result
+    collapse = context_collapse(world, work)
+    if collapse is not None:
+        out["phiC"] = collapse
     if report.selection is None or report.selection["chosen"] == "refactor":
         out["cam"] = cam_share(world, work)
     return out
@@ -135,6 +171,19 @@ def tiou_table(runs: list[dict], variants: tuple[str, ...] = ("baseline", "deep"
     return "\n".join(lines)
 
 
+def collapse_line(runs: list[dict]) -> str:
+    """One line: the context score's φC cosines (:func:`context_collapse`), mean ± std over the runs that have
+    them."""
+    rows = [r["phiC"] for r in runs if "phiC" in r]
+    if not rows:
+        return "(no run has the context score's φC figures)"
+    spread = (lambda v: np.std(v, ddof=1)) if len(rows) > 1 else (lambda v: 0.0)
+    cell = {k: f"{np.mean([x[k] for x in rows]):.2f} ± {spread([x[k] for x in rows]):.2f}"
+            for k in ("phiC_ctx", "phiC_bg", "phiC_pair")}
+    return (f"φC of the context score (test videos, {len(rows)} seeds): cos(action, context) {cell['phiC_ctx']}, "
+            f"cos(action, background) {cell['phiC_bg']}, random pairs {cell['phiC_pair']}")
+
+
 def stage_times(runs: list[dict]) -> str:
     lines = ["| stage | seconds (mean over seeds) |", "| --- | ---: |"]
     for label, names in STAGE_GROUPS.items():
@@ -160,7 +209,7 @@ def cam_table(runs: list[dict]) -> str:
 
 
 def report(runs: list[dict]) -> str:
-    return "\n\n".join([summarize(runs), tiou_table(runs), stage_times(runs), cam_table(runs)])
+    return "\n\n".join([summarize(runs), tiou_table(runs), collapse_line(runs), stage_times(runs), cam_table(runs)])
 
 
 def main(argv=None) -> int:

@@ -4,9 +4,12 @@ world in its own work folder."""
 import argparse
 import json
 
+import numpy as np
+
 import pytest
 
-from benchmarks.world_ablation import WORLD_SECTION, main, tiou_table, world_settings
+from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT
+from benchmarks.world_ablation import WORLD_SECTION, collapse_line, main, snippet_kinds, tiou_table, world_settings
 from common.config import add_section_arguments
 from detect.demo import DEMO_WORLD
 
@@ -74,3 +77,19 @@ def test_report_prints_the_tables_of_saved_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("seeds 0\n") and "| Front chosen on held-out training videos (context 1) | 86.7 |" in out
     assert "| features (I3D RGB) | 2.0 |" in out
+
+
+def test_snippet_kinds_mark_actions_inside_their_scenes_and_the_rest_background():
+    entry = {"scenes": [{"scene": "pool", "segment": [1.0, 5.0], "action": True}],
+             "annotations": [{"segment": [2.0, 3.0], "label": "Spin"}]}
+    times = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 5.5])
+    want = [BACKGROUND, CONTEXT, CONTEXT, ACTION, ACTION, ACTION, CONTEXT, CONTEXT, BACKGROUND]
+    np.testing.assert_array_equal(snippet_kinds(entry, times), want)
+
+
+def test_collapse_line_averages_the_seeds_that_have_figures():
+    runs = [{"phiC": {"phiC_ctx": 0.9, "phiC_bg": 0.5, "phiC_pair": 0.4}},
+            {"phiC": {"phiC_ctx": 0.7, "phiC_bg": 0.3, "phiC_pair": 0.4}}, {}]
+    assert collapse_line(runs) == ("φC of the context score (test videos, 2 seeds): cos(action, context) 0.80 ± 0.14, "
+                                   "cos(action, background) 0.40 ± 0.14, random pairs 0.40 ± 0.00")
+    assert collapse_line([{}]).startswith("(no run has")
