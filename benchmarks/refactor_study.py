@@ -331,15 +331,34 @@ def measure(model, stage1, test: dict[str, np.ndarray], kinds: list[np.ndarray])
     return out
 
 
+# a snippet of another class's context (rendered worlds, whose videos hold scenes of several classes)
+OTHER_CONTEXT = 4
+
+
 @torch.no_grad()
-def measure_context(scorer, test: list[np.ndarray], kinds: list[np.ndarray]) -> dict[str, float]:
+def measure_context(scorer, test: list[np.ndarray], kinds: list[np.ndarray],
+                    views: list[list[np.ndarray]] | None = None) -> dict[str, float]:
     """φC = p(f), the context score's K context probabilities (``scorer``, :class:`refactor.context.ContextScorer`),
     on the test videos' features ``test`` (each (T, C)): cosines between action snippets and the same video's
-    context / background snippets, and between random snippets (the collapse figures of :func:`measure`)."""
+    context / background snippets, and between random snippets (the collapse figures of :func:`measure`).
+
+    In the feature worlds a video holds one class, so its context is its actions' class's context. Videos that
+    hold several classes give ``views``: per video, one (T,) kind array per class with actions in it (ACTION
+    that class's action snippets, CONTEXT its context, :data:`OTHER_CONTEXT` other classes' context, BACKGROUND,
+    -1 unpaired); then ``phiC_ctx`` pairs each action with its own class's context, ``phiC_other`` with the
+    other classes' context and ``phiC_scene`` (what ``phiC_ctx`` is without views) with every context snippet of
+    its video.
+    """
     k = scorer.num_classes
     p = [scorer(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).T[None])[0, :k].T.numpy() for f in test]
-    return {"phiC_ctx": mean_cosine(p, kinds, ACTION, CONTEXT), "phiC_bg": mean_cosine(p, kinds, ACTION, BACKGROUND),
-            "phiC_pair": _pair_cosine(p, np.random.default_rng(0))}
+    out = {"phiC_ctx": mean_cosine(p, kinds, ACTION, CONTEXT), "phiC_bg": mean_cosine(p, kinds, ACTION, BACKGROUND),
+           "phiC_pair": _pair_cosine(p, np.random.default_rng(0))}
+    if views is not None:
+        spaces = [x for x, per_class in zip(p, views) for _ in per_class]          # each video once per view
+        flat = [v for per_class in views for v in per_class]
+        out |= {"phiC_scene": out["phiC_ctx"], "phiC_ctx": mean_cosine(spaces, flat, ACTION, CONTEXT),
+                "phiC_other": mean_cosine(spaces, flat, ACTION, OTHER_CONTEXT)}
+    return out
 
 
 def coupling_quality(pairs, kinds: dict[str, np.ndarray]) -> dict[str, float]:

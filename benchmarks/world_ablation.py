@@ -8,6 +8,7 @@ demo) is read from its cache in seconds.
     python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
                                         [--train-videos 48 --num-classes 6 ...]
     python benchmarks/world_ablation.py --report OUT.json [OUT2.json ...]     # the tables of saved runs
+    python benchmarks/world_ablation.py --report OUT.json --remeasure ROOT --json NEW.json   # φC measured again
 
 The demo's fit keeps RefactorNet as the main model (``DEMO_FIT.select_front`` is off); ``--select-front``
 fits with the front selection of ``detect fit``'s default (the same work folders: only the selection and,
@@ -42,7 +43,7 @@ from detect.fit import ABLATION_VARIANTS, VARIANT_NAMES, fit  # noqa: E402
 from detect.world import WorldConfig, make_world  # noqa: E402
 from extract.features import read_features  # noqa: E402
 from refactor.context import load_context  # noqa: E402
-from benchmarks.refactor_study import measure_context  # noqa: E402
+from benchmarks.refactor_study import OTHER_CONTEXT, measure_context  # noqa: E402
 from benchmarks.feature_worlds import ACTION, BACKGROUND, CONTEXT  # noqa: E402
 
 STAGE_GROUPS = {"features (I3D RGB)": ("features",), "RefactorNet stage 1": ("refactor",),
@@ -75,22 +76,54 @@ def snippet_kinds(entry: dict, times: np.ndarray) -> np.ndarray:
     return kinds
 
 
+def class_views(entry: dict, times: np.ndarray) -> list[np.ndarray]:
+    """The snippets of a rendered video (its annotation entry, snippet centre times in s) as each of its scenes
+    with an action sees them: per such scene (one per class), a (T,) int kind array with ACTION that scene's
+    action snippets, CONTEXT the rest of that scene (in every episode of it: its class's context),
+    :data:`benchmarks.refactor_study.OTHER_CONTEXT` the non-action snippets of the other scenes (other classes'
+    context), BACKGROUND the neutral snippets, and -1 the other scenes' action snippets (not paired)."""
+    kinds = snippet_kinds(entry, times)
+    scene = np.full(len(times), "", dtype=object)
+    for span in entry["scenes"]:
+        start, end = span["segment"]
+        scene[(times >= start) & (times <= end)] = span["scene"]
+    views = []
+    for name in sorted({span["scene"] for span in entry["scenes"] if span["action"]}):
+        own = scene == name
+        if not (own & (kinds == ACTION)).any():
+            continue                                   # its actions fall between snippet centres
+        view = np.full(len(times), -1, dtype=np.int64)
+        view[kinds == BACKGROUND] = BACKGROUND
+        view[~own & (kinds == CONTEXT)] = OTHER_CONTEXT
+        view[own & (kinds == CONTEXT)] = CONTEXT
+        view[own & (kinds == ACTION)] = ACTION
+        views.append(view)
+    return views
+
+
 def context_collapse(world: Path, work: Path, subset: str = "test") -> dict[str, float] | None:
-    """The issue's collapse figures for the fit's context score (``work/context.pt``; None without one) on
-    the world's ``subset`` videos: φC = its class-context probabilities, mean cosine between each video's
-    action snippets and its context snippets (``phiC_ctx``), its background snippets (``phiC_bg``), and
-    between random snippets (``phiC_pair``): :func:`benchmarks.refactor_study.measure_context`."""
-    if not (work / "context.pt").is_file():
+    """The issue's collapse figures for the fit's context score (``work/context.pt``, else
+    ``work/ablation/context/context.pt``; None without either) on
+    the world's ``subset`` videos: φC = its class-context probabilities, mean cosine between each action
+    snippet and its own class's context snippets in its video (``phiC_ctx``), the other classes' context
+    snippets there (``phiC_other``), every context snippet there (``phiC_scene``, this figure's definition until
+    the twentieth round), its video's background snippets (``phiC_bg``), and between random snippets
+    (``phiC_pair``): :func:`benchmarks.refactor_study.measure_context` with :func:`class_views`."""
+    # the main model's score, or where the fit chose another front, the ablation's context row's (the same
+    # training videos and settings)
+    found = [path for path in (work / "context.pt", work / "ablation" / "context" / "context.pt") if path.is_file()]
+    if not found:
         return None
-    scorer, _ = load_context(work / "context.pt")
+    scorer, _ = load_context(found[0])
     database = json.loads((world / "annotations.json").read_text())["database"]
-    feats, kinds = [], []
+    feats, kinds, views = [], [], []
     for vid, entry in database.items():
         if entry["subset"] == subset:
             ff = read_features(work / "features" / f"{vid}.h5")
             feats.append(ff.features)
             kinds.append(snippet_kinds(entry, ff.times))
-    return measure_context(scorer, feats, kinds)
+            views.append(class_views(entry, ff.times))
+    return measure_context(scorer, feats, kinds, views)
 
 
 def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: WorldConfig = DEMO_WORLD) -> dict:
@@ -172,16 +205,36 @@ def tiou_table(runs: list[dict], variants: tuple[str, ...] = ("baseline", "deep"
 
 
 def collapse_line(runs: list[dict]) -> str:
-    """One line: the context score's φC cosines (:func:`context_collapse`), mean ± std over the runs that have
-    them."""
+    """The context score's φC cosines (:func:`context_collapse`), mean ± std over the runs that have them, and
+    the smallest per-seed margin of cos(action, own class's context) over cos(action, background)."""
     rows = [r["phiC"] for r in runs if "phiC" in r]
     if not rows:
         return "(no run has the context score's φC figures)"
     spread = (lambda v: np.std(v, ddof=1)) if len(rows) > 1 else (lambda v: 0.0)
-    cell = {k: f"{np.mean([x[k] for x in rows]):.2f} ± {spread([x[k] for x in rows]):.2f}"
-            for k in ("phiC_ctx", "phiC_bg", "phiC_pair")}
-    return (f"φC of the context score (test videos, {len(rows)} seeds): cos(action, context) {cell['phiC_ctx']}, "
-            f"cos(action, background) {cell['phiC_bg']}, random pairs {cell['phiC_pair']}")
+    names = {"phiC_ctx": "cos(action, context)", "phiC_other": "cos(action, other classes' context)",
+             "phiC_scene": "cos(action, any scene's context)", "phiC_bg": "cos(action, background)",
+             "phiC_pair": "random pairs"}
+    if all("phiC_other" in x for x in rows):
+        names["phiC_ctx"] = "cos(action, its class's context)"
+    cells = [f"{label} {np.mean([x[k] for x in rows]):.2f} ± {spread([x[k] for x in rows]):.2f}"
+             for k, label in names.items() if all(k in x for x in rows)]
+    margin = [x["phiC_ctx"] - x["phiC_bg"] for x in rows]
+    return (f"φC of the context score (test videos, {len(rows)} seeds): " + ", ".join(cells)
+            + f"; context − background per seed: {', '.join(f'{m:+.2f}' for m in margin)}")
+
+
+def remeasure(runs: list[dict], root: Path) -> list[dict]:
+    """``runs`` with their φC figures measured again (:func:`context_collapse`) from their work folders,
+    ``root/seedS/{world,fit}``; a folder whose ablation is not the run's (another world or fit) is an error."""
+    out = []
+    for run in runs:
+        world, work = root / f"seed{run['seed']}" / "world", root / f"seed{run['seed']}" / "fit"
+        saved = json.loads((work / "ablation.json").read_text()) if (work / "ablation.json").is_file() else None
+        if saved is None or saved["variants"]["baseline"] != run["ablation"]["variants"]["baseline"]:
+            raise ValueError(f"{work} does not hold seed {run['seed']}'s fit (its baseline differs or is missing)")
+        collapse = context_collapse(world, work)
+        out.append(run | ({"phiC": collapse} if collapse is not None else {}))
+    return out
 
 
 def stage_times(runs: list[dict]) -> str:
@@ -221,12 +274,19 @@ def main(argv=None) -> int:
     p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
     p.add_argument("--report", nargs="+", default=None, metavar="JSON",
                    help="print the tables of runs saved with --json (no fitting); several files: their seeds together")
+    p.add_argument("--remeasure", default=None, metavar="ROOT",
+                   help="with --report: measure the runs' φC again from their work folders ROOT/seedS (and with --json "
+                   "save the runs so updated)")
     demo = {k: f"{v} (the demo's)" for k, v in asdict(DEMO_WORLD).items() if v != getattr(WorldConfig(), k)}
     add_section_arguments(p.add_argument_group("the rendered world (default: the demo's, detect.demo.DEMO_WORLD)"),
                           WORLD_SECTION, demo)
     args = p.parse_args(argv)
     if args.report:
         runs = [run for name in args.report for run in json.loads(Path(name).read_text())]
+        if args.remeasure:
+            runs = remeasure(runs, Path(args.remeasure))
+            if args.json:
+                Path(args.json).write_text(json.dumps(runs, indent=1, default=float))
         world = runs[0].get("world")                     # runs saved before the world was recorded lack it
         print(f"seeds {','.join(str(r['seed']) for r in runs)}" + (f"; world {json.dumps(world)}" if world else ""))
         print(report(runs))
