@@ -34,15 +34,18 @@ from refactor import SampleConfig  # noqa: E402
 from refactor.context import ContextScorer, crossfit_scorers, load_context, scorer_config  # noqa: E402
 
 
-def fold_agreement(scorer: ContextScorer, reference: ContextScorer, tests: dict[str, tuple[np.ndarray, np.ndarray]],
-                   order: list[str], confident: float = 0.5) -> tuple[float, float]:
-    """(action accuracy, agreement with ``reference``) of ``scorer`` over ``tests``: video id -> (features
+def fold_agreement(scorer: ContextScorer, reference: dict[str, np.ndarray],
+                   tests: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str],
+                   confident: float = 0.5) -> tuple[float, float]:
+    """(action accuracy, agreement with the reference scores) of ``scorer`` over ``tests``: video id -> (features
     (ndarray[T, C]), true class index per snippet (ndarray[T] int, -1 outside actions; indices into ``order``,
-    the scorers' class order)). Both fractions in [0, 1]; NaN where no snippet qualifies."""
+    the scorers' class order)). ``reference``: video id -> the all-data scorer's scores of that video (ndarray[T,
+    outputs], :meth:`ContextScorer.score`, computed once for every fold). Both fractions in [0, 1]; NaN where no
+    snippet qualifies."""
     k = len(order)
     hits = total = agree = counted = 0
-    for features, truth in tests.values():
-        p, ref = scorer.score(features), reference.score(features)
+    for vid, (features, truth) in tests.items():
+        p, ref = scorer.score(features), reference[vid]
         inside = truth >= 0
         hits += int((p[inside, k:2 * k].argmax(1) == truth[inside]).sum())
         total += int(inside.sum())
@@ -84,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     order = list(ckpt["classes"])
     database = read_database(args.annotations)
     tests = snippet_truth(args.features, database, args.test_subset, order)
-    rows = [("all data", *fold_agreement(reference, reference, tests, order))]
+    scores = {vid: reference.score(features) for vid, (features, _) in tests.items()}
+    rows = [("all data", *fold_agreement(reference, scores, tests, order))]
     folds = crossfit_scorers(args.features, database, args.train_subset, scorer_config(ckpt),
                              SampleConfig(**ckpt["samples"]), args.folds, classes=order)
     for i, (scorer, held) in enumerate(folds):
         if scorer is not None:
-            rows.append((f"fold {i + 1} ({len(held)} videos held out)", *fold_agreement(scorer, reference, tests,
-                                                                                       order)))
+            name = f"fold {i + 1} ({len(held)} videos held out)"
+            rows.append((name, *fold_agreement(scorer, scores, tests, order)))
     print(f"{len(tests)} test videos; classes {', '.join(order)}")
     print("| scorer | action accuracy in actions (%) | agreement with the all-data scorer (%) |")
     print("| --- | ---: | ---: |")

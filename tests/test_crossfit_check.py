@@ -26,9 +26,10 @@ def test_agreement_and_accuracy_by_hand():
     truth = np.array([0, 0, 1, 1, -1, 2])                     # snippet 4 outside every action
     tests = {"v": (features, truth)}
     reference = _scorer(w)
-    assert fold_agreement(reference, reference, tests, ["a", "b", "c"]) == (1.0, 1.0)
+    scores = {"v": reference.score(features)}
+    assert fold_agreement(reference, scores, tests, ["a", "b", "c"]) == (1.0, 1.0)
     # the same scorer with classes 0 and 2 swapped (a fold numbered by another first appearance)
     swapped = w.copy()
     swapped[[3, 5]] = w[[5, 3]]
-    accuracy, agreement = fold_agreement(_scorer(swapped), reference, tests, ["a", "b", "c"])
+    accuracy, agreement = fold_agreement(_scorer(swapped), scores, tests, ["a", "b", "c"])
     assert accuracy == 2 / 5 and agreement == 2 / 6            # only class 1's snippets still agree
