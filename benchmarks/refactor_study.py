@@ -123,6 +123,8 @@ class Variant:
         heldout_only: with ``select``, only score the candidates on the held-out videos: the record holds
             ``heldout_mAP`` and no model trained on all videos (no ``average_mAP``); :func:`compose_select`
             puts such scores in place of another ``select*`` variant's candidate.
+        score_gain: with layout ``context_score``, the detector's ``DetectorConfig.score_gain`` (its context
+            front's scores times this before they join f).
     """
 
     front: str
@@ -135,6 +137,7 @@ class Variant:
     scores: tuple[dict, ...] = ()
     crossfit: int = 0
     heldout_only: bool = False
+    score_gain: float = 1.0
 
 
 PAPER = {"form": "paper"}
@@ -237,6 +240,11 @@ VARIANTS: dict[str, Variant] = {
     # detect fit's selection around its context front since the seventeenth round: the held-out scores of its three
     # candidates; the choice and its own record on all training videos: reselect(..., variant="heldout_front")
     "heldout_front": Variant("none", select=("baseline", "context_bdw4_x8", "deep"), heldout_only=True),
+    # the context front with its scores times a gain (twentieth round: a few score channels beside many feature
+    # channels are drowned; DetectorConfig.score_gain)
+    **{f"context_bdw4_x8_g{g}": Variant("none", layout="context_score",
+                                        scores=({}, {"targets": "boundaries", "window": 4}), crossfit=8,
+                                        score_gain=float(g)) for g in (2, 4, 8, 16)},
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -443,7 +451,8 @@ def run_point(world: FeatureWorld, seed: int, variants: list[str], settings: Stu
             write_world(world, seed, feature_dir, v.layout)
         crossfit = v.crossfit if v.layout == "context_score" else 0
         train_cfg = replace(det_train, context_folds=crossfit) if crossfit else det_train
-        model, meta = train_detector(feature_dir, annotations, det_cfg, train_cfg, front=front,
+        model, meta = train_detector(feature_dir, annotations, replace(det_cfg, score_gain=v.score_gain),
+                                     train_cfg, front=front,
                                      refactor_checkpoint=ref_path if v.front != "none" else None,
                                      context_checkpoint=ctx_path, progress=False)
         rec = score_detector(model, meta, feature_dir, annotations, root / f"det_{tag}{name}.pt", thresholds, subset)

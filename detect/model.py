@@ -63,6 +63,9 @@ class DetectorConfig:
         max_proposals: proposals per video scored by the heads (best boundary scores).
         temporal_scale: rescale every video to this many positions (ActivityNet practice: 100, with
             max_duration 100; none: native snippets).
+        score_gain: front "context": its scores (probabilities in [0, 1]) are multiplied by this before they
+            join f, so that a few score channels beside many feature channels are not drowned (README, twentieth
+            round); 1: the scores as they are. Other fronts ignore it.
     """
 
     in_dim: int = 2048
@@ -82,6 +85,7 @@ class DetectorConfig:
     candidate_ratio: float = 0.5
     max_proposals: int = 1000
     temporal_scale: int | None = None
+    score_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.refactor, dict):
@@ -95,6 +99,8 @@ class DetectorConfig:
             self.context_scores = (ContextConfig(contexts=True, actions=False, window=0),)
         if self.context_scores and not kind.context:
             raise ValueError(f"context_scores are for front 'context', not {self.front!r}")
+        if not self.score_gain > 0:
+            raise ValueError(f"score_gain must be > 0, got {self.score_gain}")
         if self.refactor is not None and self.refactor.in_dim != self.in_dim:
             raise ValueError(f"RefactorNet expects {self.refactor.in_dim}-d features, the detector {self.in_dim}-d")
         if len(self.bins) != 3 or self.bins[1] < 1 or min(self.bins) < 0:
@@ -198,6 +204,9 @@ class Detector(nn.Module):
             feats, ref = kind.apply(self.front, x, mask, scores=scores)
         else:
             raise ValueError(f"front {self.config.front!r} computes f' itself: only front 'context' takes given scores")
+        if kind.context and self.config.score_gain != 1.0:          # f, then its scores
+            c_in = self.config.in_dim
+            feats = torch.cat([feats[:, :c_in], self.config.score_gain * feats[:, c_in:]], dim=1)
         base = masked(torch.relu(self.base(feats)), mask)
         hidden = masked(torch.relu(self.boundary_hidden(base)), mask)
         return Encoded(features=feats, refactor=ref, base=base, boundary_logits=self.boundary_out(hidden),

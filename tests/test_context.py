@@ -655,6 +655,32 @@ def test_given_scores_replace_the_front_scores(world, trained):
         DetectorConfig(in_dim=C, num_classes=3, front="none", context_scores=(FIRST,))
 
 
+def test_score_gain_multiplies_the_scores_and_leaves_f_alone(world, trained):
+    """``DetectorConfig.score_gain``: f' = f ⊕ gain · p, with the front's own scores and with given ones, zero
+    past each length; it survives the config's round trip (older configs read as gain 1); other fronts ignore
+    it."""
+    plain = Detector(DetectorConfig(in_dim=C, num_classes=3, front="context", context_scores=(FIRST,))).eval()
+    gained = Detector(DetectorConfig(in_dim=C, num_classes=3, front="context", context_scores=(FIRST,),
+                                     score_gain=8.0)).eval()
+    gained.load_state_dict(plain.state_dict())                # the same scorer and detector weights
+    x, given = torch.randn(2, C, 20), torch.rand(2, 3, 20)
+    with torch.no_grad():
+        a, b = plain.encode(x, torch.tensor([20, 13])), gained.encode(x, torch.tensor([20, 13]))
+        torch.testing.assert_close(b.features[:, :C], a.features[:, :C], rtol=0, atol=0)
+        torch.testing.assert_close(b.features[:, C:], 8.0 * a.features[:, C:])
+        assert torch.all(b.features[1, :, 13:] == 0)
+        g = gained.encode(x, None, given)
+    torch.testing.assert_close(g.features[0], torch.cat([x[0], 8.0 * given[0]]))
+    config = gained.config.to_dict()
+    assert DetectorConfig.from_dict(config).score_gain == 8.0
+    assert DetectorConfig.from_dict({k: v for k, v in config.items() if k != "score_gain"}).score_gain == 1.0
+    with pytest.raises(ValueError, match="score_gain must be > 0"):
+        DetectorConfig(in_dim=C, num_classes=3, front="context", score_gain=0.0)
+    base = Detector(DetectorConfig(in_dim=C, num_classes=3, front="none", score_gain=8.0)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(base.encode(x).features, x, rtol=0, atol=0)
+
+
 def test_crossfit_front_scores_are_out_of_fold(world, trained, second, tmp_path):
     """Each training video's rows: the fold scorer that held it out (for each checkpoint, concatenated in
     order); a video no fold holds out (its class's only training video) keeps the scorer learnt on all."""
