@@ -128,7 +128,9 @@ def run_seed(root: Path, seed: int, scale: float = 1.0) -> dict:
         checkpoint = save_detector(root / f"seed{seed}" / f"{name}_x{scale:g}.pt", model, meta)
         detections = run_detector(checkpoint, features, subset="test", progress=False)
         predictions = {vid: [d.to_json() for d in ds] for vid, ds in detections.items()}
-        result = evaluate_detection(gt, load_predictions({"results": predictions}, gt), thresholds)
+        # a class with no test instance may still be predicted (small test sets): ignored, as detect fit does
+        result = evaluate_detection(gt, load_predictions({"results": predictions}, gt, unknown_labels="ignore"),
+                                    thresholds)
         out["variants"][name] = {"mAP": [float(m) for m in result.mAP], "average_mAP": float(result.average_mAP),
                                  "bounds": boundary_offsets(annotations, predictions)}
     return out

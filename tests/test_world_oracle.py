@@ -63,3 +63,21 @@ def test_report_says_whether_the_retrained_baseline_is_the_fit_s():
     assert "reproduces the fit's on every seed" in text
     assert "| oracle_scene | 90.0 ± 0.0 | 20.0 ± 14.1 | 90.0 ± 0.0 | +0.00 | +0.10 | 0.800 | 20 |" in text
     assert "differs from the fit's" in report([run(0, 0.8, 0.7, 0.9)])
+
+
+def test_world_gain_report_pairs_each_gain_with_the_baseline_and_gain_1():
+    from benchmarks.world_gain import report as gain_report
+
+    def rec(seed, gain, avg, base, fit):
+        return {"seed": seed, "gain": gain, "avg": avg, "mAP": [avg], "baseline": base, "fit_context": fit}
+    records = [rec(0, 1.0, 0.80, 0.70, 0.80), rec(0, 4.0, 0.90, 0.70, 0.80),
+               rec(1, 1.0, 0.60, 0.70, 0.60), rec(1, 4.0, 0.80, 0.70, 0.60)]
+    text = gain_report(records)
+    assert text.startswith("seeds 0,1; gain 1 reproduces the fit's context row")
+    assert "| baseline | 70.0, 70.0 | 70.0 | — | — |" in text
+    assert "| 1 | 80.0, 60.0 | 70.0 | +0.0 ± 14.1 | — |" in text
+    assert "| 4 | 90.0, 80.0 | 85.0 | +15.0 ± 7.1 | +15.0 ± 7.1 |" in text
+    # without a gain-1 rerun the fit's own context row is the reference; a rerun that differs is flagged
+    alone = gain_report([rec(0, 4.0, 0.90, 0.70, 0.80)])
+    assert "| 1 | 80.0 | 80.0 | +10.0 | — |" in alone and "| 4 | 90.0 | 90.0 | +20.0 | +10.0 |" in alone
+    assert "does NOT reproduce" in gain_report([rec(0, 1.0, 0.75, 0.70, 0.80)])
