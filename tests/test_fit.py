@@ -490,3 +490,21 @@ def test_context_border_boundaries_and_folds_reach_every_context_detector(world,
         run(world, work, replace(cfg, context_folds=1))
     with pytest.raises(FitError, match="--context-boundary-window must be >= 0"):
         run(world, work, replace(cfg, context_boundary_window=-1))
+
+
+def test_score_gain_reaches_the_context_detectors_only(world, fitted, tmp_path):
+    """``--score-gain 4``: every detector with the context front (the main one, the selection's) is built with
+    ``DetectorConfig.score_gain`` 4, the baseline's with 1; another gain is another stage (a rerun with it
+    retrains the context detectors); a gain of 0 is one line."""
+    work = with_features(fitted, tmp_path / "work")
+    cfg = replace(CFG, select_front=True, select_candidates=("baseline", "context"), select_prefer="context",
+                  select_margin=100.0, figure_videos=0, detector_epochs=1, score_gain=4.0)
+    report = run(world, work, cfg)
+    assert report.selection["chosen"] == "context"
+    assert load_detector(work / "detector.pt")[0].config.score_gain == 4.0
+    assert load_detector(work / "select" / "context" / "detector.pt")[0].config.score_gain == 4.0
+    assert load_detector(work / "select" / "baseline" / "detector.pt")[0].config.score_gain == 1.0
+    again = run(world, work, replace(cfg, score_gain=2.0))
+    assert again.ran["detector"] and load_detector(work / "detector.pt")[0].config.score_gain == 2.0
+    with pytest.raises(FitError, match="--score-gain must be > 0"):
+        run(world, work, replace(cfg, score_gain=0.0))
