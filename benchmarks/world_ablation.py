@@ -6,6 +6,7 @@ settings, ``detect.demo.DEMO_WORLD`` / ``DEMO_FIT``), so a seed already run (by 
 demo) is read from its cache in seconds.
 
     python benchmarks/world_ablation.py [--seeds 0,1,2] [--root DIR] [--json OUT.json] [--select-front]
+                                        [--score-gain 16]
                                         [--train-videos 48 --num-classes 6 ...]
     python benchmarks/world_ablation.py --report OUT.json [OUT2.json ...]     # the tables of saved runs
     python benchmarks/world_ablation.py --report OUT.json --remeasure ROOT --json NEW.json   # φC measured again
@@ -126,14 +127,16 @@ def context_collapse(world: Path, work: Path, subset: str = "test") -> dict[str,
     return measure_context(scorer, feats, kinds, views)
 
 
-def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: WorldConfig = DEMO_WORLD) -> dict:
+def run_seed(root: Path, seed: int, select_front: bool = False, world_cfg: WorldConfig = DEMO_WORLD,
+             score_gain: float = DEMO_FIT.score_gain) -> dict:
     world = root / f"seed{seed}" / "world"
     work = root / f"seed{seed}" / "fit"
     make_world(world, replace(world_cfg, seed=seed), progress=False)
     report = fit(world / "videos", world / "annotations.json", work,
-                 replace(DEMO_FIT, device="cpu", select_front=select_front), log=lambda m: None, progress=False)
+                 replace(DEMO_FIT, device="cpu", select_front=select_front, score_gain=score_gain),
+                 log=lambda m: None, progress=False)
     out = {"seed": seed, "world": asdict(replace(world_cfg, seed=seed)), "ablation": report.ablation,
-           "seconds": report.seconds}
+           "seconds": report.seconds, "score_gain": score_gain}
     if report.selection is not None:
         out["selection"], out["selected"] = report.selection, report.result
     collapse = context_collapse(world, work)
@@ -272,6 +275,9 @@ def main(argv=None) -> int:
                    "<cache>/world-<digest> for another world")
     p.add_argument("--json", default=None)
     p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
+    p.add_argument("--score-gain", type=float, default=DEMO_FIT.score_gain,
+                   help="the fit's --score-gain (its context front's scores times this); the same work folders: "
+                   "only the context front's detectors are trained again")
     p.add_argument("--report", nargs="+", default=None, metavar="JSON",
                    help="print the tables of runs saved with --json (no fitting); several files: their seeds together")
     p.add_argument("--remeasure", default=None, metavar="ROOT",
@@ -288,7 +294,9 @@ def main(argv=None) -> int:
             if args.json:
                 Path(args.json).write_text(json.dumps(runs, indent=1, default=float))
         world = runs[0].get("world")                     # runs saved before the world was recorded lack it
-        print(f"seeds {','.join(str(r['seed']) for r in runs)}" + (f"; world {json.dumps(world)}" if world else ""))
+        gains = sorted({r.get("score_gain", 1.0) for r in runs})        # runs saved before the flag: gain 1
+        print(f"seeds {','.join(str(r['seed']) for r in runs)}" + (f"; world {json.dumps(world)}" if world else "")
+              + ("" if gains == [1.0] else f"; score gain {', '.join(f'{g:g}' for g in gains)}"))
         print(report(runs))
         return 0
     try:
@@ -296,9 +304,10 @@ def main(argv=None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     root = Path(args.root) if args.root else cache_dir() / folder
-    runs = [run_seed(root, int(s), args.select_front, world) for s in args.seeds.split(",")]
+    runs = [run_seed(root, int(s), args.select_front, world, args.score_gain) for s in args.seeds.split(",")]
     print(f"device: CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}; seeds {args.seeds}; world {json.dumps(asdict(replace(world, seed=0)))}")
+          f"torch {torch.__version__}; seeds {args.seeds}; world {json.dumps(asdict(replace(world, seed=0)))}"
+          + ("" if args.score_gain == 1.0 else f"; score gain {args.score_gain:g}"))
     print(report(runs))
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1, default=float))

@@ -80,6 +80,9 @@ def test_report_prints_the_tables_of_saved_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("seeds 0\n") and "| Front chosen on held-out training videos (context 1) | 86.7 |" in out
     assert "| features (I3D RGB) | 2.0 |" in out
+    saved.write_text(json.dumps([run | {"score_gain": 16.0}]))         # a fit with --score-gain says so
+    assert main(["--report", str(saved)]) == 0
+    assert capsys.readouterr().out.startswith("seeds 0; score gain 16\n")
 
 
 def test_snippet_kinds_mark_actions_inside_their_scenes_and_the_rest_background():
