@@ -498,7 +498,8 @@ def test_score_gain_reaches_the_context_detectors_only(world, fitted, tmp_path):
     retrains the context detectors); a gain of 0 is one line."""
     work = with_features(fitted, tmp_path / "work")
     cfg = replace(CFG, select_front=True, select_candidates=("baseline", "context"), select_prefer="context",
-                  select_margin=100.0, figure_videos=0, detector_epochs=1, score_gain=4.0)
+                  select_margin=100.0, figure_videos=0, detector_epochs=1, score_gain=4.0, context_folds=0,
+                  context_boundaries=False)                     # the cheapest context front: one score, no folds
     report = run(world, work, cfg)
     assert report.selection["chosen"] == "context"
     assert load_detector(work / "detector.pt")[0].config.score_gain == 4.0
