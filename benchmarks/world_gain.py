@@ -25,16 +25,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common.annotations import load_ground_truth  # noqa: E402
-from common.predictions import load_predictions  # noqa: E402
-from detect.checkpoint import save_detector  # noqa: E402
+from benchmarks.world_oracle import train_and_score  # noqa: E402
 from detect.config import TrainConfig  # noqa: E402
 from detect.demo import DEMO_FIT  # noqa: E402
-from detect.infer import run_detector  # noqa: E402
 from detect.model import DetectorConfig  # noqa: E402
-from detect.train import train_detector  # noqa: E402
-from evaluate.data import parse_thresholds  # noqa: E402
-from evaluate.detection import evaluate_detection  # noqa: E402
 
 
 def front_scores(work: Path) -> list[Path]:
@@ -48,24 +42,16 @@ def front_scores(work: Path) -> list[Path]:
 
 def run_seed(root: Path, seed: int, gains: list[float]) -> list[dict]:
     world, work = root / f"seed{seed}" / "world", root / f"seed{seed}" / "fit"
-    annotations = world / "annotations.json"
     rows = json.loads((work / "ablation.json").read_text())["variants"]
-    scores = front_scores(work)
-    gt = load_ground_truth(annotations, "test")
     train = TrainConfig(epochs=DEMO_FIT.detector_epochs, seed=DEMO_FIT.seed, subset="validation",
                         window=DEMO_FIT.window_snippets, device="cpu", context_folds=DEMO_FIT.context_folds)
     out = []
     for gain in gains:
-        model, meta = train_detector(work / "features", annotations, DetectorConfig(score_gain=gain), train,
-                                     front="context", context_checkpoint=scores, progress=False)
-        checkpoint = save_detector(root / f"seed{seed}" / f"gain{gain:g}.pt", model, meta)
-        detections = run_detector(checkpoint, work / "features", subset="test", progress=False)
-        predictions = {vid: [d.to_json() for d in ds] for vid, ds in detections.items()}
-        result = evaluate_detection(gt, load_predictions({"results": predictions}, gt, unknown_labels="ignore"),
-                                    parse_thresholds(DEMO_FIT.tiou))
-        out.append({"seed": seed, "gain": gain, "avg": float(result.average_mAP),
-                    "mAP": [float(m) for m in result.mAP], "baseline": rows["baseline"]["average_mAP"],
-                    "fit_context": rows["context"]["average_mAP"]})
+        result, _ = train_and_score(work / "features", world / "annotations.json", DetectorConfig(score_gain=gain),
+                                    train, root / f"seed{seed}" / f"gain{gain:g}.pt", front="context",
+                                    context_checkpoint=front_scores(work))
+        out.append({"seed": seed, "gain": gain, "avg": result["average_mAP"], "mAP": result["mAP"],
+                    "baseline": rows["baseline"]["average_mAP"], "fit_context": rows["context"]["average_mAP"]})
     return out
 
 

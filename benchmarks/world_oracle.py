@@ -107,6 +107,23 @@ def boundary_offsets(annotations: Path, predictions: dict, subset: str = "test")
             "below_07": below / max(len(gt.labels), 1)}
 
 
+def train_and_score(features: Path, annotations: Path, config: DetectorConfig, train: TrainConfig,
+                    checkpoint: Path, front: str = "none", context_checkpoint: list[Path] | None = None,
+                    thresholds: str = DEMO_FIT.tiou) -> tuple[dict, dict]:
+    """Train a detector on ``train.subset``'s feature files, save it to ``checkpoint``, run it on the test
+    videos and evaluate it as ``detect fit`` does (a predicted class without test instances ignored): ({"mAP":
+    [per tIoU], "average_mAP"} as fractions, predictions: video id -> list of detections as JSON)."""
+    model, meta = train_detector(features, annotations, config, train, front=front,
+                                 context_checkpoint=context_checkpoint, progress=False)
+    save_detector(checkpoint, model, meta)
+    detections = run_detector(checkpoint, features, subset="test", progress=False)
+    predictions = {vid: [d.to_json() for d in ds] for vid, ds in detections.items()}
+    gt = load_ground_truth(annotations, "test")
+    result = evaluate_detection(gt, load_predictions({"results": predictions}, gt, unknown_labels="ignore"),
+                                parse_thresholds(thresholds))
+    return {"mAP": [float(m) for m in result.mAP], "average_mAP": float(result.average_mAP)}, predictions
+
+
 def run_seed(root: Path, seed: int, scale: float = 1.0) -> dict:
     world, work = root / f"seed{seed}" / "world", root / f"seed{seed}" / "fit"
     annotations = world / "annotations.json"
@@ -114,8 +131,6 @@ def run_seed(root: Path, seed: int, scale: float = 1.0) -> dict:
     num_classes = json.loads((world / "world.json").read_text())["num_classes"]
     train = TrainConfig(epochs=DEMO_FIT.detector_epochs, seed=DEMO_FIT.seed, subset="validation",
                         window=DEMO_FIT.window_snippets, device="cpu")
-    thresholds = parse_thresholds(DEMO_FIT.tiou)
-    gt = load_ground_truth(annotations, "test")
     fit_baseline = json.loads((work / "ablation.json").read_text())["variants"]["baseline"]["average_mAP"]
     out = {"seed": seed, "scale": scale, "fit_baseline": fit_baseline, "variants": {}}
     for name in ORACLES:
@@ -124,15 +139,9 @@ def run_seed(root: Path, seed: int, scale: float = 1.0) -> dict:
         else:
             features = write_oracle_features(work / "features", database, num_classes, name == "oracle_labels",
                                              root / f"seed{seed}" / f"{name}_x{scale:g}", scale)
-        model, meta = train_detector(features, annotations, DetectorConfig(), train, front="none", progress=False)
-        checkpoint = save_detector(root / f"seed{seed}" / f"{name}_x{scale:g}.pt", model, meta)
-        detections = run_detector(checkpoint, features, subset="test", progress=False)
-        predictions = {vid: [d.to_json() for d in ds] for vid, ds in detections.items()}
-        # a class with no test instance may still be predicted (small test sets): ignored, as detect fit does
-        result = evaluate_detection(gt, load_predictions({"results": predictions}, gt, unknown_labels="ignore"),
-                                    thresholds)
-        out["variants"][name] = {"mAP": [float(m) for m in result.mAP], "average_mAP": float(result.average_mAP),
-                                 "bounds": boundary_offsets(annotations, predictions)}
+        result, predictions = train_and_score(features, annotations, DetectorConfig(), train,
+                                              root / f"seed{seed}" / f"{name}_x{scale:g}.pt")
+        out["variants"][name] = result | {"bounds": boundary_offsets(annotations, predictions)}
     return out
 
 
