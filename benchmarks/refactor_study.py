@@ -849,6 +849,10 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
     for other in ("context_bdw4_x", "context_a_w2"):
         lines += context_form_table(summary, c, "context_bdw4_x8", "select_bdw4_x8", other,
                                     FOLDS_TITLE.format(other=other), paired=True)
+    for gain in (2, 4, 8, 16):
+        form = f"context_bdw4_x8_g{gain}"
+        lines += context_form_table(summary, c, form, "select_" + form, "context_bdw4_x8",
+                                    GAIN_TITLE.format(form=form, gain=gain), paired=True)
     rows = [(wk, per["context_score"]) for wk, per in summary.items() if "context" in per.get("context_score", {})]
     if rows:
         lines += ["", "The context score's φC = p(f) on the test videos (means over seeds): cosine between action "
@@ -943,6 +947,9 @@ BOUNDARY_FORM_TITLE = (
 FOLDS_TITLE = (
     "Cross-fitting on 8 folds (seventeenth round): context_bdw4_x8 (`--context-boundaries --context-folds 8`) against "
     "{other}: paired Δ average mAP (points), the verdicts as in the map:")
+GAIN_TITLE = (
+    "A gain on the front's scores (twentieth round): {form} (`--score-gain {gain}`) against context_bdw4_x8 (gain 1): "
+    "paired Δ average mAP (points), the verdicts as in the map:")
 BOUNDARY_FORMS = {"context_bdw4_x": "a window of 4 snippets", "context_bdh_x": "one hidden layer of 64 ReLU units"}
 
 
