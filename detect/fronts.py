@@ -159,9 +159,9 @@ class RefactorFront(Front):
 
 @register_front
 class ContextFront(Front):
-    """f beside its context scores: f' = f ⊕ p_1(f) ⊕ ... ⊕ p_n(f), each p_i a frozen context scorer
+    """f beside its context scores: f' = f ⊕ g·p_1(f) ⊕ ... ⊕ g·p_n(f), each p_i a frozen context scorer
     (:mod:`refactor.context`) over the detector's K classes shaped by ``config.context_scores[i]`` (K or 2K
-    channels each)."""
+    channels each), g = ``config.score_gain``."""
 
     name = "context"
     context = True
@@ -170,6 +170,7 @@ class ContextFront(Front):
     def build(cls, config: Any) -> nn.Module:
         scorers = nn.ModuleList(ContextScorer.from_config(config.in_dim, config.num_classes, c)
                                 for c in config.context_scores)
+        scorers.score_gain = float(config.score_gain)  # a setting of the config, not a weight (not in the state)
         return scorers.requires_grad_(False)          # learnt beforehand (refactor context), never by the detector
 
     @classmethod
@@ -179,13 +180,13 @@ class ContextFront(Front):
     @classmethod
     def apply(cls, module, x, mask, scores: Tensor | None = None):
         """As :meth:`Front.apply`; ``scores`` (Tensor[B, C' - C, T]): put beside f instead of the scorers'
-        (the out-of-fold scores of cross-fitted training, :mod:`detect.train`)."""
+        (the out-of-fold scores of cross-fitted training, :mod:`detect.train`); either times the gain."""
         if scores is None:
             scores = torch.cat([scorer(x, mask) for scorer in module], dim=1)          # (B, C' - C, T)
         expected = (x.shape[0], sum(scorer.out_dim for scorer in module), x.shape[2])
         if tuple(scores.shape) != expected:
             raise ValueError(f"given context scores are {tuple(scores.shape)}, the front expects {expected}")
-        return masked(torch.cat([x, scores.to(x.dtype)], dim=1), mask), None
+        return masked(torch.cat([x, module.score_gain * scores.to(x.dtype)], dim=1), mask), None
 
 
 @register_front

@@ -204,9 +204,6 @@ class Detector(nn.Module):
             feats, ref = kind.apply(self.front, x, mask, scores=scores)
         else:
             raise ValueError(f"front {self.config.front!r} computes f' itself: only front 'context' takes given scores")
-        if kind.context and self.config.score_gain != 1.0:          # f, then its scores
-            c_in = self.config.in_dim
-            feats = torch.cat([feats[:, :c_in], self.config.score_gain * feats[:, c_in:]], dim=1)
         base = masked(torch.relu(self.base(feats)), mask)
         hidden = masked(torch.relu(self.boundary_hidden(base)), mask)
         return Encoded(features=feats, refactor=ref, base=base, boundary_logits=self.boundary_out(hidden),
