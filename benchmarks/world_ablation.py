@@ -77,6 +77,16 @@ def snippet_kinds(entry: dict, times: np.ndarray) -> np.ndarray:
     return kinds
 
 
+def snippet_scenes(entry: dict, times: np.ndarray) -> np.ndarray:
+    """(T,) object array: the name of the scene episode that holds each snippet of a rendered video (its
+    annotation entry, snippet centre times in s), "" in neutral scenes."""
+    scene = np.full(len(times), "", dtype=object)
+    for span in entry["scenes"]:
+        start, end = span["segment"]
+        scene[(times >= start) & (times <= end)] = span["scene"]
+    return scene
+
+
 def class_views(entry: dict, times: np.ndarray) -> list[np.ndarray]:
     """The snippets of a rendered video (its annotation entry, snippet centre times in s) as each of its scenes
     with an action sees them: per such scene (one per class), a (T,) int kind array with ACTION that scene's
@@ -84,10 +94,7 @@ def class_views(entry: dict, times: np.ndarray) -> list[np.ndarray]:
     :data:`benchmarks.refactor_study.OTHER_CONTEXT` the non-action snippets of the other scenes (other classes'
     context), BACKGROUND the neutral snippets, and -1 the other scenes' action snippets (not paired)."""
     kinds = snippet_kinds(entry, times)
-    scene = np.full(len(times), "", dtype=object)
-    for span in entry["scenes"]:
-        start, end = span["segment"]
-        scene[(times >= start) & (times <= end)] = span["scene"]
+    scene = snippet_scenes(entry, times)
     views = []
     for name in sorted({span["scene"] for span in entry["scenes"] if span["action"]}):
         own = scene == name

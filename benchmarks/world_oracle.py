@@ -37,8 +37,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.world_ablation import snippet_scenes  # noqa: E402
 from common.annotations import load_ground_truth  # noqa: E402
 from common.predictions import load_predictions  # noqa: E402
+from common.segments import segment_iou  # noqa: E402
 from detect.checkpoint import save_detector  # noqa: E402
 from detect.config import TrainConfig  # noqa: E402
 from detect.demo import DEMO_FIT  # noqa: E402
@@ -57,11 +59,11 @@ def oracle_channels(entry: dict, times: np.ndarray, num_classes: int, actions: b
     """Exact per-snippet labels of a rendered video (its annotation entry; snippet centre times in s):
     ndarray[T, K] one-hot of the class whose scene holds each snippet (zeros in neutral scenes), and with
     ``actions`` K more columns, one-hot of the class of the action whose segment holds the snippet's centre."""
+    names = snippet_scenes(entry, times)
     scene = np.zeros((len(times), num_classes), dtype=np.float32)
-    for span in entry["scenes"]:
-        start, end = span["segment"]
-        scene[(times >= start) & (times <= end)] = np.eye(num_classes, dtype=np.float32)[
-            SCENE_NAMES.index(span["scene"])]
+    for t, name in enumerate(names):
+        if name:
+            scene[t, SCENE_NAMES.index(name)] = 1.0
     if not actions:
         return scene
     action = np.zeros_like(scene)
@@ -96,13 +98,15 @@ def boundary_offsets(annotations: Path, predictions: dict, subset: str = "test")
             if det["label"] != gt.classes[label]:
                 continue
             ds, de = det["segment"]
-            tiou = max(0.0, min(e, de) - max(s, ds)) / (max(e, de) - min(s, ds))
+            tiou = float(segment_iou(np.array([s, e]), np.array([ds, de])))
             if tiou >= 0.3 and (best is None or det["score"] > best[0]):
                 best = (det["score"], ds - s, de - e, tiou)
         if best is None or best[3] < 0.7:
             below += 1
         if best is not None:
-            starts.append(best[1]), ends.append(best[2]), tious.append(best[3])
+            starts.append(best[1])
+            ends.append(best[2])
+            tious.append(best[3])
     return {"start": float(np.mean(starts)), "end": float(np.mean(ends)), "tiou": float(np.mean(tious)),
             "below_07": below / max(len(gt.labels), 1)}
 
