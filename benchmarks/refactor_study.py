@@ -245,6 +245,9 @@ VARIANTS: dict[str, Variant] = {
     **{f"context_bdw4_x8_g{g}": Variant("none", layout="context_score",
                                         scores=({}, {"targets": "boundaries", "window": 4}), crossfit=8,
                                         score_gain=float(g)) for g in (2, 4, 8, 16)},
+    # the gain-16 front's held-out score (twenty-first round): with heldout_front's baseline and deep baseline, the
+    # selection around it (select_context_bdw4_x8_g16, compose_select)
+    "heldout_g16": Variant("none", select=("context_bdw4_x8_g16",), heldout_only=True),
 }
 
 # values of each axis in an axis sweep (the centre's value is included)
@@ -768,6 +771,10 @@ def report(records: list[dict], centre: FeatureWorld = FeatureWorld(), figures: 
         r | {"variant": v} for v in shown for r in reselect(records, *fit_rule, variant=v)]
     # detect fit's selection around the seventeenth round's context front, with its rule
     records += [r | {"variant": "select_bdw4_x8"} for r in reselect(records, *fit_rule, variant="heldout_front")]
+    # ... and around the gain-16 front (its held-out score from heldout_g16, the others' from heldout_front)
+    composed = compose_select(records, "heldout_front", "heldout_g16", "heldout_front_g16")
+    records += [r | {"variant": "select_context_bdw4_x8_g16"}
+                for r in reselect(records + composed, *fit_rule, variant="heldout_front_g16")]
     summary = summarize(records)
     c = centre.to_dict()
     main = ("deep", "paper", "default")

@@ -443,6 +443,33 @@ def test_the_selection_around_the_default_front_is_replayed_from_held_out_scores
     assert cells[9] == f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} (baseline 1, context_bdw4_x8 2)"
 
 
+def test_the_selection_around_the_gain_16_front_composes_two_held_out_runs():
+    """``heldout_g16`` holds only the gain-16 front's held-out score; the report puts it beside ``heldout_front``'s
+    baseline and deep baseline (the same held-out videos), replays ``detect fit``'s rule (the context front unless
+    another beats it by more than 10 points) and takes the choice's own record: the gain table's select column.
+    A seed without a ``heldout_g16`` record is left out."""
+    w = FeatureWorld().to_dict()
+    own = {"baseline": (0.60, 0.70, 0.65, 0.5), "deep": (0.50, 0.75, 0.55, 0.5),
+           "context_bdw4_x8": (0.74, 0.73, 0.79, 0.5), "context_bdw4_x8_g16": (0.80, 0.71, 0.90, 0.9)}
+    recs = [_rec(w, s, v, m[s]) for v, m in own.items() for s in range(4)]
+    # heldout_front's own context score (0.9) must not count for the gain-16 front
+    held = ({"baseline": 0.5, "deep": 0.45}, {"baseline": 0.5, "deep": 0.69}, {"baseline": 0.75, "deep": 0.2},
+            {"baseline": 0.5, "deep": 0.5})
+    recs += [{"world": w, "seed": s, "variant": "heldout_front", "heldout_mAP": held[s] | {"context_bdw4_x8": 0.9},
+              "heldout_videos": 4} for s in range(4)]
+    recs += [{"world": w, "seed": s, "variant": "heldout_g16", "heldout_mAP": {"context_bdw4_x8_g16": 0.6},
+              "heldout_videos": 4} for s in range(3)]
+    text = report(recs).splitlines()
+    title = next(i for i, x in enumerate(text) if x.startswith("A gain on the front's scores") and "g16" in x)
+    assert text[title + 2].split("|")[10].strip() == "Δ select_context_bdw4_x8_g16 (chosen)"
+    cells = [c.strip() for c in text[title + 4].split("|")[1:-1]]
+    # seed 0: the gain-16 front is best; seed 1: deep beats it by 9 points (kept); seed 2: the baseline by 15
+    # (taken); seed 3: no heldout_g16 record
+    gaps = 100 * np.array([0.80 - 0.60, 0.71 - 0.70, 0.0])
+    assert cells[0] == "centre"
+    assert cells[9] == f"{gaps.mean():+.1f} ± {gaps.std(ddof=1):.1f} (baseline 1, context_bdw4_x8_g16 2)"
+
+
 def test_boundary_form_tables_pair_against_context_bd_x_without_a_deep_baseline():
     """The sixteenth round's tables: each boundary form (window 4, hidden layer) minus context_bd_x paired by
     seed, over the seeds both have, also where the deep baseline was not run (development seeds)."""
