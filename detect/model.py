@@ -65,7 +65,8 @@ class DetectorConfig:
             max_duration 100; none: native snippets).
         score_gain: front "context": its scores (probabilities in [0, 1]) are multiplied by this before they
             join f, so that a few score channels beside many feature channels are not drowned (README, twentieth
-            round); 1: the scores as they are. Other fronts ignore it.
+            round); 1: the scores as they are (this config's default, so that checkpoints from before the field
+            read as they were trained; ``detect fit`` uses 16, ``FitConfig.score_gain``). Other fronts ignore it.
     """
 
     in_dim: int = 2048
