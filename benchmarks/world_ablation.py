@@ -284,7 +284,8 @@ def main(argv=None) -> int:
     p.add_argument("--select-front", action="store_true", help="fit with --select-front and add its row")
     p.add_argument("--score-gain", type=float, default=DEMO_FIT.score_gain,
                    help="the fit's --score-gain (its context front's scores times this); the same work folders: "
-                   "only the context front's detectors are trained again")
+                   "only the context front's detectors are trained again (folders from before the field existed, "
+                   "twentieth round, retrain every detector once)")
     p.add_argument("--report", nargs="+", default=None, metavar="JSON",
                    help="print the tables of runs saved with --json (no fitting); several files: their seeds together")
     p.add_argument("--remeasure", default=None, metavar="ROOT",
