@@ -334,6 +334,7 @@ def _solve_scale(
     median_filtering: int,
     fused: bool = False,
     sync_every: int = flow_triton.SYNC_EVERY,
+    kernels: flow_triton.Kernels = flow_triton.Kernels(),
 ) -> Tensor:
     """Refine the flow at one pyramid level.
 
@@ -350,7 +351,8 @@ def _solve_scale(
     Pairs that have converged leave the working set (boolean-mask compaction), so a pair's
     result does not depend on the rest of its batch. The dual variables persist across warps.
     ``fused`` runs the iterations as one Triton kernel each (:func:`extract.flow_triton.iterate`,
-    the host looking at the stop flags every ``sync_every`` iterations): the same iterations and
+    the host looking at the stop flags every ``sync_every`` iterations; ``kernels`` picks the
+    iteration kernel and whether the warp is one Triton kernel too): the same iterations and
     stopping rule, results equal up to float rounding.
     """
     N, h, w = i0.shape
@@ -367,6 +369,14 @@ def _solve_scale(
     u = u.clone()
     state = None  # fused path: (N, 6, h, w) = (u, px, py)
     for _ in range(warps):
+        if fused and kernels.warp == "triton":
+            state = torch.cat([u, px_all, py_all], dim=1) if state is None else state
+            state = flow_triton.iterate(
+                flow_triton.linearise(images, i0, u), state, lt=lt, theta=theta, taut=taut,
+                scaled_eps=scaled_eps, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
+                median_filtering=median_filtering, sync_every=sync_every, kernels=kernels)
+            u = state[:, :2]
+            continue
         warped = remap_cubic(images, xs + u[:, 0], ys + u[:, 1], border="constant")
         i1w, ig = warped[:, 0], warped[:, 1:].contiguous()  # ig: warped (Ix, Iy), (N, 2, h, w)
         ix, iy = ig[:, 0], ig[:, 1]
@@ -377,10 +387,11 @@ def _solve_scale(
         neg_inv_grad = (ix * ix + iy * iy).clamp_min_(1e-30).reciprocal_().neg_()
         if fused:
             state = torch.cat([u, px_all, py_all], dim=1) if state is None else state
+            coef = torch.cat([rho_c[:, None], ig, neg_inv_grad[:, None]], dim=1)
             state = flow_triton.iterate(
-                rho_c, ig, neg_inv_grad, state, lt=lt, theta=theta, taut=taut, scaled_eps=scaled_eps,
+                coef, state, lt=lt, theta=theta, taut=taut, scaled_eps=scaled_eps,
                 inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-                median_filtering=median_filtering, sync_every=sync_every)
+                median_filtering=median_filtering, sync_every=sync_every, kernels=kernels)
             u = state[:, :2]
             continue
 
@@ -447,6 +458,7 @@ def tvl1(
     gamma: float = 0.0,
     fused: bool | None = None,
     sync_every: int = flow_triton.SYNC_EVERY,
+    kernels: flow_triton.Kernels = flow_triton.Kernels(),
 ) -> Tensor:
     """Dense TV-L1 optical flow from ``prev`` to ``nxt`` for a batch of frame pairs.
 
@@ -473,6 +485,8 @@ def tvl1(
             PyTorch loop). True on CPU needs ``TRITON_INTERPRET=1`` (slow; for tests).
         sync_every: fused path: iterations between the host's looks at the per-pair stop flags
             (default 16; fewer looks keep the GPU's queue fuller, more stop sooner).
+        kernels: fused path: which Triton kernels run (:class:`extract.flow_triton.Kernels`; the
+            default is the one timed on a GPU, the others give the same flow up to float rounding).
 
     Returns:
         float32 Tensor[N, 2, H, W]: flow in pixels, (x, y), on the inputs' device.
@@ -501,7 +515,7 @@ def tvl1(
         u = _solve_scale(
             pyr0[s], pyr1[s], u, tau=tau, lambd=lambd, theta=theta, warps=warps, epsilon=epsilon,
             inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-            median_filtering=median_filtering, fused=fused, sync_every=sync_every)
+            median_filtering=median_filtering, fused=fused, sync_every=sync_every, kernels=kernels)
         if s > 0:
             u = resize_linear(u, sizes[s - 1]) * (1 / scale_step)
     return u

@@ -13,10 +13,12 @@ the kernels on the CPU, slowly, for tests).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "iterate"]
+__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "Kernels", "iterate", "linearise"]
 
 try:  # optional: only the CUDA fast path needs it (TRITON_INTERPRET=1 runs it on CPU, slowly)
     import triton
@@ -30,6 +32,38 @@ SYNC_EVERY = 16  # default iterations between looks at the device's "still itera
 
 AVAILABLE = triton is not None
 TRITON_VERSION: str | None = getattr(triton, "__version__", None)
+_CUBIC_A = -0.75  # Keys' parameter of OpenCV's INTER_CUBIC (as extract.flow)
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Which kernels the fused path runs (all give the plain loop's flow up to float rounding).
+
+    Attributes:
+        iteration: ``"flat"``: 1-D blocks of 1024 pixels, each program recomputing the primal
+            update at its right and lower neighbours (3 x the loads and arithmetic; timed on an
+            H200, ``benchmarks/flow_notes.md``). ``"tiled"``: 2-D tiles of ``tile`` pixels whose
+            primal update is computed once and shared with the dual step through ``tl.gather``
+            (one halo row and column recomputed); checked under ``TRITON_INTERPRET``, not yet
+            timed on a GPU.
+        warp: ``"torch"``: the bicubic warp and linearisation as PyTorch ops (about 100 small
+            kernels per warp); ``"triton"``: one kernel (:func:`linearise`).
+        tile: (rows, columns) of a ``"tiled"`` program, powers of two; it writes
+            ``(rows - 1) x (columns - 1)`` pixels.
+    """
+
+    iteration: str = "flat"
+    warp: str = "torch"
+    tile: tuple[int, int] = (16, 64)
+
+    def __post_init__(self) -> None:
+        if self.iteration not in ("flat", "tiled"):
+            raise ValueError(f"Kernels.iteration must be 'flat' or 'tiled', got {self.iteration!r}")
+        if self.warp not in ("torch", "triton"):
+            raise ValueError(f"Kernels.warp must be 'torch' or 'triton', got {self.warp!r}")
+        th, tw = self.tile
+        if min(th, tw) < 2 or th & (th - 1) or tw & (tw - 1):
+            raise ValueError(f"Kernels.tile must be two powers of two >= 2, got {self.tile}")
 
 if triton is not None:
 
@@ -147,19 +181,187 @@ if triton is not None:
             med = tl.sum(tl.where((k == 12)[None, :], v, 0.0), axis=1)
             tl.store(dst + plane * hw + pix, med, mask=valid)
 
+    @triton.jit
+    def _tvl1_tile_kernel(
+        s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive_out,
+        h, w, tiles_x, n_tiles, eps, lt, theta, taut,
+        TH: tl.constexpr, TW: tl.constexpr, TILES_P2: tl.constexpr,
+    ):
+        """One TV-L1 iteration for one 2-D tile of one pair (grid: tiles x pairs); the same
+        arguments, state layout and stopping as :func:`_tvl1_iteration_kernel`.
 
-def iterate(rho_c: Tensor, ig: Tensor, neg_inv_grad: Tensor, state: Tensor, *, lt: float, theta: float,
-            taut: float, scaled_eps: float, inner_iterations: int, outer_iterations: int,
-            median_filtering: int, sync_every: int = SYNC_EVERY) -> Tensor:
+        The program computes the primal update once on a (TH, TW) block and hands the new u of the
+        right and lower neighbours to the dual step with ``tl.gather`` (no recomputation), so it
+        writes the (TH - 1, TW - 1) pixels whose neighbours lie in the block; tiles step by
+        (TH - 1, TW - 1).
+        """
+        t = tl.program_id(0)
+        n = tl.program_id(1).to(tl.int64)
+        hw = h * w
+        ks = tl.arange(0, TILES_P2)
+        parts = tl.load(part_in + n * TILES_P2 + ks, mask=ks < n_tiles, other=0.0)
+        tot = tl.sum(parts, axis=0)
+        alive = tot > eps  # eps = -inf on a warp's first iteration
+        if t == 0:
+            tl.store(alive_out + n, alive.to(tl.int32))
+        ty = t // tiles_x
+        r = tl.arange(0, TH)[:, None]  # (TH, 1) row in the block
+        c = tl.arange(0, TW)[None, :]  # (1, TW) column in the block
+        y = ty * (TH - 1) + r
+        x = (t - ty * tiles_x) * (TW - 1) + c
+        inside = (y < h) & (x < w)  # (TH, TW)
+        own = inside & (r < TH - 1) & (c < TW - 1)  # the pixels this program writes
+        off = y * w + x
+        base = n * 6 * hw
+        if alive:
+            sp = s_in + base
+            u0, u1, n0, n1, px0, px1, py0, py1 = _primal(
+                sp, usrc + n * usrc_stride, coef + n * 4 * hw, off, hw, inside, x > 0, y > 0, w, lt, theta)
+            zero = tl.zeros([TH, TW], dtype=tl.int32)
+            right = zero + tl.minimum(c + 1, TW - 1)  # (TH, TW) column of the right neighbour
+            down = zero + tl.minimum(r + 1, TH - 1)  # (TH, TW) row of the lower neighbour
+            has_right = x + 1 < w
+            has_down = y + 1 < h
+            e0 = n0 - u0
+            e1 = n1 - u1
+            err = tl.sum(tl.sum(tl.where(own, e0 * e0 + e1 * e1, 0.0), axis=1), axis=0)
+            tl.store(part_out + n * TILES_P2 + t, err)
+            dx0 = tl.where(has_right, tl.gather(n0, right, 1) - n0, 0.0)
+            dx1 = tl.where(has_right, tl.gather(n1, right, 1) - n1, 0.0)
+            dy0 = tl.where(has_down, tl.gather(n0, down, 0) - n0, 0.0)
+            dy1 = tl.where(has_down, tl.gather(n1, down, 0) - n1, 0.0)
+            g0 = tl.sqrt_rn(dx0 * dx0 + dy0 * dy0) * taut + 1.0
+            g1 = tl.sqrt_rn(dx1 * dx1 + dy1 * dy1) * taut + 1.0
+            op = s_out + base
+            tl.store(op + off, n0, mask=own)
+            tl.store(op + hw + off, n1, mask=own)
+            tl.store(op + 2 * hw + off, tl.fdiv(px0 + taut * dx0, g0, ieee_rounding=True), mask=own)
+            tl.store(op + 3 * hw + off, tl.fdiv(px1 + taut * dx1, g1, ieee_rounding=True), mask=own)
+            tl.store(op + 4 * hw + off, tl.fdiv(py0 + taut * dy0, g0, ieee_rounding=True), mask=own)
+            tl.store(op + 5 * hw + off, tl.fdiv(py1 + taut * dy1, g1, ieee_rounding=True), mask=own)
+        else:
+            if tot >= 0:  # stopped at this iteration: carry the final state into s_out
+                for ch in tl.static_range(6):
+                    v = tl.load(s_in + base + ch * hw + off, mask=own)
+                    tl.store(s_out + base + ch * hw + off, v, mask=own)
+            tl.store(part_out + n * TILES_P2 + t, -1.0)
+
+    @triton.jit
+    def _cubic_weights(t):
+        """Keys' weights (a = -0.75) of the taps at -1, 0, 1, 2 for the fraction ``t``, in the
+        operation order of :func:`extract.flow._cubic_weights`."""
+        t1 = t + 1.0
+        w0 = ((-0.75 * t1 + 3.75) * t1 - 6.0) * t1 + 3.0
+        w1 = (1.25 * t - 2.25) * t * t + 1.0
+        s = 1.0 - t
+        w2 = (1.25 * s - 2.25) * s * s + 1.0
+        w3 = 1.0 - w0 - w1 - w2
+        return w0, w1, w2, w3
+
+    @triton.jit
+    def _cubic_tap(img, rowoff, xj, row_ok, w, hw, wj):
+        """The three planes at column ``xj`` of the row at ``rowoff``, times the weight ``wj``
+        (0 outside the image: BORDER_CONSTANT)."""
+        ok = row_ok & (xj >= 0) & (xj < w)
+        o = rowoff + tl.minimum(tl.maximum(xj, 0), w - 1)
+        v0 = tl.load(img + o, mask=ok, other=0.0)
+        v1 = tl.load(img + hw + o, mask=ok, other=0.0)
+        v2 = tl.load(img + 2 * hw + o, mask=ok, other=0.0)
+        return v0 * wj, v1 * wj, v2 * wj
+
+    @triton.jit
+    def _cubic_row(img, yi, x0, h, w, hw, valid, wx0, wx1, wx2, wx3):
+        """Horizontal cubic interpolation of the three planes on row ``yi`` (0 outside)."""
+        row_ok = valid & (yi >= 0) & (yi < h)
+        rowoff = tl.minimum(tl.maximum(yi, 0), h - 1) * w
+        a0, a1, a2 = _cubic_tap(img, rowoff, x0 - 1, row_ok, w, hw, wx0)
+        b0, b1, b2 = _cubic_tap(img, rowoff, x0, row_ok, w, hw, wx1)
+        a0, a1, a2 = a0 + b0, a1 + b1, a2 + b2
+        b0, b1, b2 = _cubic_tap(img, rowoff, x0 + 1, row_ok, w, hw, wx2)
+        a0, a1, a2 = a0 + b0, a1 + b1, a2 + b2
+        b0, b1, b2 = _cubic_tap(img, rowoff, x0 + 2, row_ok, w, hw, wx3)
+        return a0 + b0, a1 + b1, a2 + b2
+
+    @triton.jit
+    def _linearise_kernel(img, i0, u, coef, h, w, BLOCK: tl.constexpr):
+        """Warp (I1, Ix, Iy) by the flow with OpenCV's cubic remap (constant 0 border) and write
+        the coefficients of the linearised data term (grid: blocks x pairs): ``coef`` is
+        (N, 4, h, w) = (rho_c, warped Ix, warped Iy, -1 / |warped grad|^2)."""
+        t = tl.program_id(0)
+        n = tl.program_id(1).to(tl.int64)
+        hw = h * w
+        pix = t * BLOCK + tl.arange(0, BLOCK)
+        valid = pix < hw
+        y = pix // w
+        x = pix - y * w
+        u0 = tl.load(u + n * 2 * hw + pix, mask=valid, other=0.0)
+        u1 = tl.load(u + n * 2 * hw + hw + pix, mask=valid, other=0.0)
+        mx = x.to(tl.float32) + u0  # source column / row of each pixel
+        my = y.to(tl.float32) + u1
+        fx = tl.floor(mx)
+        fy = tl.floor(my)
+        wx0, wx1, wx2, wx3 = _cubic_weights(mx - fx)
+        wy0, wy1, wy2, wy3 = _cubic_weights(my - fy)
+        # integer base coordinates, kept where index arithmetic cannot overflow
+        x0 = tl.minimum(tl.maximum(fx, -4.0), w + 4.0).to(tl.int32)
+        y0 = tl.minimum(tl.maximum(fy, -4.0), h + 4.0).to(tl.int32)
+        src = img + n * 3 * hw
+        r0, r1, r2 = _cubic_row(src, y0 - 1, x0, h, w, hw, valid, wx0, wx1, wx2, wx3)
+        i1w, ix, iy = r0 * wy0, r1 * wy0, r2 * wy0
+        r0, r1, r2 = _cubic_row(src, y0, x0, h, w, hw, valid, wx0, wx1, wx2, wx3)
+        i1w, ix, iy = i1w + r0 * wy1, ix + r1 * wy1, iy + r2 * wy1
+        r0, r1, r2 = _cubic_row(src, y0 + 1, x0, h, w, hw, valid, wx0, wx1, wx2, wx3)
+        i1w, ix, iy = i1w + r0 * wy2, ix + r1 * wy2, iy + r2 * wy2
+        r0, r1, r2 = _cubic_row(src, y0 + 2, x0, h, w, hw, valid, wx0, wx1, wx2, wx3)
+        i1w, ix, iy = i1w + r0 * wy3, ix + r1 * wy3, iy + r2 * wy3
+        base = tl.load(i0 + n * hw + pix, mask=valid, other=0.0)
+        rho_c = ((i1w - ix * u0) - iy * u1) - base
+        nig = -tl.fdiv(tl.full([BLOCK], 1.0, tl.float32), tl.maximum(ix * ix + iy * iy, 1e-30), ieee_rounding=True)
+        out = coef + n * 4 * hw
+        tl.store(out + pix, rho_c, mask=valid)
+        tl.store(out + hw + pix, ix, mask=valid)
+        tl.store(out + 2 * hw + pix, iy, mask=valid)
+        tl.store(out + 3 * hw + pix, nig, mask=valid)
+
+
+def linearise(images: Tensor, i0: Tensor, u: Tensor) -> Tensor:
+    """One warp's linearisation in one kernel: ``I1``, ``Ix``, ``Iy`` sampled at ``x + u`` by
+    OpenCV's bicubic remap (Keys a = -0.75, constant 0 border), then the coefficients of the
+    data term. Equal to the PyTorch path of :func:`extract.flow._solve_scale`
+    (:func:`extract.flow.remap_cubic` then ``rho_c`` and ``-1 / |grad|^2``) up to float rounding.
+
+    Args:
+        images (float32 Tensor[N, 3, h, w]): I1 and its centred gradient (x, y), unwarped.
+        i0 (float32 Tensor[N, h, w]): the first image.
+        u (float32 Tensor[N, 2, h, w]): the flow to warp by, pixels (x, y).
+
+    Returns:
+        float32 Tensor[N, 4, h, w]: ``rho_c = I1w - Ixw u1 - Iyw u2 - I0``, ``Ixw``, ``Iyw``,
+        ``-1 / max(Ixw^2 + Iyw^2, 1e-30)``.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("the fused TV-L1 warp needs Triton")
+    N, C, h, w = images.shape
+    if C != 3 or tuple(i0.shape) != (N, h, w) or tuple(u.shape) != (N, 2, h, w):
+        raise ValueError(f"expected images (N, 3, h, w), i0 (N, h, w), u (N, 2, h, w); got "
+                         f"{tuple(images.shape)}, {tuple(i0.shape)}, {tuple(u.shape)}")
+    coef = torch.empty(N, 4, h, w, device=images.device, dtype=torch.float32)
+    _linearise_kernel[(triton.cdiv(h * w, _ITER_BLOCK), N)](
+        images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w, BLOCK=_ITER_BLOCK)
+    return coef
+
+
+def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float, scaled_eps: float,
+            inner_iterations: int, outer_iterations: int, median_filtering: int,
+            sync_every: int = SYNC_EVERY, kernels: Kernels = Kernels()) -> Tensor:
     """The iterations of one warp, fused: one kernel launch per iteration, per-pair stopping
     decided on the device, the host looking at the flags only every ``sync_every`` iterations.
     Same iterations and stopping rule as the plain loop of :mod:`extract.flow`.
 
     Args:
-        rho_c (float32 Tensor[N, h, w]): constant part of the linearised data term,
-            ``I1(x + u0) - grad I1 . u0 - I0``.
-        ig (float32 Tensor[N, 2, h, w]): the warped gradient of I1 (x, y).
-        neg_inv_grad (float32 Tensor[N, h, w]): ``-1 / |grad I1|^2``.
+        coef (float32 Tensor[N, 4, h, w]): the linearised data term: ``rho_c``
+            (``I1(x + u0) - grad I1 . u0 - I0``), the warped gradient of I1 (x, y), and
+            ``-1 / |grad I1|^2`` (as :func:`linearise` returns them).
         state (float32 Tensor[N, 6, h, w]): the flow u (2 channels), then the x parts and the y
             parts of its dual variables (2 each), at the start.
         lt, theta, taut: ``lambda * theta``, theta, ``tau / theta``.
@@ -167,6 +369,7 @@ def iterate(rho_c: Tensor, ig: Tensor, neg_inv_grad: Tensor, state: Tensor, *, l
         inner_iterations, outer_iterations: at most ``outer * inner`` iterations; the median
             filter (``median_filtering`` 5, or 1 for none) runs before each block of ``inner``.
         sync_every: iterations between host looks at the stop flags (>= 1).
+        kernels: which iteration kernel runs (:class:`Kernels`; ``warp`` is not used here).
 
     Returns:
         float32 Tensor[N, 6, h, w]: the updated state (a new tensor).
@@ -177,14 +380,30 @@ def iterate(rho_c: Tensor, ig: Tensor, neg_inv_grad: Tensor, state: Tensor, *, l
         raise ValueError(f"sync_every must be >= 1, got {sync_every}")
     N, _, h, w = state.shape
     hw = h * w
-    coef = torch.cat([rho_c[:, None], ig, neg_inv_grad[:, None]], dim=1).contiguous()
-    n_tiles = triton.cdiv(hw, _ITER_BLOCK)
-    tiles_p2 = triton.next_power_of_2(n_tiles)
-    bufs = [state.contiguous(), torch.empty_like(state)]
+    coef = coef.contiguous()
+    if kernels.iteration == "tiled":
+        th, tw = kernels.tile
+        tiles_x = triton.cdiv(w, tw - 1)
+        n_tiles = triton.cdiv(h, th - 1) * tiles_x
+        tiles_p2 = triton.next_power_of_2(n_tiles)
+
+        def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
+            _tvl1_tile_kernel[(n_tiles, N)](
+                s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, tiles_x, n_tiles,
+                eps, lt, theta, taut, TH=th, TW=tw, TILES_P2=tiles_p2)
+    else:
+        n_tiles = triton.cdiv(hw, _ITER_BLOCK)
+        tiles_p2 = triton.next_power_of_2(n_tiles)
+
+        def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
+            _tvl1_iteration_kernel[(n_tiles, N)](
+                s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, n_tiles,
+                eps, lt, theta, taut, BLOCK=_ITER_BLOCK, TILES_P2=tiles_p2)
+
+    bufs = [state.clone(memory_format=torch.contiguous_format), torch.empty_like(state)]  # ``state`` stays as it is
     parts = [torch.zeros(N, tiles_p2, device=state.device) for _ in range(2)]
     alive = torch.ones(N, dtype=torch.int32, device=state.device)
     med = torch.empty(N, 2, h, w, device=state.device) if median_filtering > 1 else None
-    grid = (n_tiles, N)
     cur = 0
     pending = None  # (event, pinned flags) of the previous look, checked one look later
     total = outer_iterations * inner_iterations
@@ -194,10 +413,8 @@ def iterate(rho_c: Tensor, ig: Tensor, neg_inv_grad: Tensor, state: Tensor, *, l
             _median5_kernel[(triton.cdiv(hw, _MEDIAN_BLOCK), 2 * N)](
                 bufs[cur], 6 * hw, med, alive, h, w, BLOCK=_MEDIAN_BLOCK)
             src, src_stride = med, 2 * hw
-        _tvl1_iteration_kernel[grid](
-            bufs[cur], bufs[1 - cur], src, src_stride, coef, parts[(it + 1) % 2], parts[it % 2], alive,
-            h, w, n_tiles, scaled_eps if it else float("-inf"), lt, theta, taut,
-            BLOCK=_ITER_BLOCK, TILES_P2=tiles_p2)
+        launch(bufs[cur], bufs[1 - cur], src, src_stride, parts[(it + 1) % 2], parts[it % 2],
+               scaled_eps if it else float("-inf"))
         cur = 1 - cur
         if (it + 1) % sync_every == 0 and it + 1 < total:
             # alive = the pairs that iterated in the last launch; none -> all have stopped and
