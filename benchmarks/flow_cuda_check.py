@@ -3,9 +3,10 @@ the plain PyTorch loop (CPU and CUDA), throughput per batch size and kernel choi
 each kernel alone, on synthetic frames (no OpenCV / video needed).
 
     PYTHONUNBUFFERED=1 python benchmarks/flow_cuda_check.py [--out DIR] [--batches 32 64 128 256]
-        [--kernels flat/torch flat/triton tiled/triton tiled/triton@32x32]
+        [--kernels flat/torch flat/triton,block=256,num_warps=8 tiled/triton,tile=16x32,num_warps=8]
 
-A kernel choice is ``ITERATION/WARP[@ROWSxCOLS]`` (:class:`extract.flow_triton.Kernels`).
+A kernel choice is ``ITERATION/WARP[,tile=ROWSxCOLS][,block=N][,num_warps=N]``
+(:meth:`extract.flow_triton.Kernels.parse`).
 ``--dry-run`` runs every step on the CPU under Triton's interpreter with tiny frames and few
 iterations (about a minute), to check the script before spending GPU time on it; its figures mean
 nothing.
@@ -75,16 +76,6 @@ def epe(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float().cpu() - b.float().cpu()).norm(dim=1).mean(dim=(1, 2))
 
 
-def parse_kernels(text: str) -> Kernels:
-    """``"tiled/triton@32x32"`` -> Kernels(iteration="tiled", warp="triton", tile=(32, 32))."""
-    names, _, tile = text.partition("@")
-    iteration, _, warp = names.partition("/")
-    if tile:
-        th, tw = map(int, tile.split("x"))
-        return Kernels(iteration=iteration, warp=warp or "torch", tile=(th, tw))
-    return Kernels(iteration=iteration, warp=warp or "torch")
-
-
 def event_ms(fn, repeats: int = 10) -> float:
     """Mean milliseconds of ``fn()`` on the GPU over ``repeats`` calls after one warm-up (CUDA events)."""
     fn()
@@ -123,23 +114,24 @@ def kernel_split(log, dev: torch.device, variants: dict[str, Kernels], n: int, s
 
     log(f"kernel split at {size}x{size}, batch {n} (ms per call):")
     log(f"  warp + linearise, PyTorch ops: {event_ms(torch_warp):8.2f}")
-    log(f"  warp + linearise, Triton:      {event_ms(lambda: flow_triton.linearise(images, i0, u)):8.2f}")
+    for k in {(k.block, k.num_warps): k for k in variants.values()}.values():
+        ms = event_ms(functools.partial(flow_triton.linearise, images, i0, u, k))
+        log(f"  warp + linearise, Triton, block {k.block}, {k.num_warps} warps: {ms:8.2f}")
     coef = flow_triton.linearise(images, i0, u)
     state = torch.zeros(n, 6, size, size, device=dev)
     its = 2 if DRY_RUN else 20
-    seen = set()
+    iteration_kernels = {}  # one entry per distinct iteration kernel
     for k in variants.values():
-        if (k.iteration, k.tile) in seen:
-            continue  # the same iteration kernel
-        seen.add((k.iteration, k.tile))
+        shape = f"tile {k.tile[0]}x{k.tile[1]}" if k.iteration == "tiled" else f"block {k.block}"
+        iteration_kernels[f"{k.iteration}, {shape}, {k.num_warps} warps"] = k
+    for label, k in iteration_kernels.items():
         run = functools.partial(flow_triton.iterate, coef, state, lt=0.045, theta=0.3, taut=0.25 / 0.3,
                                 scaled_eps=-1.0, kernels=k)
         it_ms = event_ms(functools.partial(run, inner_iterations=its, outer_iterations=1, median_filtering=1), 3)
         it_ms /= its
         med_ms = event_ms(functools.partial(run, inner_iterations=1, outer_iterations=its,
                                             median_filtering=1 if DRY_RUN else 5), 3) / its - it_ms
-        tile = f" {k.tile[0]}x{k.tile[1]}" if k.iteration == "tiled" else ""
-        log(f"  one iteration, {k.iteration}{tile}: {it_ms:8.3f}   one median (by difference): {med_ms:8.3f}")
+        log(f"  one iteration, {label}: {it_ms:8.3f}   one median (by difference): {med_ms:8.3f}")
 
 
 def timed(fn, repeats: int, *args, **kwargs) -> tuple[float, torch.Tensor]:
@@ -164,9 +156,10 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=130, help="skip remaining timings after this")
     ap.add_argument("--dry-run", action="store_true", help="CPU, Triton interpreter, tiny frames: check the script")
     ap.add_argument("--kernels", nargs="+", default=["flat/torch", "flat/triton", "tiled/triton"],
-                    help="fused kernel choices ITERATION/WARP[@ROWSxCOLS]; the first is the reference for speed")
+                    help="fused kernel choices ITERATION/WARP[,tile=RxC][,block=N][,num_warps=N] "
+                         "(the first is the reference)")
     args = ap.parse_args()
-    variants = {name: parse_kernels(name) for name in args.kernels}
+    variants = {name: Kernels.parse(name) for name in args.kernels}
     t_start = time.perf_counter()
     log_f = open(Path(args.out) / "flow_cuda_check.log", "w") if args.out else None
 

@@ -372,7 +372,7 @@ def _solve_scale(
         if fused and kernels.warp == "triton":
             state = torch.cat([u, px_all, py_all], dim=1) if state is None else state
             state = flow_triton.iterate(
-                flow_triton.linearise(images, i0, u), state, lt=lt, theta=theta, taut=taut,
+                flow_triton.linearise(images, i0, u, kernels), state, lt=lt, theta=theta, taut=taut,
                 scaled_eps=scaled_eps, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
                 median_filtering=median_filtering, sync_every=sync_every, kernels=kernels)
             u = state[:, :2]

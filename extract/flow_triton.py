@@ -26,7 +26,6 @@ try:  # optional: only the CUDA fast path needs it (TRITON_INTERPRET=1 runs it o
 except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
-_ITER_BLOCK = 1024  # pixels per program of the iteration kernel
 _MEDIAN_BLOCK = 64  # pixels per program of the median kernel (x 32 window slots)
 SYNC_EVERY = 16  # default iterations between looks at the device's "still iterating" flags
 
@@ -40,7 +39,7 @@ class Kernels:
     """Which kernels the fused path runs (all give the plain loop's flow up to float rounding).
 
     Attributes:
-        iteration: ``"flat"``: 1-D blocks of 1024 pixels, each program recomputing the primal
+        iteration: ``"flat"``: 1-D blocks of ``block`` pixels, each program recomputing the primal
             update at its right and lower neighbours (3 x the loads and arithmetic; timed on an
             H200, ``benchmarks/flow_notes.md``). ``"tiled"``: 2-D tiles of ``tile`` pixels whose
             primal update is computed once and shared with the dual step through ``tl.gather``
@@ -50,11 +49,19 @@ class Kernels:
             kernels per warp); ``"triton"``: one kernel (:func:`linearise`).
         tile: (rows, columns) of a ``"tiled"`` program, powers of two; it writes
             ``(rows - 1) x (columns - 1)`` pixels.
+        block: pixels per program of the ``"flat"`` iteration kernel and of the warp kernel (a
+            power of two).
+        num_warps: warps (32 threads) per program of the iteration and warp kernels. Pixels per
+            thread (``block`` or the tile's size over ``32 num_warps``) set the registers a
+            thread needs: compiled for sm_90, the flat kernel at 1024 pixels and 4 warps takes
+            255 registers and spills, at 256 and 8 warps 64 (``benchmarks/flow_kernel_resources.py``).
     """
 
     iteration: str = "flat"
     warp: str = "torch"
     tile: tuple[int, int] = (16, 64)
+    block: int = 1024
+    num_warps: int = 4
 
     def __post_init__(self) -> None:
         if self.iteration not in ("flat", "tiled"):
@@ -64,6 +71,36 @@ class Kernels:
         th, tw = self.tile
         if min(th, tw) < 2 or th & (th - 1) or tw & (tw - 1):
             raise ValueError(f"Kernels.tile must be two powers of two >= 2, got {self.tile}")
+        if self.block < 16 or self.block & (self.block - 1):
+            raise ValueError(f"Kernels.block must be a power of two >= 16, got {self.block}")
+        if self.num_warps not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"Kernels.num_warps must be a power of two from 1 to 32, got {self.num_warps}")
+
+    @classmethod
+    def parse(cls, text: str) -> Kernels:
+        """The record from its text form ``ITERATION/WARP[,tile=ROWSxCOLS][,block=N][,num_warps=N]``
+        (omitted fields keep their defaults), e.g. ``"tiled/triton,tile=16x32,num_warps=8"``."""
+        head, *options = text.split(",")
+        iteration, _, warp = head.partition("/")
+        fields: dict = {"iteration": iteration, "warp": warp or "torch"}
+        for option in options:
+            key, _, value = option.partition("=")
+            try:
+                if key == "tile":
+                    rows, cols = value.split("x")
+                    fields["tile"] = (int(rows), int(cols))
+                elif key in ("block", "num_warps"):
+                    fields[key] = int(value)
+                else:
+                    raise ValueError(f"unknown option {key!r} (tile, block, num_warps)")
+            except ValueError as exc:
+                raise ValueError(f"Kernels.parse({text!r}): {exc}") from None
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        """The text form :meth:`parse` reads, with every field."""
+        return (f"{self.iteration}/{self.warp},tile={self.tile[0]}x{self.tile[1]},block={self.block},"
+                f"num_warps={self.num_warps}")
 
 if triton is not None:
 
@@ -324,7 +361,7 @@ if triton is not None:
         tl.store(out + 3 * hw + pix, nig, mask=valid)
 
 
-def linearise(images: Tensor, i0: Tensor, u: Tensor) -> Tensor:
+def linearise(images: Tensor, i0: Tensor, u: Tensor, kernels: Kernels = Kernels()) -> Tensor:
     """One warp's linearisation in one kernel: ``I1``, ``Ix``, ``Iy`` sampled at ``x + u`` by
     OpenCV's bicubic remap (Keys a = -0.75, constant 0 border), then the coefficients of the
     data term. Equal to the PyTorch path of :func:`extract.flow._solve_scale`
@@ -334,6 +371,7 @@ def linearise(images: Tensor, i0: Tensor, u: Tensor) -> Tensor:
         images (float32 Tensor[N, 3, h, w]): I1 and its centred gradient (x, y), unwarped.
         i0 (float32 Tensor[N, h, w]): the first image.
         u (float32 Tensor[N, 2, h, w]): the flow to warp by, pixels (x, y).
+        kernels: its ``block`` and ``num_warps`` size the programs.
 
     Returns:
         float32 Tensor[N, 4, h, w]: ``rho_c = I1w - Ixw u1 - Iyw u2 - I0``, ``Ixw``, ``Iyw``,
@@ -346,8 +384,9 @@ def linearise(images: Tensor, i0: Tensor, u: Tensor) -> Tensor:
         raise ValueError(f"expected images (N, 3, h, w), i0 (N, h, w), u (N, 2, h, w); got "
                          f"{tuple(images.shape)}, {tuple(i0.shape)}, {tuple(u.shape)}")
     coef = torch.empty(N, 4, h, w, device=images.device, dtype=torch.float32)
-    _linearise_kernel[(triton.cdiv(h * w, _ITER_BLOCK), N)](
-        images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w, BLOCK=_ITER_BLOCK)
+    _linearise_kernel[(triton.cdiv(h * w, kernels.block), N)](
+        images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w, BLOCK=kernels.block,
+        num_warps=kernels.num_warps)
     return coef
 
 
@@ -369,7 +408,8 @@ def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float
         inner_iterations, outer_iterations: at most ``outer * inner`` iterations; the median
             filter (``median_filtering`` 5, or 1 for none) runs before each block of ``inner``.
         sync_every: iterations between host looks at the stop flags (>= 1).
-        kernels: which iteration kernel runs (:class:`Kernels`; ``warp`` is not used here).
+        kernels: which iteration kernel runs and its program size (:class:`Kernels`; ``warp`` is
+            not used here).
 
     Returns:
         float32 Tensor[N, 6, h, w]: the updated state (a new tensor).
@@ -390,15 +430,15 @@ def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float
         def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
             _tvl1_tile_kernel[(n_tiles, N)](
                 s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, tiles_x, n_tiles,
-                eps, lt, theta, taut, TH=th, TW=tw, TILES_P2=tiles_p2)
+                eps, lt, theta, taut, TH=th, TW=tw, TILES_P2=tiles_p2, num_warps=kernels.num_warps)
     else:
-        n_tiles = triton.cdiv(hw, _ITER_BLOCK)
+        n_tiles = triton.cdiv(hw, kernels.block)
         tiles_p2 = triton.next_power_of_2(n_tiles)
 
         def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
             _tvl1_iteration_kernel[(n_tiles, N)](
                 s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, n_tiles,
-                eps, lt, theta, taut, BLOCK=_ITER_BLOCK, TILES_P2=tiles_p2)
+                eps, lt, theta, taut, BLOCK=kernels.block, TILES_P2=tiles_p2, num_warps=kernels.num_warps)
 
     bufs = [state.clone(memory_format=torch.contiguous_format), torch.empty_like(state)]  # ``state`` stays as it is
     parts = [torch.zeros(N, tiles_p2, device=state.device) for _ in range(2)]

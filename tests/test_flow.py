@@ -240,15 +240,21 @@ def test_tvl1_cuda_matches_cpu():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_tvl1_cuda_fused_matches_plain_loop():
+@pytest.mark.parametrize("kernels", [  # the default, then the choices benchmarks/gpu_check.sh times
+    "flat/torch", "flat/torch,block=256,num_warps=8", "flat/triton,block=256,num_warps=8",
+    "tiled/triton,tile=16x32,block=256,num_warps=8", "tiled/triton,tile=8x32,block=256"])
+def test_tvl1_cuda_fused_matches_plain_loop(kernels):
     """The fused Triton iterations (default on CUDA) give the plain loop's flow to float rounding,
     and a batch equals its pairs run alone (per-pair stopping kept on the device)."""
     pytest.importorskip("triton")
+    from extract.flow_triton import Kernels
+
+    kw = dict(fused=True, kernels=Kernels.parse(kernels))
     g = torch.Generator().manual_seed(1)
     base = torch.nn.functional.avg_pool2d(torch.rand(3, 1, 68, 84, generator=g) * 255, 5, 1, 2)[:, 0]
     prev, nxt = base[:, 2:-2, :-4].cuda(), base[:, :-4, 3:-1].cuda()
-    fused = tvl1(prev, nxt, fused=True)
+    fused = tvl1(prev, nxt, **kw)
     plain = tvl1(prev, nxt, fused=False)
     assert (fused - plain).norm(dim=1).mean() < 1e-3
-    single = torch.cat([tvl1(prev[k:k + 1], nxt[k:k + 1], fused=True) for k in range(3)])
+    single = torch.cat([tvl1(prev[k:k + 1], nxt[k:k + 1], **kw) for k in range(3)])
     torch.testing.assert_close(single, fused, atol=1e-4, rtol=0)

@@ -47,6 +47,8 @@ CHILD = textwrap.dedent(
     ref = torch.cat([rho_c[:, None], warped[:, 1:], nig[:, None]], dim=1)
     got = ft.linearise(images, i0, u)
     out["linearise_max_abs"] = (got - ref).abs().max().item()
+    small = ft.linearise(images, i0, u, ft.Kernels(block=64, num_warps=2))
+    out["linearise_block_64"] = (small - got).abs().max().item()
     out["linearise_rel"] = ((got - ref).abs() / ref.abs().clamp_min(1.0)).max().item()
     out["linearise_border_zero"] = bool((got[0, 1:3, :3] == 0).all())
 
@@ -67,6 +69,8 @@ CHILD = textwrap.dedent(
     flat = ft.iterate(coef, state, kernels=ft.Kernels(), **kw)
     out["state_unchanged"] = bool(torch.equal(state, before))
     out["tiled"] = {}
+    small = ft.iterate(coef, state, kernels=ft.Kernels(block=64, num_warps=8), **kw)
+    out["flat_block_64"] = (small - flat).abs().max().item()
     for tile in [(2, 32), (32, 2), (4, 8), (16, 64)]:
         tiled = ft.iterate(coef, state, kernels=ft.Kernels(iteration="tiled", tile=tile), **kw)
         out["tiled"][str(tile)] = (tiled - flat).abs().max().item()
@@ -109,6 +113,7 @@ def test_triton_linearise_equals_remap_and_formulas(measured):
     assert measured["linearise_max_abs"] <= 1e-4
     assert measured["linearise_rel"] <= 1e-6
     assert measured["linearise_border_zero"]
+    assert measured["linearise_block_64"] == 0.0  # the program size changes nothing
 
 
 def test_tiled_iterations_equal_flat_kernel(measured):
@@ -120,6 +125,7 @@ def test_tiled_iterations_equal_flat_kernel(measured):
     for tile, diff in measured["tiled"].items():
         assert diff <= 1e-5, (tile, diff)
     assert measured["tiled_alone"] <= 1e-5
+    assert measured["flat_block_64"] <= 1e-5  # 5 programs a pair instead of 1: same state
 
 
 def test_fused_kernel_choices_equal_plain_loop(measured):
@@ -133,6 +139,23 @@ def test_kernels_record_validates():
     from extract.flow_triton import Kernels
 
     assert Kernels() == Kernels(iteration="flat", warp="torch", tile=(16, 64))
-    for bad in (dict(iteration="tile"), dict(warp="cuda"), dict(tile=(12, 64)), dict(tile=(1, 64))):
+    for bad in (dict(iteration="tile"), dict(warp="cuda"), dict(tile=(12, 64)), dict(tile=(1, 64)),
+                dict(block=1000), dict(block=8), dict(num_warps=3)):
         with pytest.raises(ValueError, match="Kernels"):
             Kernels(**bad)
+
+
+def test_kernels_text_form_round_trips():
+    """The benchmarks' --kernels text: parse(str(k)) == k, omitted fields keep the defaults, and a
+    malformed text is one clear error."""
+    from extract.flow_triton import Kernels
+
+    for k in (Kernels(), Kernels(iteration="tiled", warp="triton", tile=(8, 32), num_warps=8),
+              Kernels(block=256, num_warps=8)):
+        assert Kernels.parse(str(k)) == k
+    assert Kernels.parse("flat") == Kernels()
+    assert Kernels.parse("tiled/triton,tile=16x32,num_warps=8") == Kernels(
+        iteration="tiled", warp="triton", tile=(16, 32), num_warps=8)
+    for bad in ("flat/torch,tiles=8x8", "tiled/triton,tile=16", "flat/torch,block=big", "flat/cuda"):
+        with pytest.raises(ValueError, match="Kernels"):
+            Kernels.parse(bad)

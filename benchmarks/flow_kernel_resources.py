@@ -1,0 +1,125 @@
+"""Registers, spills and resident warps of the fused TV-L1 kernels, compiled ahead of time for a GPU
+that is not here: Triton compiles for the target (``--arch``, default sm_90 = H100/H200) and the
+``ptxas`` and ``cuobjdump`` that ship in its wheel report each kernel's resources. No GPU needed.
+
+    python benchmarks/flow_kernel_resources.py [--arch 90] [--kernels flat/torch flat/triton,block=256,num_warps=8 ...]
+
+A kernel choice is written ``ITERATION/WARP[,tile=ROWSxCOLS][,block=N][,num_warps=N]``
+(:meth:`extract.flow_triton.Kernels.parse`).
+
+Resident warps per SM (of 64 on sm_80 to sm_90) come from the registers alone, rounded as the
+hardware allocates them (8 per thread, 32 threads a warp, 65536 per SM, at most 32 programs per
+SM); shared memory is small for all these kernels. Few resident warps leave a memory-bound stencil
+little to hide its latency with; spilled registers (``stack`` bytes) go to local memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from extract import flow_triton as ft  # noqa: E402
+
+INTS = {"h", "w", "n_tiles", "tiles_x", "usrc_stride", "src_stride"}
+FLOATS = {"eps", "lt", "theta", "taut"}
+INT_POINTERS = {"alive", "alive_out"}
+DEFAULT_CHOICES = [
+    "flat/torch",
+    "flat/torch,block=512,num_warps=8",
+    "flat/torch,block=256,num_warps=8",
+    "flat/triton,block=256,num_warps=8",
+    "tiled/triton",
+    "tiled/triton,tile=16x64,num_warps=8",
+    "tiled/triton,tile=16x32,num_warps=8",
+    "tiled/triton,tile=8x32,num_warps=4",
+]
+
+
+def signature(kernel) -> dict[str, str]:
+    """Triton types of a kernel's parameters, in order (upper-case names are compile-time constants)."""
+    out = {}
+    for name in inspect.signature(kernel.fn).parameters:
+        if name.isupper():
+            out[name] = "constexpr"
+        elif name in INTS:
+            out[name] = "i32"
+        elif name in FLOATS:
+            out[name] = "fp32"
+        else:
+            out[name] = "*i32" if name in INT_POINTERS else "*fp32"
+    return out
+
+
+def resources(kernel, constexprs: dict, num_warps: int, arch: int) -> dict:
+    """Compile ``kernel`` for sm_``arch`` and read its resource usage from the cubin."""
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature(kernel), constexprs=constexprs),
+                              target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernel.cubin")
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        text = subprocess.run([str(tool), "--dump-resource-usage", cubin], capture_output=True, text=True,
+                              check=True).stdout
+    line = next(s for s in text.splitlines() if "REG:" in s)
+    usage = dict(item.split(":", 1) for item in line.split() if ":" in item)
+    regs = int(usage["REG"])
+    warps_by_regs = 65536 // (-(-regs // 8) * 8 * 32)
+    programs = min(warps_by_regs // num_warps, 32)
+    return {"regs": regs, "stack": int(usage["STACK"]), "shared": int(usage["SHARED"]),
+            "warps_per_sm": min(programs * num_warps, 64)}
+
+
+def kernels_of(k: ft.Kernels, size: tuple[int, int]) -> list[tuple[str, object, dict, int]]:
+    """(label, kernel, compile-time constants, warps) of each Triton kernel a choice runs at ``size``."""
+    h, w = size
+    if k.iteration == "tiled":
+        th, tw = k.tile
+        tiles = triton.cdiv(h, th - 1) * triton.cdiv(w, tw - 1)
+        out = [(f"iteration tiled {th}x{tw}", ft._tvl1_tile_kernel,
+                {"TH": th, "TW": tw, "TILES_P2": triton.next_power_of_2(tiles)}, k.num_warps)]
+    else:
+        tiles = triton.cdiv(h * w, k.block)
+        out = [(f"iteration flat {k.block}", ft._tvl1_iteration_kernel,
+                {"BLOCK": k.block, "TILES_P2": triton.next_power_of_2(tiles)}, k.num_warps)]
+    if k.warp == "triton":
+        out.append((f"warp {k.block}", ft._linearise_kernel, {"BLOCK": k.block}, k.num_warps))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (80 A100, 90 H100/H200)")
+    ap.add_argument("--size", default="224x224", help="frame size WxH (sets the partial-sum array)")
+    ap.add_argument("--kernels", nargs="+", default=DEFAULT_CHOICES)
+    args = ap.parse_args()
+    w, h = map(int, args.size.split("x"))
+    print(f"Triton {triton.__version__}, sm_{args.arch}, {w}x{h}")
+    print(f"{'kernel':<28} {'warps':>5} {'regs':>5} {'stack B':>7} {'shared B':>8} {'resident warps/SM':>18}")
+    seen = set()
+    rows = [("median 5x5 (64 px)", ft._median5_kernel, {"BLOCK": 64}, 4)]
+    for text in args.kernels:
+        rows += kernels_of(ft.Kernels.parse(text), (h, w))
+    for label, kernel, constexprs, num_warps in rows:
+        key = (label, num_warps)
+        if key in seen:
+            continue
+        seen.add(key)
+        r = resources(kernel, constexprs, num_warps, args.arch)
+        print(f"{label:<28} {num_warps:>5} {r['regs']:>5} {r['stack']:>7} {r['shared']:>8} {r['warps_per_sm']:>18}")
+
+
+if __name__ == "__main__":
+    main()
