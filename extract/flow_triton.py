@@ -131,6 +131,42 @@ if triton is not None:
         return u0, u1, n0, n1, px0, px1, py0, py1
 
     @triton.jit
+    def _pair_alive(part_in, alive_out, t, n, n_tiles, eps, TILES_P2: tl.constexpr):
+        """Whether pair ``n`` iterates now: the sum of its previous iteration's per-tile partial
+        sums of the squared change is above ``eps`` (-inf on a warp's first iteration); tile 0
+        records it in ``alive_out``. Also returns that sum (negative once the pair has stopped)."""
+        ks = tl.arange(0, TILES_P2)
+        parts = tl.load(part_in + n * TILES_P2 + ks, mask=ks < n_tiles, other=0.0)
+        tot = tl.sum(parts, axis=0)
+        alive = tot > eps
+        if t == 0:
+            tl.store(alive_out + n, alive.to(tl.int32))
+        return alive, tot
+
+    @triton.jit
+    def _dual_store(op, off, hw, mask, n0, n1, dx0, dx1, dy0, dy1, px0, px1, py0, py1, taut):
+        """Write the new u and the dual step ``p = (p + taut grad u) / (1 + taut |grad u|)`` at
+        ``off`` of the state ``op`` (channels u1, u2, p x parts, p y parts)."""
+        g0 = tl.sqrt_rn(dx0 * dx0 + dy0 * dy0) * taut + 1.0
+        g1 = tl.sqrt_rn(dx1 * dx1 + dy1 * dy1) * taut + 1.0
+        tl.store(op + off, n0, mask=mask)
+        tl.store(op + hw + off, n1, mask=mask)
+        tl.store(op + 2 * hw + off, tl.fdiv(px0 + taut * dx0, g0, ieee_rounding=True), mask=mask)
+        tl.store(op + 3 * hw + off, tl.fdiv(px1 + taut * dx1, g1, ieee_rounding=True), mask=mask)
+        tl.store(op + 4 * hw + off, tl.fdiv(py0 + taut * dy0, g0, ieee_rounding=True), mask=mask)
+        tl.store(op + 5 * hw + off, tl.fdiv(py1 + taut * dy1, g1, ieee_rounding=True), mask=mask)
+
+    @triton.jit
+    def _stopped(s_in, s_out, part_out, base, off, hw, mask, tot, slot):
+        """A pair that does not iterate: in the launch where it stops (its sum is still >= 0) it
+        carries its final state into ``s_out``; every launch marks its partial sum with -1."""
+        if tot >= 0:
+            for ch in tl.static_range(6):
+                v = tl.load(s_in + base + ch * hw + off, mask=mask)
+                tl.store(s_out + base + ch * hw + off, v, mask=mask)
+        tl.store(part_out + slot, -1.0)
+
+    @triton.jit
     def _tvl1_iteration_kernel(
         s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive_out,
         h, w, n_tiles, eps, lt, theta, taut,
@@ -147,12 +183,7 @@ if triton is not None:
         t = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
         hw = h * w
-        ks = tl.arange(0, TILES_P2)
-        parts = tl.load(part_in + n * TILES_P2 + ks, mask=ks < n_tiles, other=0.0)
-        tot = tl.sum(parts, axis=0)
-        alive = tot > eps  # eps = -inf on a warp's first iteration
-        if t == 0:
-            tl.store(alive_out + n, alive.to(tl.int32))
+        alive, tot = _pair_alive(part_in, alive_out, t, n, n_tiles, eps, TILES_P2)
         pix = t * BLOCK + tl.arange(0, BLOCK)
         valid = pix < hw
         base = n * 6 * hw
@@ -177,21 +208,9 @@ if triton is not None:
             dx1 = tl.where(has_right, r1 - n1, 0.0)
             dy0 = tl.where(has_down, d0 - n0, 0.0)
             dy1 = tl.where(has_down, d1 - n1, 0.0)
-            g0 = tl.sqrt_rn(dx0 * dx0 + dy0 * dy0) * taut + 1.0
-            g1 = tl.sqrt_rn(dx1 * dx1 + dy1 * dy1) * taut + 1.0
-            op = s_out + base
-            tl.store(op + pix, n0, mask=valid)
-            tl.store(op + hw + pix, n1, mask=valid)
-            tl.store(op + 2 * hw + pix, tl.fdiv(px0 + taut * dx0, g0, ieee_rounding=True), mask=valid)
-            tl.store(op + 3 * hw + pix, tl.fdiv(px1 + taut * dx1, g1, ieee_rounding=True), mask=valid)
-            tl.store(op + 4 * hw + pix, tl.fdiv(py0 + taut * dy0, g0, ieee_rounding=True), mask=valid)
-            tl.store(op + 5 * hw + pix, tl.fdiv(py1 + taut * dy1, g1, ieee_rounding=True), mask=valid)
+            _dual_store(s_out + base, pix, hw, valid, n0, n1, dx0, dx1, dy0, dy1, px0, px1, py0, py1, taut)
         else:
-            if tot >= 0:  # stopped at this iteration: carry the final state into s_out
-                for c in tl.static_range(6):
-                    v = tl.load(s_in + base + c * hw + pix, mask=valid)
-                    tl.store(s_out + base + c * hw + pix, v, mask=valid)
-            tl.store(part_out + n * TILES_P2 + t, -1.0)
+            _stopped(s_in, s_out, part_out, base, pix, hw, valid, tot, n * TILES_P2 + t)
 
     @triton.jit
     def _median5_kernel(src, src_stride, dst, alive, h, w, BLOCK: tl.constexpr):
@@ -235,12 +254,7 @@ if triton is not None:
         t = tl.program_id(0)
         n = tl.program_id(1).to(tl.int64)
         hw = h * w
-        ks = tl.arange(0, TILES_P2)
-        parts = tl.load(part_in + n * TILES_P2 + ks, mask=ks < n_tiles, other=0.0)
-        tot = tl.sum(parts, axis=0)
-        alive = tot > eps  # eps = -inf on a warp's first iteration
-        if t == 0:
-            tl.store(alive_out + n, alive.to(tl.int32))
+        alive, tot = _pair_alive(part_in, alive_out, t, n, n_tiles, eps, TILES_P2)
         ty = t // tiles_x
         r = tl.arange(0, TH)[:, None]  # (TH, 1) row in the block
         c = tl.arange(0, TW)[None, :]  # (1, TW) column in the block
@@ -267,21 +281,9 @@ if triton is not None:
             dx1 = tl.where(has_right, tl.gather(n1, right, 1) - n1, 0.0)
             dy0 = tl.where(has_down, tl.gather(n0, down, 0) - n0, 0.0)
             dy1 = tl.where(has_down, tl.gather(n1, down, 0) - n1, 0.0)
-            g0 = tl.sqrt_rn(dx0 * dx0 + dy0 * dy0) * taut + 1.0
-            g1 = tl.sqrt_rn(dx1 * dx1 + dy1 * dy1) * taut + 1.0
-            op = s_out + base
-            tl.store(op + off, n0, mask=own)
-            tl.store(op + hw + off, n1, mask=own)
-            tl.store(op + 2 * hw + off, tl.fdiv(px0 + taut * dx0, g0, ieee_rounding=True), mask=own)
-            tl.store(op + 3 * hw + off, tl.fdiv(px1 + taut * dx1, g1, ieee_rounding=True), mask=own)
-            tl.store(op + 4 * hw + off, tl.fdiv(py0 + taut * dy0, g0, ieee_rounding=True), mask=own)
-            tl.store(op + 5 * hw + off, tl.fdiv(py1 + taut * dy1, g1, ieee_rounding=True), mask=own)
+            _dual_store(s_out + base, off, hw, own, n0, n1, dx0, dx1, dy0, dy1, px0, px1, py0, py1, taut)
         else:
-            if tot >= 0:  # stopped at this iteration: carry the final state into s_out
-                for ch in tl.static_range(6):
-                    v = tl.load(s_in + base + ch * hw + off, mask=own)
-                    tl.store(s_out + base + ch * hw + off, v, mask=own)
-            tl.store(part_out + n * TILES_P2 + t, -1.0)
+            _stopped(s_in, s_out, part_out, base, off, hw, own, tot, n * TILES_P2 + t)
 
     @triton.jit
     def _cubic_weights(t):
