@@ -82,21 +82,10 @@ def resources(kernel, constexprs: dict, num_warps: int, arch: int) -> dict:
             "warps_per_sm": min(programs * num_warps, 64)}
 
 
-def kernels_of(k: ft.Kernels, size: tuple[int, int]) -> list[tuple[str, object, dict, int]]:
-    """(label, kernel, compile-time constants, warps) of each Triton kernel a choice runs at ``size``."""
-    h, w = size
-    if k.iteration == "tiled":
-        th, tw = k.tile
-        tiles = triton.cdiv(h, th - 1) * triton.cdiv(w, tw - 1)
-        out = [(f"iteration tiled {th}x{tw}", ft._tvl1_tile_kernel,
-                {"TH": th, "TW": tw, "TILES_P2": triton.next_power_of_2(tiles)}, k.num_warps)]
-    else:
-        tiles = triton.cdiv(h * w, k.block)
-        out = [(f"iteration flat {k.block}", ft._tvl1_iteration_kernel,
-                {"BLOCK": k.block, "TILES_P2": triton.next_power_of_2(tiles)}, k.num_warps)]
-    if k.warp == "triton":
-        out.append((f"warp {k.block}", ft._linearise_kernel, {"BLOCK": k.block}, k.num_warps))
-    return out
+def label(name: str, k: ft.Kernels) -> str:
+    if name == "iteration":
+        return f"iteration tiled {k.tile[0]}x{k.tile[1]}" if k.iteration == "tiled" else f"iteration flat {k.block}"
+    return "median 5x5 (64 px)" if name == "median" else f"warp {k.block}"
 
 
 def main() -> None:
@@ -108,17 +97,14 @@ def main() -> None:
     w, h = map(int, args.size.split("x"))
     print(f"Triton {triton.__version__}, sm_{args.arch}, {w}x{h}")
     print(f"{'kernel':<28} {'warps':>5} {'regs':>5} {'stack B':>7} {'shared B':>8} {'resident warps/SM':>18}")
-    seen = set()
-    rows = [("median 5x5 (64 px)", ft._median5_kernel, {"BLOCK": 64}, 4)]
+    rows = {}  # (label, warps) -> launch, each distinct kernel once
     for text in args.kernels:
-        rows += kernels_of(ft.Kernels.parse(text), (h, w))
-    for label, kernel, constexprs, num_warps in rows:
-        key = (label, num_warps)
-        if key in seen:
-            continue
-        seen.add(key)
-        r = resources(kernel, constexprs, num_warps, args.arch)
-        print(f"{label:<28} {num_warps:>5} {r['regs']:>5} {r['stack']:>7} {r['shared']:>8} {r['warps_per_sm']:>18}")
+        k = ft.Kernels.parse(text)
+        for name, launch in ft.plan(k, h, w, 1).items():
+            rows.setdefault((label(name, k), launch.num_warps), launch)
+    for (name, num_warps), launch in sorted(rows.items(), key=lambda item: item[0][0].startswith("median")):
+        r = resources(launch.kernel, launch.constexprs, num_warps, args.arch)
+        print(f"{name:<28} {num_warps:>5} {r['regs']:>5} {r['stack']:>7} {r['shared']:>8} {r['warps_per_sm']:>18}")
 
 
 if __name__ == "__main__":

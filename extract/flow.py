@@ -370,24 +370,20 @@ def _solve_scale(
     state = None  # fused path: (N, 6, h, w) = (u, px, py)
     for _ in range(warps):
         if fused and kernels.warp == "triton":
-            state = torch.cat([u, px_all, py_all], dim=1) if state is None else state
-            state = flow_triton.iterate(
-                flow_triton.linearise(images, i0, u, kernels), state, lt=lt, theta=theta, taut=taut,
-                scaled_eps=scaled_eps, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-                median_filtering=median_filtering, sync_every=sync_every, kernels=kernels)
-            u = state[:, :2]
-            continue
-        warped = remap_cubic(images, xs + u[:, 0], ys + u[:, 1], border="constant")
-        i1w, ig = warped[:, 0], warped[:, 1:].contiguous()  # ig: warped (Ix, Iy), (N, 2, h, w)
-        ix, iy = ig[:, 0], ig[:, 1]
-        rho_c = i1w - ix * u[:, 0] - iy * u[:, 1] - i0
-        # -1 / |grad I1|^2. OpenCV takes a zero step where |grad I1|^2 <= FLT_EPSILON and
-        # |rho| <= lt |grad I1|^2; here that step is clamp(-rho / |grad I1|^2), which moves the
-        # flow by at most lt * sqrt(FLT_EPSILON) ~ 2e-5 px there.
-        neg_inv_grad = (ix * ix + iy * iy).clamp_min_(1e-30).reciprocal_().neg_()
+            coef = flow_triton.linearise(images, i0, u, kernels)  # the warp and formulas below, one kernel
+        else:
+            warped = remap_cubic(images, xs + u[:, 0], ys + u[:, 1], border="constant")
+            i1w, ig = warped[:, 0], warped[:, 1:].contiguous()  # ig: warped (Ix, Iy), (N, 2, h, w)
+            ix, iy = ig[:, 0], ig[:, 1]
+            rho_c = i1w - ix * u[:, 0] - iy * u[:, 1] - i0
+            # -1 / |grad I1|^2. OpenCV takes a zero step where |grad I1|^2 <= FLT_EPSILON and
+            # |rho| <= lt |grad I1|^2; here that step is clamp(-rho / |grad I1|^2), which moves the
+            # flow by at most lt * sqrt(FLT_EPSILON) ~ 2e-5 px there.
+            neg_inv_grad = (ix * ix + iy * iy).clamp_min_(1e-30).reciprocal_().neg_()
+            if fused:
+                coef = torch.cat([rho_c[:, None], ig, neg_inv_grad[:, None]], dim=1)
         if fused:
             state = torch.cat([u, px_all, py_all], dim=1) if state is None else state
-            coef = torch.cat([rho_c[:, None], ig, neg_inv_grad[:, None]], dim=1)
             state = flow_triton.iterate(
                 coef, state, lt=lt, theta=theta, taut=taut, scaled_eps=scaled_eps,
                 inner_iterations=inner_iterations, outer_iterations=outer_iterations,

@@ -13,12 +13,12 @@ the kernels on the CPU, slowly, for tests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
-__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "Kernels", "iterate", "linearise"]
+__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "Kernels", "Launch", "plan", "iterate", "linearise"]
 
 try:  # optional: only the CUDA fast path needs it (TRITON_INTERPRET=1 runs it on CPU, slowly)
     import triton
@@ -363,6 +363,48 @@ if triton is not None:
         tl.store(out + 3 * hw + pix, nig, mask=valid)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One Triton kernel of the fused path as it is launched at one pyramid level.
+
+    Attributes:
+        kernel: the ``triton.jit`` function.
+        grid: (programs per pair or plane, pairs or planes).
+        constexprs: its compile-time constants.
+        num_warps: warps per program.
+    """
+
+    kernel: object
+    grid: tuple[int, int]
+    constexprs: dict
+    num_warps: int
+
+
+def plan(kernels: Kernels, h: int, w: int, pairs: int) -> dict[str, Launch]:
+    """The launches of one warp of the fused path on ``pairs`` pairs at an ``h`` x ``w`` level:
+    ``"iteration"`` (every iteration), ``"median"`` (before every block of inner iterations, when
+    the median is on) and ``"warp"`` (once, when ``kernels.warp == "triton"``). :func:`iterate` and
+    :func:`linearise` launch exactly these; ``benchmarks/flow_kernel_resources.py`` compiles them."""
+    if triton is None:
+        raise RuntimeError("the fused TV-L1 kernels need Triton")
+    if kernels.iteration == "tiled":
+        th, tw = kernels.tile
+        tiles = triton.cdiv(h, th - 1) * triton.cdiv(w, tw - 1)
+        iteration = Launch(_tvl1_tile_kernel, (tiles, pairs),
+                           {"TH": th, "TW": tw, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps)
+    else:
+        tiles = triton.cdiv(h * w, kernels.block)
+        iteration = Launch(_tvl1_iteration_kernel, (tiles, pairs),
+                           {"BLOCK": kernels.block, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps)
+    out = {"iteration": iteration,
+           "median": Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_BLOCK), 2 * pairs),
+                            {"BLOCK": _MEDIAN_BLOCK}, 4)}
+    if kernels.warp == "triton":
+        out["warp"] = Launch(_linearise_kernel, (triton.cdiv(h * w, kernels.block), pairs),
+                             {"BLOCK": kernels.block}, kernels.num_warps)
+    return out
+
+
 def linearise(images: Tensor, i0: Tensor, u: Tensor, kernels: Kernels = Kernels()) -> Tensor:
     """One warp's linearisation in one kernel: ``I1``, ``Ix``, ``Iy`` sampled at ``x + u`` by
     OpenCV's bicubic remap (Keys a = -0.75, constant 0 border), then the coefficients of the
@@ -386,9 +428,9 @@ def linearise(images: Tensor, i0: Tensor, u: Tensor, kernels: Kernels = Kernels(
         raise ValueError(f"expected images (N, 3, h, w), i0 (N, h, w), u (N, 2, h, w); got "
                          f"{tuple(images.shape)}, {tuple(i0.shape)}, {tuple(u.shape)}")
     coef = torch.empty(N, 4, h, w, device=images.device, dtype=torch.float32)
-    _linearise_kernel[(triton.cdiv(h * w, kernels.block), N)](
-        images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w, BLOCK=kernels.block,
-        num_warps=kernels.num_warps)
+    warp = plan(replace(kernels, warp="triton"), h, w, N)["warp"]
+    warp.kernel[warp.grid](images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w,
+                           num_warps=warp.num_warps, **warp.constexprs)
     return coef
 
 
@@ -423,27 +465,20 @@ def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float
     N, _, h, w = state.shape
     hw = h * w
     coef = coef.contiguous()
-    if kernels.iteration == "tiled":
-        th, tw = kernels.tile
-        tiles_x = triton.cdiv(w, tw - 1)
-        n_tiles = triton.cdiv(h, th - 1) * tiles_x
-        tiles_p2 = triton.next_power_of_2(n_tiles)
-
-        def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
-            _tvl1_tile_kernel[(n_tiles, N)](
-                s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, tiles_x, n_tiles,
-                eps, lt, theta, taut, TH=th, TW=tw, TILES_P2=tiles_p2, num_warps=kernels.num_warps)
+    launches = plan(kernels, h, w, N)
+    step, median = launches["iteration"], launches["median"]
+    n_tiles = step.grid[0]
+    if kernels.iteration == "tiled":  # the tiled kernel also takes the number of tiles in a row
+        sizes = (h, w, triton.cdiv(w, kernels.tile[1] - 1), n_tiles)
     else:
-        n_tiles = triton.cdiv(hw, kernels.block)
-        tiles_p2 = triton.next_power_of_2(n_tiles)
+        sizes = (h, w, n_tiles)
 
-        def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
-            _tvl1_iteration_kernel[(n_tiles, N)](
-                s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, h, w, n_tiles,
-                eps, lt, theta, taut, BLOCK=kernels.block, TILES_P2=tiles_p2, num_warps=kernels.num_warps)
+    def launch(s_in, s_out, usrc, usrc_stride, part_in, part_out, eps):
+        step.kernel[step.grid](s_in, s_out, usrc, usrc_stride, coef, part_in, part_out, alive, *sizes,
+                               eps, lt, theta, taut, num_warps=step.num_warps, **step.constexprs)
 
     bufs = [state.clone(memory_format=torch.contiguous_format), torch.empty_like(state)]  # ``state`` stays as it is
-    parts = [torch.zeros(N, tiles_p2, device=state.device) for _ in range(2)]
+    parts = [torch.zeros(N, step.constexprs["TILES_P2"], device=state.device) for _ in range(2)]
     alive = torch.ones(N, dtype=torch.int32, device=state.device)
     med = torch.empty(N, 2, h, w, device=state.device) if median_filtering > 1 else None
     cur = 0
@@ -452,8 +487,8 @@ def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float
     for it in range(total):
         src, src_stride = bufs[cur], 6 * hw
         if med is not None and it % inner_iterations == 0:
-            _median5_kernel[(triton.cdiv(hw, _MEDIAN_BLOCK), 2 * N)](
-                bufs[cur], 6 * hw, med, alive, h, w, BLOCK=_MEDIAN_BLOCK)
+            median.kernel[median.grid](bufs[cur], 6 * hw, med, alive, h, w, num_warps=median.num_warps,
+                                       **median.constexprs)
             src, src_stride = med, 2 * hw
         launch(bufs[cur], bufs[1 - cur], src, src_stride, parts[(it + 1) % 2], parts[it % 2],
                scaled_eps if it else float("-inf"))
