@@ -48,8 +48,9 @@ flow = tvl1 if not DRY_RUN else functools.partial(
 
 
 def sync() -> None:
+    """Wait for the GPU's queue (nothing to wait for in a dry run)."""
     if torch.cuda.is_available():
-        sync()
+        torch.cuda.synchronize()
 
 SHIFTS = [(1, 0), (0, 1), (1, 1), (2, -1), (-1, 2), (3, 1), (0, 0), (-2, -2)]
 
@@ -243,9 +244,13 @@ def main() -> None:
                 old_rate = b / sec
             rates = []
             for name in names:
-                flow(a, c, fused=True, kernels=ok_variants[name])  # warm-up
-                sec, _ = timed(flow, args.repeats, a, c, fused=True, kernels=ok_variants[name])
-                rates.append(f"{b / sec:>10.1f} ({sec * 1e3:6.0f} ms)")
+                try:
+                    flow(a, c, fused=True, kernels=ok_variants[name])  # warm-up
+                    sec, _ = timed(flow, args.repeats, a, c, fused=True, kernels=ok_variants[name])
+                    rates.append(f"{b / sec:>10.1f} ({sec * 1e3:6.0f} ms)")
+                except Exception as exc:  # noqa: BLE001 - one failed cell must not lose the table
+                    log(f"{size} batch {b} {name} FAILED: {type(exc).__name__}: {exc}")
+                    rates.append("error")
             log(f"{size:>8} {b:>5} {old_rate:>12.1f} " + " ".join(f"{r:>22}" for r in rates))
 
     # sync interval sensitivity at one point, with the first kernel choice

@@ -31,7 +31,6 @@ SYNC_EVERY = 16  # default iterations between looks at the device's "still itera
 
 AVAILABLE = triton is not None
 TRITON_VERSION: str | None = getattr(triton, "__version__", None)
-_CUBIC_A = -0.75  # Keys' parameter of OpenCV's INTER_CUBIC (as extract.flow)
 
 
 @dataclass(frozen=True)
@@ -287,8 +286,9 @@ if triton is not None:
 
     @triton.jit
     def _cubic_weights(t):
-        """Keys' weights (a = -0.75) of the taps at -1, 0, 1, 2 for the fraction ``t``, in the
-        operation order of :func:`extract.flow._cubic_weights`."""
+        """Keys' weights (a = -0.75, OpenCV's INTER_CUBIC) of the taps at -1, 0, 1, 2 for the
+        fraction ``t``, with ``a`` folded into the constants in the operation order of
+        :func:`extract.flow._cubic_weights` (so the interpreter reproduces it exactly)."""
         t1 = t + 1.0
         w0 = ((-0.75 * t1 + 3.75) * t1 - 6.0) * t1 + 3.0
         w1 = (1.25 * t - 2.25) * t * t + 1.0

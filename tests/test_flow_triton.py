@@ -68,9 +68,9 @@ CHILD = textwrap.dedent(
     before = state.clone()
     flat = ft.iterate(coef, state, kernels=ft.Kernels(), **kw)
     out["state_unchanged"] = bool(torch.equal(state, before))
-    out["tiled"] = {}
     small = ft.iterate(coef, state, kernels=ft.Kernels(block=64, num_warps=8), **kw)
     out["flat_block_64"] = (small - flat).abs().max().item()
+    out["tiled"] = {}
     for tile in [(2, 32), (32, 2), (4, 8), (16, 64)]:
         tiled = ft.iterate(coef, state, kernels=ft.Kernels(iteration="tiled", tile=tile), **kw)
         out["tiled"][str(tile)] = (tiled - flat).abs().max().item()
