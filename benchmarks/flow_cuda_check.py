@@ -124,7 +124,7 @@ def kernel_split(log, dev: torch.device, variants: dict[str, Kernels], n: int, s
     iteration_kernels = {}  # one entry per distinct iteration kernel
     for k in variants.values():
         shape = f"tile {k.tile[0]}x{k.tile[1]}" if k.iteration == "tiled" else f"block {k.block}"
-        iteration_kernels[f"{k.iteration}, {shape}, {k.num_warps} warps"] = k
+        iteration_kernels[f"{k.iteration}, {shape}, {k.num_warps} warps, median {k.median}"] = k
     for label, k in iteration_kernels.items():
         run = functools.partial(flow_triton.iterate, coef, state, lt=0.045, theta=0.3, taut=0.25 / 0.3,
                                 scaled_eps=-1.0, kernels=k)

@@ -11,6 +11,9 @@ Resident warps per SM (of 64 on sm_80 to sm_90) come from the registers alone, r
 hardware allocates them (8 per thread, 32 threads a warp, 65536 per SM, at most 32 programs per
 SM); shared memory is small for all these kernels. Few resident warps leave a memory-bound stencil
 little to hide its latency with; spilled registers (``stack`` bytes) go to local memory.
+Instructions per pixel: the static SASS count of the kernel (straight-line code: both sides of each
+branch, no loops run more than once) times the threads of a program over the pixels it writes; a
+rough measure of work, not a time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,7 @@ from extract import flow_triton as ft  # noqa: E402
 INTS = {"h", "w", "n_tiles", "tiles_x", "usrc_stride", "src_stride"}
 FLOATS = {"eps", "lt", "theta", "taut"}
 INT_POINTERS = {"alive", "alive_out"}
+SASS_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+[@!A-Z]")  # "/*0040*/  SHF.R.U64 ..." lines
 DEFAULT_CHOICES = [
     "flat/torch",
     "flat/torch,block=512,num_warps=8",
@@ -44,6 +49,7 @@ DEFAULT_CHOICES = [
     "tiled/triton,tile=16x64,num_warps=8",
     "tiled/triton,tile=16x32,num_warps=8",
     "tiled/triton,tile=8x32,num_warps=4",
+    "flat/torch,median=network",
 ]
 
 
@@ -62,9 +68,11 @@ def signature(kernel) -> dict[str, str]:
     return out
 
 
-def resources(kernel, constexprs: dict, num_warps: int, arch: int) -> dict:
-    """Compile ``kernel`` for sm_``arch`` and read its resource usage from the cubin."""
-    compiled = triton.compile(ASTSource(fn=kernel, signature=signature(kernel), constexprs=constexprs),
+def resources(launch: ft.Launch, arch: int) -> dict:
+    """Compile the launch's kernel for sm_``arch`` and read its resource usage and its static
+    instruction count (SASS, both sides of every branch) per pixel written from the cubin."""
+    kernel, num_warps = launch.kernel, launch.num_warps
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature(kernel), constexprs=launch.constexprs),
                               target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,19 +81,22 @@ def resources(kernel, constexprs: dict, num_warps: int, arch: int) -> dict:
             f.write(compiled.asm["cubin"])
         text = subprocess.run([str(tool), "--dump-resource-usage", cubin], capture_output=True, text=True,
                               check=True).stdout
+        sass = subprocess.run([str(tool), "-sass", cubin], capture_output=True, text=True, check=True).stdout
+    instructions = len(SASS_INSTRUCTION.findall(sass))
     line = next(s for s in text.splitlines() if "REG:" in s)
     usage = dict(item.split(":", 1) for item in line.split() if ":" in item)
     regs = int(usage["REG"])
     warps_by_regs = 65536 // (-(-regs // 8) * 8 * 32)
     programs = min(warps_by_regs // num_warps, 32)
     return {"regs": regs, "stack": int(usage["STACK"]), "shared": int(usage["SHARED"]),
-            "warps_per_sm": min(programs * num_warps, 64)}
+            "warps_per_sm": min(programs * num_warps, 64),
+            "instructions_per_pixel": instructions * 32 * num_warps / launch.pixels}
 
 
 def label(name: str, k: ft.Kernels) -> str:
     if name == "iteration":
         return f"iteration tiled {k.tile[0]}x{k.tile[1]}" if k.iteration == "tiled" else f"iteration flat {k.block}"
-    return "median 5x5 (64 px)" if name == "median" else f"warp {k.block}"
+    return f"median 5x5, {k.median}" if name == "median" else f"warp {k.block}"
 
 
 def main() -> None:
@@ -96,15 +107,17 @@ def main() -> None:
     args = ap.parse_args()
     w, h = map(int, args.size.split("x"))
     print(f"Triton {triton.__version__}, sm_{args.arch}, {w}x{h}")
-    print(f"{'kernel':<28} {'warps':>5} {'regs':>5} {'stack B':>7} {'shared B':>8} {'resident warps/SM':>18}")
+    print(f"{'kernel':<28} {'warps':>5} {'regs':>5} {'stack B':>7} {'shared B':>8} {'resident warps/SM':>18} "
+          f"{'instructions/px':>16}")
     rows = {}  # (label, warps) -> launch, each distinct kernel once
     for text in args.kernels:
         k = ft.Kernels.parse(text)
         for name, launch in ft.plan(k, h, w, 1).items():
             rows.setdefault((label(name, k), launch.num_warps), launch)
     for (name, num_warps), launch in sorted(rows.items(), key=lambda item: item[0][0].startswith("median")):
-        r = resources(launch.kernel, launch.constexprs, num_warps, args.arch)
-        print(f"{name:<28} {num_warps:>5} {r['regs']:>5} {r['stack']:>7} {r['shared']:>8} {r['warps_per_sm']:>18}")
+        r = resources(launch, args.arch)
+        print(f"{name:<28} {num_warps:>5} {r['regs']:>5} {r['stack']:>7} {r['shared']:>8} {r['warps_per_sm']:>18} "
+              f"{r['instructions_per_pixel']:>16.0f}")
 
 
 if __name__ == "__main__":

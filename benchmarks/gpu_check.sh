@@ -27,9 +27,11 @@ import platform, torch
 print(platform.platform(), "torch", torch.__version__, "cuda", torch.version.cuda,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
 EOF
-# the default, then choices with fewer registers a thread (block also sizes the Triton warp kernel)
-KERNELS="flat/torch flat/torch,block=256,num_warps=8 flat/triton,block=256,num_warps=8
-    tiled/triton,tile=16x32,block=256,num_warps=8 tiled/triton,tile=8x32,block=256"
+# the default; the median by a min/max network; fewer registers a thread (block also sizes the
+# Triton warp kernel); the Triton warp; the tiled iteration; all of these together
+KERNELS="flat/torch flat/torch,median=network flat/torch,block=256,num_warps=8
+    flat/triton,block=256,num_warps=8 tiled/triton,tile=16x32,block=256,num_warps=8
+    tiled/triton,median=network,tile=16x32,block=256,num_warps=8"
 ARCH=$(python -c 'import torch; a, b = torch.cuda.get_device_capability(); print(10 * a + b)')
 # shellcheck disable=SC2086  # KERNELS is a list
 timeout 30 python benchmarks/flow_kernel_resources.py --arch "$ARCH" --kernels $KERNELS 2>&1 | tee "$OUT/resources.log"

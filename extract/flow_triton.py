@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "Kernels", "Launch", "plan", "iterate", "linearise"]
+__all__ = ["AVAILABLE", "TRITON_VERSION", "SYNC_EVERY", "Kernels", "Launch", "plan", "iterate", "linearise",
+           "median5"]
 
 try:  # optional: only the CUDA fast path needs it (TRITON_INTERPRET=1 runs it on CPU, slowly)
     import triton
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
 
 _MEDIAN_BLOCK = 64  # pixels per program of the median kernel (x 32 window slots)
+_MEDIAN_NETWORK_BLOCK = 256  # pixels per program of the median network kernel (2 a thread)
 SYNC_EVERY = 16  # default iterations between looks at the device's "still iterating" flags
 
 AVAILABLE = triton is not None
@@ -46,6 +48,9 @@ class Kernels:
             timed on a GPU.
         warp: ``"torch"``: the bicubic warp and linearisation as PyTorch ops (about 100 small
             kernels per warp); ``"triton"``: one kernel (:func:`linearise`).
+        median: the 5 x 5 median: ``"sort"`` (``tl.sort`` of the 25 values padded to 32, timed)
+            or ``"network"`` (min / max network as :func:`extract.flow.median_blur5`: about 240
+            min / max instead of a 32-slot bitonic sort's ~480 plus its shuffles; not yet timed).
         tile: (rows, columns) of a ``"tiled"`` program, powers of two; it writes
             ``(rows - 1) x (columns - 1)`` pixels.
         block: pixels per program of the ``"flat"`` iteration kernel and of the warp kernel (a
@@ -58,6 +63,7 @@ class Kernels:
 
     iteration: str = "flat"
     warp: str = "torch"
+    median: str = "sort"
     tile: tuple[int, int] = (16, 64)
     block: int = 1024
     num_warps: int = 4
@@ -67,6 +73,8 @@ class Kernels:
             raise ValueError(f"Kernels.iteration must be 'flat' or 'tiled', got {self.iteration!r}")
         if self.warp not in ("torch", "triton"):
             raise ValueError(f"Kernels.warp must be 'torch' or 'triton', got {self.warp!r}")
+        if self.median not in ("sort", "network"):
+            raise ValueError(f"Kernels.median must be 'sort' or 'network', got {self.median!r}")
         th, tw = self.tile
         if min(th, tw) < 2 or th & (th - 1) or tw & (tw - 1):
             raise ValueError(f"Kernels.tile must be two powers of two >= 2, got {self.tile}")
@@ -77,8 +85,9 @@ class Kernels:
 
     @classmethod
     def parse(cls, text: str) -> Kernels:
-        """The record from its text form ``ITERATION/WARP[,tile=ROWSxCOLS][,block=N][,num_warps=N]``
-        (omitted fields keep their defaults), e.g. ``"tiled/triton,tile=16x32,num_warps=8"``."""
+        """The record from its text form
+        ``ITERATION/WARP[,median=sort|network][,tile=ROWSxCOLS][,block=N][,num_warps=N]`` (omitted
+        fields keep their defaults), e.g. ``"tiled/triton,tile=16x32,num_warps=8"``."""
         head, *options = text.split(",")
         iteration, _, warp = head.partition("/")
         fields: dict = {"iteration": iteration, "warp": warp or "torch"}
@@ -90,16 +99,18 @@ class Kernels:
                     fields["tile"] = (int(rows), int(cols))
                 elif key in ("block", "num_warps"):
                     fields[key] = int(value)
+                elif key == "median":
+                    fields[key] = value
                 else:
-                    raise ValueError(f"unknown option {key!r} (tile, block, num_warps)")
+                    raise ValueError(f"unknown option {key!r} (median, tile, block, num_warps)")
             except ValueError as exc:
                 raise ValueError(f"Kernels.parse({text!r}): {exc}") from None
         return cls(**fields)
 
     def __str__(self) -> str:
         """The text form :meth:`parse` reads, with every field."""
-        return (f"{self.iteration}/{self.warp},tile={self.tile[0]}x{self.tile[1]},block={self.block},"
-                f"num_warps={self.num_warps}")
+        return (f"{self.iteration}/{self.warp},median={self.median},tile={self.tile[0]}x{self.tile[1]},"
+                f"block={self.block},num_warps={self.num_warps}")
 
 if triton is not None:
 
@@ -234,6 +245,112 @@ if triton is not None:
             v = tl.load(src + n * src_stride + c * hw + yy * w + xx, mask=m, other=float("inf"))
             v = tl.sort(v, dim=1)
             med = tl.sum(tl.where((k == 12)[None, :], v, 0.0), axis=1)
+            tl.store(dst + plane * hw + pix, med, mask=valid)
+
+    @triton.jit
+    def _cx(a, b):
+        """Compare-exchange: (min, max)."""
+        return tl.minimum(a, b), tl.maximum(a, b)
+
+    @triton.jit
+    def _sort5(a, b, c, d, e):
+        """The five values in ascending order (a 9-comparator sorting network; outputs nobody
+        uses are left out by the compiler)."""
+        a, b = _cx(a, b)
+        d, e = _cx(d, e)
+        c, e = _cx(c, e)
+        c, d = _cx(c, d)
+        a, d = _cx(a, d)
+        a, c = _cx(a, c)
+        b, e = _cx(b, e)
+        b, d = _cx(b, d)
+        b, c = _cx(b, c)
+        return a, b, c, d, e
+
+    @triton.jit
+    def _column5(plane, y, xc, h, w, valid):
+        """Rows y - 2 .. y + 2 of column ``xc`` (both replicated at the border), sorted."""
+        x = tl.minimum(tl.maximum(xc, 0), w - 1)
+        v0 = tl.load(plane + tl.minimum(tl.maximum(y - 2, 0), h - 1) * w + x, mask=valid, other=0.0)
+        v1 = tl.load(plane + tl.minimum(tl.maximum(y - 1, 0), h - 1) * w + x, mask=valid, other=0.0)
+        v2 = tl.load(plane + y * w + x, mask=valid, other=0.0)
+        v3 = tl.load(plane + tl.minimum(y + 1, h - 1) * w + x, mask=valid, other=0.0)
+        v4 = tl.load(plane + tl.minimum(y + 2, h - 1) * w + x, mask=valid, other=0.0)
+        return _sort5(v0, v1, v2, v3, v4)
+
+    @triton.jit
+    def _median13(x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12):
+        """The 7th smallest of 13 values: Batcher's odd-even merge sort network pruned to the
+        comparators that output depends on (``extract.flow._selection_network(13, (6,))``)."""
+        x0, x1 = _cx(x0, x1)
+        x2, x3 = _cx(x2, x3)
+        x4, x5 = _cx(x4, x5)
+        x6, x7 = _cx(x6, x7)
+        x8, x9 = _cx(x8, x9)
+        x10, x11 = _cx(x10, x11)
+        x0, x2 = _cx(x0, x2)
+        x1, x3 = _cx(x1, x3)
+        x4, x6 = _cx(x4, x6)
+        x5, x7 = _cx(x5, x7)
+        x8, x10 = _cx(x8, x10)
+        x9, x11 = _cx(x9, x11)
+        x1, x2 = _cx(x1, x2)
+        x5, x6 = _cx(x5, x6)
+        x9, x10 = _cx(x9, x10)
+        x0, x4 = _cx(x0, x4)
+        x1, x5 = _cx(x1, x5)
+        x2, x6 = _cx(x2, x6)
+        x3, x7 = _cx(x3, x7)
+        x8, x12 = _cx(x8, x12)
+        x2, x4 = _cx(x2, x4)
+        x3, x5 = _cx(x3, x5)
+        x10, x12 = _cx(x10, x12)
+        x1, x2 = _cx(x1, x2)
+        x3, x4 = _cx(x3, x4)
+        x5, x6 = _cx(x5, x6)
+        x9, x10 = _cx(x9, x10)
+        x11, x12 = _cx(x11, x12)
+        x0, x8 = _cx(x0, x8)
+        x1, x9 = _cx(x1, x9)
+        x2, x10 = _cx(x2, x10)
+        x3, x11 = _cx(x3, x11)
+        x4, x12 = _cx(x4, x12)
+        x4, x8 = _cx(x4, x8)
+        x5, x9 = _cx(x5, x9)
+        x6, x10 = _cx(x6, x10)
+        x3, x5 = _cx(x3, x5)
+        x6, x8 = _cx(x6, x8)
+        x5, x6 = _cx(x5, x6)
+        return x6
+
+    @triton.jit
+    def _median5_network_kernel(src, src_stride, dst, alive, h, w, BLOCK: tl.constexpr):
+        """:func:`_median5_kernel` by a network of min / max instead of a sort of 32 slots, as
+        :func:`extract.flow.median_blur5`: sort the window's 5 columns, then of each rank across
+        the columns keep the order statistics that can still be the median (13 in all), and take
+        the median of those."""
+        t = tl.program_id(0)
+        plane = tl.program_id(1).to(tl.int64)
+        n = plane // 2
+        ch = plane - 2 * n
+        if tl.load(alive + n) != 0:
+            hw = h * w
+            pix = t * BLOCK + tl.arange(0, BLOCK)
+            valid = pix < hw
+            y = pix // w
+            x = pix - y * w
+            p = src + n * src_stride + ch * hw
+            a0, a1, a2, a3, a4 = _column5(p, y, x - 2, h, w, valid)  # a0 <= ... <= a4
+            b0, b1, b2, b3, b4 = _column5(p, y, x - 1, h, w, valid)
+            c0, c1, c2, c3, c4 = _column5(p, y, x, h, w, valid)
+            d0, d1, d2, d3, d4 = _column5(p, y, x + 1, h, w, valid)
+            e0, e1, e2, e3, e4 = _column5(p, y, x + 2, h, w, valid)
+            _, _, _, r03, r04 = _sort5(a0, b0, c0, d0, e0)  # the two largest of the column minima
+            _, _, r12, r13, r14 = _sort5(a1, b1, c1, d1, e1)
+            _, r21, r22, r23, _ = _sort5(a2, b2, c2, d2, e2)
+            r30, r31, r32, _, _ = _sort5(a3, b3, c3, d3, e3)
+            r40, r41, _, _, _ = _sort5(a4, b4, c4, d4, e4)  # the two smallest of the column maxima
+            med = _median13(r03, r04, r12, r13, r14, r21, r22, r23, r30, r31, r32, r40, r41)
             tl.store(dst + plane * hw + pix, med, mask=valid)
 
     @triton.jit
@@ -372,12 +489,14 @@ class Launch:
         grid: (programs per pair or plane, pairs or planes).
         constexprs: its compile-time constants.
         num_warps: warps per program.
+        pixels: pixels a program writes (per plane for the median).
     """
 
     kernel: object
     grid: tuple[int, int]
     constexprs: dict
     num_warps: int
+    pixels: int
 
 
 def plan(kernels: Kernels, h: int, w: int, pairs: int) -> dict[str, Launch]:
@@ -391,17 +510,23 @@ def plan(kernels: Kernels, h: int, w: int, pairs: int) -> dict[str, Launch]:
         th, tw = kernels.tile
         tiles = triton.cdiv(h, th - 1) * triton.cdiv(w, tw - 1)
         iteration = Launch(_tvl1_tile_kernel, (tiles, pairs),
-                           {"TH": th, "TW": tw, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps)
+                           {"TH": th, "TW": tw, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps,
+                           (th - 1) * (tw - 1))
     else:
         tiles = triton.cdiv(h * w, kernels.block)
         iteration = Launch(_tvl1_iteration_kernel, (tiles, pairs),
-                           {"BLOCK": kernels.block, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps)
-    out = {"iteration": iteration,
-           "median": Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_BLOCK), 2 * pairs),
-                            {"BLOCK": _MEDIAN_BLOCK}, 4)}
+                           {"BLOCK": kernels.block, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps,
+                           kernels.block)
+    if kernels.median == "network":
+        median = Launch(_median5_network_kernel, (triton.cdiv(h * w, _MEDIAN_NETWORK_BLOCK), 2 * pairs),
+                        {"BLOCK": _MEDIAN_NETWORK_BLOCK}, 4, _MEDIAN_NETWORK_BLOCK)
+    else:
+        median = Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_BLOCK), 2 * pairs), {"BLOCK": _MEDIAN_BLOCK}, 4,
+                        _MEDIAN_BLOCK)
+    out = {"iteration": iteration, "median": median}
     if kernels.warp == "triton":
         out["warp"] = Launch(_linearise_kernel, (triton.cdiv(h * w, kernels.block), pairs),
-                             {"BLOCK": kernels.block}, kernels.num_warps)
+                             {"BLOCK": kernels.block}, kernels.num_warps, kernels.block)
     return out
 
 
@@ -432,6 +557,30 @@ def linearise(images: Tensor, i0: Tensor, u: Tensor, kernels: Kernels = Kernels(
     warp.kernel[warp.grid](images.contiguous(), i0.contiguous(), u.contiguous(), coef, h, w,
                            num_warps=warp.num_warps, **warp.constexprs)
     return coef
+
+
+def median5(u: Tensor, kernels: Kernels = Kernels()) -> Tensor:
+    """The fused path's 5 x 5 median (replicated border) of every plane, as
+    :func:`extract.flow.median_blur5` computes it (both exact, so equal to the bit).
+
+    Args:
+        u (float32 Tensor[N, 2, h, w]): flow fields.
+        kernels: its ``median`` picks the kernel.
+
+    Returns:
+        float32 Tensor[N, 2, h, w].
+    """
+    if not AVAILABLE:
+        raise RuntimeError("the fused TV-L1 median needs Triton")
+    N, C, h, w = u.shape
+    if C != 2:
+        raise ValueError(f"expected u (N, 2, h, w), got {tuple(u.shape)}")
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    alive = torch.ones(N, dtype=torch.int32, device=u.device)
+    median = plan(kernels, h, w, N)["median"]
+    median.kernel[median.grid](u.contiguous(), 2 * h * w, out, alive, h, w, num_warps=median.num_warps,
+                               **median.constexprs)
+    return out
 
 
 def iterate(coef: Tensor, state: Tensor, *, lt: float, theta: float, taut: float, scaled_eps: float,

@@ -242,7 +242,8 @@ def test_tvl1_cuda_matches_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("kernels", [  # the default, then the choices benchmarks/gpu_check.sh times
     "flat/torch", "flat/torch,block=256,num_warps=8", "flat/triton,block=256,num_warps=8",
-    "tiled/triton,tile=16x32,block=256,num_warps=8", "tiled/triton,tile=8x32,block=256"])
+    "tiled/triton,tile=16x32,block=256,num_warps=8", "flat/torch,median=network",
+    "tiled/triton,median=network,tile=16x32,block=256,num_warps=8"])
 def test_tvl1_cuda_fused_matches_plain_loop(kernels):
     """The fused Triton iterations (default on CUDA) give the plain loop's flow to float rounding,
     and a batch equals its pairs run alone (per-pair stopping kept on the device)."""

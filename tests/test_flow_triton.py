@@ -3,8 +3,10 @@ Triton's interpreter (``TRITON_INTERPRET=1``, which numpy runs in float32 withou
 
 The interpreter must be switched on before Triton is imported, so the kernels run in one child
 process per module; it prints the measured differences as JSON and the tests below judge them.
-The 5 x 5 median kernel (``tl.sort``) takes about half a minute per call in the interpreter, so
-these runs use ``median_filtering=1``; the CUDA tests of tests/test_flow.py cover it.
+The 5 x 5 median kernel that sorts (``tl.sort``) takes about half a minute per call in the
+interpreter, so the runs that iterate use ``median_filtering=1`` or the min / max network median; the
+sort kernel is checked on one small plane here and inside whole flows by the CUDA tests of
+tests/test_flow.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ CHILD = textwrap.dedent(
     r"""
     import json, torch
     from extract import flow_triton as ft
-    from extract.flow import centered_gradient, remap_cubic, tvl1
+    from extract.flow import centered_gradient, median_blur5, remap_cubic, tvl1
 
     assert ft.AVAILABLE
     out = {}
@@ -92,6 +94,20 @@ CHILD = textwrap.dedent(
         f = tvl1(prev, nxt, fused=True, kernels=k, **fkw)
         out["flows"][f"{k.iteration}/{k.warp}"] = (f - plain).norm(dim=1).max().item()
     out["flow_magnitude"] = plain.norm(dim=1).mean().item()
+
+    # 4. the 5 x 5 median: the min / max network and the sort kernel vs median_blur5 (exact medians,
+    #    so equal to the bit), on values with many ties; the sort kernel on a small plane (the
+    #    interpreter takes long over its tl.sort)
+    v = torch.randint(0, 6, (2, 2, 11, 17), generator=g).float()
+    v = v + torch.randn(v.shape, generator=g) * (torch.rand(v.shape, generator=g) < 0.5)
+    out["median_network_equal"] = torch.equal(ft.median5(v, ft.Kernels(median="network")), median_blur5(v))
+    small = v[:1, :, :6, :7].contiguous()
+    out["median_sort_equal"] = torch.equal(ft.median5(small, ft.Kernels(median="sort")), median_blur5(small))
+    # and inside whole flows, where the iterations read it
+    fkw = dict(nscales=1, warps=1, inner_iterations=2, outer_iterations=2)
+    plain = tvl1(prev, nxt, fused=False, **fkw)
+    f = tvl1(prev, nxt, fused=True, kernels=ft.Kernels(median="network", iteration="tiled", tile=(8, 16)), **fkw)
+    out["flow_median_network"] = (f - plain).norm(dim=1).max().item()
     print("RESULT " + json.dumps(out))
     """
 )
@@ -135,12 +151,21 @@ def test_fused_kernel_choices_equal_plain_loop(measured):
         assert epe <= 1e-4, (name, epe)
 
 
+def test_median_network_equals_median_blur5(measured):
+    """The min / max network median equals the CPU's exact median (itself equal to cv2.medianBlur,
+    tests/test_flow.py) to the bit, with ties and replicated borders, as the sort kernel does; and
+    flows that use it stay on the plain loop's."""
+    assert measured["median_network_equal"]
+    assert measured["median_sort_equal"]
+    assert measured["flow_median_network"] <= 1e-4
+
+
 def test_kernels_record_validates():
     from extract.flow_triton import Kernels
 
     assert Kernels() == Kernels(iteration="flat", warp="torch", tile=(16, 64))
-    for bad in (dict(iteration="tile"), dict(warp="cuda"), dict(tile=(12, 64)), dict(tile=(1, 64)),
-                dict(block=1000), dict(block=8), dict(num_warps=3)):
+    for bad in (dict(iteration="tile"), dict(warp="cuda"), dict(median="bitonic"), dict(tile=(12, 64)),
+                dict(tile=(1, 64)), dict(block=1000), dict(block=8), dict(num_warps=3)):
         with pytest.raises(ValueError, match="Kernels"):
             Kernels(**bad)
 
@@ -151,7 +176,7 @@ def test_kernels_text_form_round_trips():
     from extract.flow_triton import Kernels
 
     for k in (Kernels(), Kernels(iteration="tiled", warp="triton", tile=(8, 32), num_warps=8),
-              Kernels(block=256, num_warps=8)):
+              Kernels(block=256, num_warps=8), Kernels(median="network")):
         assert Kernels.parse(str(k)) == k
     assert Kernels.parse("flat") == Kernels()
     assert Kernels.parse("tiled/triton,tile=16x32,num_warps=8") == Kernels(
