@@ -184,3 +184,19 @@ def test_kernels_text_form_round_trips():
     for bad in ("flat/torch,tiles=8x8", "tiled/triton,tile=16", "flat/torch,block=big", "flat/cuda"):
         with pytest.raises(ValueError, match="Kernels"):
             Kernels.parse(bad)
+
+
+def test_gpu_check_flow_script_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/flow_cuda_check.py --dry-run walks every step of the GPU check (correctness per
+    kernel choice, kernel split, throughput table, sync sweep) on the CPU, so an error in the script
+    shows here rather than in the few minutes of a lent GPU; each choice's correctness line passes."""
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "flow_cuda_check.py")
+    kernels = ["flat/torch", "tiled/triton,median=network,tile=8x16,block=64,num_warps=2"]
+    proc = subprocess.run([sys.executable, script, "--dry-run", "--out", str(tmp_path), "--kernels", *kernels],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "flow_cuda_check.log").read_text()
+    for name in kernels:
+        assert f"{name}: max single-pixel EPE vs CPU" in log and "FAILED" not in log
+    assert log.count("check (< 1e-3 mean): PASS") == len(kernels)
+    assert "kernel split" in log and "sync every 16" in log and log.rstrip().splitlines()[-1].startswith("total")
