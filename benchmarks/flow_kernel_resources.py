@@ -11,9 +11,9 @@ Resident warps per SM (of 64 on sm_80 to sm_90) come from the registers alone, r
 hardware allocates them (8 per thread, 32 threads a warp, 65536 per SM, at most 32 programs per
 SM); shared memory is small for all these kernels. Few resident warps leave a memory-bound stencil
 little to hide its latency with; spilled registers (``stack`` bytes) go to local memory.
-Instructions per pixel: the static SASS count of the kernel (straight-line code: both sides of each
-branch, no loops run more than once) times the threads of a program over the pixels it writes; a
-rough measure of work, not a time.
+Instructions per pixel: the static SASS count of the kernel (these kernels have no loops at run
+time; both sides of each branch are counted) times the threads of a program over the pixels it
+writes; a rough measure of work, not a time.
 """
 
 from __future__ import annotations
