@@ -9,8 +9,9 @@ A kernel choice is written ``ITERATION/WARP[,tile=ROWSxCOLS][,block=N][,num_warp
 
 Resident warps per SM (of 64 on sm_80 to sm_90) come from the registers alone, rounded as the
 hardware allocates them (8 per thread, 32 threads a warp, 65536 per SM, at most 32 programs per
-SM); shared memory is small for all these kernels. Few resident warps leave a memory-bound stencil
-little to hide its latency with; spilled registers (``stack`` bytes) go to local memory.
+SM); shared memory (what Triton allocates a program; the tiled kernel's ``tl.gather`` takes 4 bytes
+a tile pixel) is small for all these kernels. Few resident warps leave a memory-bound stencil little
+to hide its latency with; spilled registers (``stack`` bytes) go to local memory.
 Instructions per pixel: the static SASS count of the kernel (these kernels have no loops at run
 time; both sides of each branch are counted) times the threads of a program over the pixels it
 writes; a rough measure of work, not a time.
@@ -88,7 +89,8 @@ def resources(launch: ft.Launch, arch: int) -> dict:
     regs = int(usage["REG"])
     warps_by_regs = 65536 // (-(-regs // 8) * 8 * 32)
     programs = min(warps_by_regs // num_warps, 32)
-    return {"regs": regs, "stack": int(usage["STACK"]), "shared": int(usage["SHARED"]),
+    # shared memory: what Triton allocates per program (cuobjdump's SHARED is a fixed 1 KB reserve)
+    return {"regs": regs, "stack": int(usage["STACK"]), "shared": compiled.metadata.shared,
             "warps_per_sm": min(programs * num_warps, 64),
             "instructions_per_pixel": instructions * 32 * num_warps / launch.pixels}
 
