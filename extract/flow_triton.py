@@ -223,29 +223,17 @@ if triton is not None:
             _stopped(s_in, s_out, part_out, base, pix, hw, valid, tot, n * TILES_P2 + t)
 
     @triton.jit
-    def _median5_kernel(src, src_stride, dst, alive, h, w, BLOCK: tl.constexpr):
-        """5 x 5 median (replicated border) of u1, u2 of the pairs still iterating
-        (grid: tiles x 2N planes); ``dst`` is (N, 2, h, w)."""
-        t = tl.program_id(0)
-        plane = tl.program_id(1).to(tl.int64)
-        n = plane // 2
-        c = plane - 2 * n
-        if tl.load(alive + n) != 0:
-            hw = h * w
-            pix = t * BLOCK + tl.arange(0, BLOCK)
-            valid = pix < hw
-            y = pix // w
-            x = pix - y * w
-            k = tl.arange(0, 32)
-            dy = k // 5 - 2
-            dx = k - (k // 5) * 5 - 2
-            yy = tl.minimum(tl.maximum(y[:, None] + dy[None, :], 0), h - 1)
-            xx = tl.minimum(tl.maximum(x[:, None] + dx[None, :], 0), w - 1)
-            m = valid[:, None] & (k < 25)[None, :]
-            v = tl.load(src + n * src_stride + c * hw + yy * w + xx, mask=m, other=float("inf"))
-            v = tl.sort(v, dim=1)
-            med = tl.sum(tl.where((k == 12)[None, :], v, 0.0), axis=1)
-            tl.store(dst + plane * hw + pix, med, mask=valid)
+    def _median5_by_sort(p, y, x, h, w, valid):
+        """5 x 5 median (replicated border) at pixels (y, x) of the plane ``p``: ``tl.sort`` of the
+        25 values padded to 32 slots with +inf, then the 13th."""
+        k = tl.arange(0, 32)
+        dy = k // 5 - 2
+        dx = k - (k // 5) * 5 - 2
+        yy = tl.minimum(tl.maximum(y[:, None] + dy[None, :], 0), h - 1)
+        xx = tl.minimum(tl.maximum(x[:, None] + dx[None, :], 0), w - 1)
+        m = valid[:, None] & (k < 25)[None, :]
+        v = tl.sort(tl.load(p + yy * w + xx, mask=m, other=float("inf")), dim=1)
+        return tl.sum(tl.where((k == 12)[None, :], v, 0.0), axis=1)
 
     @triton.jit
     def _cx(a, b):
@@ -324,11 +312,27 @@ if triton is not None:
         return x6
 
     @triton.jit
-    def _median5_network_kernel(src, src_stride, dst, alive, h, w, BLOCK: tl.constexpr):
-        """:func:`_median5_kernel` by a network of min / max instead of a sort of 32 slots, as
-        :func:`extract.flow.median_blur5`: sort the window's 5 columns, then of each rank across
-        the columns keep the order statistics that can still be the median (13 in all), and take
-        the median of those."""
+    def _median5_by_network(p, y, x, h, w, valid):
+        """The same median by a network of min / max, as :func:`extract.flow.median_blur5`: sort
+        the window's 5 columns, then of each rank across the columns keep the order statistics
+        that can still be the median (13 in all), and take the median of those."""
+        a0, a1, a2, a3, a4 = _column5(p, y, x - 2, h, w, valid)  # a0 <= ... <= a4
+        b0, b1, b2, b3, b4 = _column5(p, y, x - 1, h, w, valid)
+        c0, c1, c2, c3, c4 = _column5(p, y, x, h, w, valid)
+        d0, d1, d2, d3, d4 = _column5(p, y, x + 1, h, w, valid)
+        e0, e1, e2, e3, e4 = _column5(p, y, x + 2, h, w, valid)
+        _, _, _, r03, r04 = _sort5(a0, b0, c0, d0, e0)  # the two largest of the column minima
+        _, _, r12, r13, r14 = _sort5(a1, b1, c1, d1, e1)
+        _, r21, r22, r23, _ = _sort5(a2, b2, c2, d2, e2)
+        r30, r31, r32, _, _ = _sort5(a3, b3, c3, d3, e3)
+        r40, r41, _, _, _ = _sort5(a4, b4, c4, d4, e4)  # the two smallest of the column maxima
+        return _median13(r03, r04, r12, r13, r14, r21, r22, r23, r30, r31, r32, r40, r41)
+
+    @triton.jit
+    def _median5_kernel(src, src_stride, dst, alive, h, w, BLOCK: tl.constexpr, NETWORK: tl.constexpr):
+        """5 x 5 median (replicated border) of u1, u2 of the pairs still iterating
+        (grid: tiles x 2N planes); ``dst`` is (N, 2, h, w). ``NETWORK`` picks
+        :func:`_median5_by_network` over :func:`_median5_by_sort`."""
         t = tl.program_id(0)
         plane = tl.program_id(1).to(tl.int64)
         n = plane // 2
@@ -340,17 +344,10 @@ if triton is not None:
             y = pix // w
             x = pix - y * w
             p = src + n * src_stride + ch * hw
-            a0, a1, a2, a3, a4 = _column5(p, y, x - 2, h, w, valid)  # a0 <= ... <= a4
-            b0, b1, b2, b3, b4 = _column5(p, y, x - 1, h, w, valid)
-            c0, c1, c2, c3, c4 = _column5(p, y, x, h, w, valid)
-            d0, d1, d2, d3, d4 = _column5(p, y, x + 1, h, w, valid)
-            e0, e1, e2, e3, e4 = _column5(p, y, x + 2, h, w, valid)
-            _, _, _, r03, r04 = _sort5(a0, b0, c0, d0, e0)  # the two largest of the column minima
-            _, _, r12, r13, r14 = _sort5(a1, b1, c1, d1, e1)
-            _, r21, r22, r23, _ = _sort5(a2, b2, c2, d2, e2)
-            r30, r31, r32, _, _ = _sort5(a3, b3, c3, d3, e3)
-            r40, r41, _, _, _ = _sort5(a4, b4, c4, d4, e4)  # the two smallest of the column maxima
-            med = _median13(r03, r04, r12, r13, r14, r21, r22, r23, r30, r31, r32, r40, r41)
+            if NETWORK:
+                med = _median5_by_network(p, y, x, h, w, valid)
+            else:
+                med = _median5_by_sort(p, y, x, h, w, valid)
             tl.store(dst + plane * hw + pix, med, mask=valid)
 
     @triton.jit
@@ -518,11 +515,11 @@ def plan(kernels: Kernels, h: int, w: int, pairs: int) -> dict[str, Launch]:
                            {"BLOCK": kernels.block, "TILES_P2": triton.next_power_of_2(tiles)}, kernels.num_warps,
                            kernels.block)
     if kernels.median == "network":
-        median = Launch(_median5_network_kernel, (triton.cdiv(h * w, _MEDIAN_NETWORK_BLOCK), 2 * pairs),
-                        {"BLOCK": _MEDIAN_NETWORK_BLOCK}, 4, _MEDIAN_NETWORK_BLOCK)
+        median = Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_NETWORK_BLOCK), 2 * pairs),
+                        {"BLOCK": _MEDIAN_NETWORK_BLOCK, "NETWORK": True}, 4, _MEDIAN_NETWORK_BLOCK)
     else:
-        median = Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_BLOCK), 2 * pairs), {"BLOCK": _MEDIAN_BLOCK}, 4,
-                        _MEDIAN_BLOCK)
+        median = Launch(_median5_kernel, (triton.cdiv(h * w, _MEDIAN_BLOCK), 2 * pairs),
+                        {"BLOCK": _MEDIAN_BLOCK, "NETWORK": False}, 4, _MEDIAN_BLOCK)
     out = {"iteration": iteration, "median": median}
     if kernels.warp == "triton":
         out["warp"] = Launch(_linearise_kernel, (triton.cdiv(h * w, kernels.block), pairs),
