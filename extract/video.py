@@ -374,7 +374,10 @@ def _display_rotation(frame) -> int:
     Raises:
         VideoError: the display matrix mirrors the image, or turns it by a non-right angle.
     """
-    matrix = next((sd for sd in frame.side_data if sd.type.name == "DISPLAYMATRIX"), None)
+    # By position: PyAV 18's container is a Mapping (iterating gives the types), earlier ones iterate the entries.
+    side_data = frame.side_data
+    entries = (side_data[i] for i in range(len(side_data)))
+    matrix = next((sd for sd in entries if sd.type.name == "DISPLAYMATRIX"), None)
     if matrix is None:
         return 0
     m = np.frombuffer(bytes(matrix), dtype="<i4").astype(np.float64)  # 3x3, row-major, 16.16 fixed point
