@@ -232,7 +232,9 @@ def test_ablation_puts_the_papers_form_beside_the_fits(world, fitted, tmp_path, 
     a row of its own (the main result when the fit's form is the paper's); the paper's ablations (no KL,
     action only, frozen stage 1) are of the paper's form, stage 1 reading the paper's checkpoint."""
     work = with_features(fitted, tmp_path / "work")
-    report = run(world, work, replace(CFG, ablation=True, figure_videos=0, refactor_form=form, detector_epochs=1))
+    cfg = replace(CFG, ablation=True, figure_videos=0, refactor_form=form, detector_epochs=1,
+                  context_folds=2)                 # folds: test_context_border_boundaries_and_folds_...
+    report = run(world, work, cfg)
     assert not report.ran["features"]
     figures = sorted(p.name for p in (work / "figures").iterdir())
     assert figures == ["loss_detector.png", "map_vs_tiou.png"]          # figure_videos 0: no timeline, no CAM
