@@ -175,9 +175,19 @@ class DecordReader(VideoReader):
             fps = float(self._vr.get_avg_fps())
         except (decord.DECORDError, RuntimeError) as exc:  # decord raises both on unreadable files
             raise VideoError(_one_line(exc)) from exc
-        self.info = _finish_info(path, "decord", stamps[:, 0], float(stamps[-1, 1] - stamps[-1, 0]),
-                                 fps, width, height, header.rotation)
         _check_declared(header.frames, n)
+        # decord's timestamps are float32 (26.7 s reads 26.700000762939453): the times come from PyAV's demux
+        # pass (exact time base arithmetic, a few ms a minute of video), once decord's frames are shown to be
+        # the same frames at the same times.
+        starts, last, _, _, _ = _pyav_index(path)
+        if len(starts) != n:
+            raise VideoError(f"decord finds {n} frames, the container's packets {len(starts)}")
+        own = np.sort(stamps[:, 0]) - np.min(stamps[:, 0])
+        if not np.allclose(own, starts - starts[0], rtol=0, atol=1e-3):
+            bad = int(np.argmax(np.abs(own - (starts - starts[0]))))
+            raise VideoError(f"decord places frame {bad} at {own[bad]:.6f} s, the container at "
+                             f"{starts[bad] - starts[0]:.6f} s")
+        self.info = _finish_info(path, "decord", starts, last, fps, width, height, header.rotation)
         self._chunk = max(1, chunk_bytes // max(1, width * height * 3))
 
     def frames(self, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
