@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"extract: {len(report.written)} written, {len(report.skipped)} skipped (already done), "
           f"{len(report.by_others)} written by other processes, {len(report.in_progress)} in progress elsewhere, "
           f"{len(report.failed)} failed -> {args.out}")
+    if report.other_settings:
+        shown = "; ".join(f"{v.stem}.h5 ({why})" for v, why in list(report.other_settings.items())[:5])
+        more = len(report.other_settings) - 5
+        print(f"extract: warning: {len(report.other_settings)} existing file(s) made with other settings were kept "
+              f"(--overwrite redoes them): {shown}" + (f"; and {more} more" if more > 0 else ""), file=sys.stderr)
     if report.failed:
         print("extract: failed: " + "; ".join(f"{v} ({r})" for v, r in report.failed.items()), file=sys.stderr)
         return 1

@@ -41,12 +41,13 @@ from extract.batches import snippet_batches
 from extract.claims import ClaimSet, claim_path
 from extract.collect import collect_videos
 from extract.config import ExtractConfig, autocast_dtype, resolve_device
+from extract.features import STREAM_ORDER, FeatureFileError, has_spatial, read_features
 from extract.job import VideoJob, extract_video, frame_crop, run_job
 from extract.streams import FlowStream, RGBStream, build_streams, input_geometry
 from extract.video import VideoError, check_backend
 
 __all__ = ["ExtractConfig", "ExtractionReport", "RGBStream", "FlowStream", "resolve_device", "autocast_dtype",
-           "build_streams", "collect_videos", "extract_video", "extract_videos", "snippet_batches"]
+           "build_streams", "collect_videos", "extract_video", "extract_videos", "settings_differ", "snippet_batches"]
 
 
 @dataclass
@@ -56,6 +57,9 @@ class ExtractionReport:
     Attributes:
         written: videos whose feature file this process wrote.
         skipped: videos whose complete file existed when the run started.
+        other_settings: those of ``skipped`` whose file was made with other settings than this run's,
+            with how (``"stride 4, not 16"``), or that cannot be read; kept as they are (``overwrite``
+            redoes them).
         failed: videos this process could not extract, with a one-line reason (a video that fails is
             released, and a process waiting for it retries it: each reports it).
         by_others: videos whose file another process wrote during this run.
@@ -67,6 +71,7 @@ class ExtractionReport:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    other_settings: dict[Path, str] = field(default_factory=dict)
     failed: dict[Path, str] = field(default_factory=dict)
     by_others: list[Path] = field(default_factory=list)
     in_progress: list[Path] = field(default_factory=list)
@@ -75,6 +80,33 @@ class ExtractionReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+def settings_differ(path: str | os.PathLike, config: ExtractConfig) -> str:
+    """How the feature file at ``path`` differs from what ``config`` would write, in words
+    (``"stride 4, not 16; streams rgb, not rgb+flow"``), or "" where it does not.
+
+    Compared: the streams, ``window``, ``stride``, and where ``config`` sets them, ``fps``,
+    ``short_side``, ``crop``, the flow method and the spatial maps (settings left to each video or to
+    the weights' spec cannot differ). A file that cannot be read says why.
+    """
+    try:
+        existing = read_features(path, rows=slice(0, 0))
+    except FeatureFileError as exc:
+        return f"unreadable ({exc})"
+    attrs = existing.attrs
+    pairs = [("streams", "+".join(existing.streams), "+".join(s for s in STREAM_ORDER if s in config.streams)),
+             ("window", existing.window, config.window), ("stride", existing.stride, config.stride)]
+    if config.fps is not None:
+        pairs.append(("fps", f"{existing.fps:g}", f"{config.fps:g}"))
+    for key in ("short_side", "crop"):
+        if getattr(config, key) is not None:
+            pairs.append((key, attrs.get(key), getattr(config, key)))
+    if "flow" in config.streams and "flow" in existing.streams:
+        pairs.append(("flow method", attrs.get("flow_method"), config.flow))
+    if config.spatial:
+        pairs.append(("spatial maps", "none" if not has_spatial(path, existing.streams[0]) else "yes", "yes"))
+    return "; ".join(f"{name} {old}, not {new}" for name, old, new in pairs if old != new)
 
 
 def _remove_partials(dest: Path) -> None:
@@ -139,6 +171,9 @@ def extract_videos(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     for video in videos:
         if dest_of(video).exists() and not config.overwrite:
             report.skipped.append(video)
+            differ = settings_differ(dest_of(video), config)
+            if differ:
+                report.other_settings[video] = differ
         else:
             upcoming.append(video)
     if any(claim_path(dest_of(v)).exists() for v in report.skipped):   # left by processes killed after writing

@@ -39,7 +39,7 @@ BACKENDS = ("auto", "torchcodec", "decord", "pyav")
 """Decoder names :func:`open_video` accepts; ``auto`` tries torchcodec, decord, then PyAV."""
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv",
-                    ".wmv", ".3gp", ".ts")
+                    ".wmv", ".3gp", ".ts", ".gif")
 
 
 class VideoError(RuntimeError):

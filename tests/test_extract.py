@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import torch
 
 from extract import ExtractConfig, extract_videos, read_features
-from extract.pipeline import RGBStream, build_streams
+from extract.collect import collect_videos
+from extract.pipeline import RGBStream, build_streams, settings_differ
 from extract.streams import FlowStream, input_geometry
 from extract.transforms import resize_crop, to_unit_range
 from extract.video import torchcodec_status
@@ -142,8 +144,29 @@ def test_resume_skips_done_videos_and_overwrite_redoes(tmp_path, tiny_stream):
     assert second.skipped == [a] and second.written == [out / "b.h5"]
     assert (out / "a.h5").stat().st_mtime_ns == stamp
     assert not stale.exists()
+    assert second.other_settings == {}
     third = extract_videos([a], out, ExtractConfig(overwrite=True, **SMALL), streams=streams, progress=False)
     assert third.written == [out / "a.h5"] and (out / "a.h5").stat().st_mtime_ns != stamp
+
+
+def test_a_rerun_with_other_settings_keeps_the_files_and_names_the_difference(tmp_path, tiny_stream):
+    _, streams = tiny_stream
+    a, b = make_video(tmp_path / "a.mp4", 12), make_video(tmp_path / "b.mp4", 12)
+    out = tmp_path / "out"
+    extract_videos([a], out, ExtractConfig(**SMALL), streams=streams, progress=False)
+    (out / "b.h5").write_bytes(b"not hdf5")                     # complete name, unreadable content
+    stamp = (out / "a.h5").stat().st_mtime_ns
+    cfg = ExtractConfig(stride=8, fps=10.0, spatial=True, **SMALL)
+    report = extract_videos([a, b], out, cfg, streams=streams, progress=False)
+    assert report.skipped == [a, b] and report.written == []
+    assert report.other_settings[a] == "stride 16, not 8; fps 25, not 10; spatial maps none, not yes"
+    assert report.other_settings[b].startswith(f"unreadable ({out / 'b.h5'}: not a readable HDF5 file")
+    assert (out / "a.h5").stat().st_mtime_ns == stamp           # kept
+    assert settings_differ(out / "a.h5", ExtractConfig(**SMALL)) == ""
+    assert settings_differ(out / "a.h5", ExtractConfig(short_side=64, crop=32, window=8)) == \
+        "window 16, not 8; crop 64, not 32"
+    assert settings_differ(out / "a.h5", ExtractConfig(streams=("flow", "rgb"), **SMALL)) == "streams rgb, not rgb+flow"
+    assert settings_differ(out / "a.h5", ExtractConfig(short_side=None, crop=None)) == ""   # the spec's: no claim
 
 
 def test_bad_inputs_are_reported_and_others_finish(tmp_path, tiny_stream):
@@ -286,7 +309,13 @@ def test_cli_matches_python_api_on_real_weights(tmp_path, weights_root, rgb_mode
     np.testing.assert_allclose(api_ff.features, expected, rtol=1e-4, atol=1e-4)
     # resumption through the CLI: nothing to do, exit 0
     again = run_cli(str(video), "--out", str(tmp_path / "cli"), "--weights-dir", str(weights_root), "--quiet")
-    assert again.returncode == 0 and "1 skipped" in again.stdout
+    assert again.returncode == 0 and "1 skipped" in again.stdout and not again.stderr
+    # a rerun asking for other settings keeps the file and says so in one line
+    other = run_cli(str(video), "--out", str(tmp_path / "cli"), "--weights-dir", str(weights_root), "--quiet",
+                    "--stride", "4", "--crop", "112")
+    assert other.returncode == 0 and "1 skipped" in other.stdout
+    assert other.stderr == ("extract: warning: 1 existing file(s) made with other settings were kept (--overwrite "
+                            "redoes them): clip.h5 (stride 16, not 4; crop 224, not 112)\n")
 
 
 def test_cli_usage_errors(tmp_path):
@@ -371,3 +400,19 @@ def test_decoding_runs_a_bounded_distance_ahead_of_the_model():
     assert seen == list(range(0, plan.num_snippets, 4))
     # queue of 2 batches + the batch being built + one batch in hand (4 snippets x stride 4 each) + a decode chunk
     assert worst <= 4 * 4 * 4 + 32 + 16
+
+
+def test_a_folder_of_gifs_is_walked_and_extracted(tmp_path, tiny_stream, shared_data):
+    """The folder walk takes ``.gif`` (any case) beside the video extensions, and a GIF decodes like a video:
+    the real UCF101 clip's 79 frames give ceil((79 - 16) / 16) + 1 = 5 snippets at 25 fps."""
+    src = tmp_path / "videos"
+    src.mkdir()
+    shutil.copy(shared_data / "kinetics-i3d-sample" / "v_CricketShot_g04_c01_rgb.gif", src / "cricket.GIF")
+    (src / "notes.txt").write_text("not a video")
+    videos, problems = collect_videos([src])
+    assert videos == [src / "cricket.GIF"] and problems == {}
+    _, streams = tiny_stream
+    report = extract_videos([src], tmp_path / "out", ExtractConfig(**SMALL), streams=streams, progress=False)
+    assert report.written == [tmp_path / "out" / "cricket.h5"] and report.ok
+    ff = read_features(tmp_path / "out" / "cricket.h5")
+    assert ff.num_frames == 79 and ff.features.shape == (5, 1024)
