@@ -401,10 +401,12 @@ def _display_rotation(frame) -> int:
 
 
 def _read_header(path: Path) -> _Header:
-    """:class:`_Header` of a file, read with PyAV (defaults where PyAV is missing or cannot read it).
+    """:class:`_Header` of a file, read with PyAV (defaults where PyAV is missing).
 
     Raises:
-        VideoError: an unsupported display matrix (see :func:`_display_rotation`).
+        VideoError: FFmpeg cannot open the file or it has no video stream (every backend would fail
+            the same way: this reason is FFmpeg's, said once, before decord prints its own log lines),
+            or an unsupported display matrix (see :func:`_display_rotation`).
     """
     try:
         import av  # noqa: PLC0415
@@ -414,14 +416,14 @@ def _read_header(path: Path) -> _Header:
         with av.open(str(path)) as container:
             frames = _mp4_frames(container)
             if not container.streams.video:
-                return _Header(frames)
+                raise VideoError("no video stream (audio-only or not a video)")
             try:
                 first = next(container.decode(container.streams.video[0]), None)
             except av.error.FFmpegError:
-                first = None
+                first = None      # the readers say why, with the frame where decoding fails
             return _Header(frames, _display_rotation(first) if first is not None else 0)
-    except av.error.FFmpegError:
-        return _Header()
+    except av.error.FFmpegError as exc:
+        raise VideoError(_one_line(exc)) from exc
 
 
 def _check_declared(declared: int, found: int) -> None:
@@ -432,7 +434,10 @@ def _check_declared(declared: int, found: int) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The reason of ``exc`` on one line, at most 300 characters; for FFmpeg's (and OS) errors their text
+    alone, without ``[Errno 1094995529]`` and the path, which the caller names already."""
+    strerror = getattr(exc, "strerror", None)
+    text = " ".join((strerror if isinstance(strerror, str) and strerror else str(exc)).split())
     return text[:300] if text else type(exc).__name__
 
 
