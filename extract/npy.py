@@ -133,13 +133,24 @@ def split_streams(features: np.ndarray, names: tuple[str, ...]) -> dict[str, np.
     return {names[0]: features[:, : c // 2], names[1]: features[:, c // 2:]}
 
 
+NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of every .npy file (NumPy's format, any version)."""
+
+
 def _load_npy(path: Path) -> np.ndarray:
     """float32 ndarray[T, C] of a .npy file, converted only where exact."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise NpyError(f"cannot be read ({exc.strerror or type(exc).__name__})") from exc
+    if magic != NPY_MAGIC:          # np.load would try it as a pickle and say so, which misleads
+        raise NpyError("not a .npy file (it does not start with NumPy's header)")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise NpyError(f"not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                       ) from None
+                       ) from exc
     if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
         raise NpyError(f"expected a (T, C) array with T, C >= 1, got shape {getattr(array, 'shape', None)}")
     if array.dtype.kind != "f":

@@ -186,6 +186,10 @@ def test_batch_lists_bad_files_finishes_good_ones_and_exits_1(npy_dir, tmp_path)
     assert "no fps" in reasons["video_test_0000007.npy"] and "cannot hold exactly" in reasons["f64.npy"]
     assert "not finite" in reasons["nan.npy"] and "dtype int32" in reasons["ints.npy"]
     assert "cannot be split" in reasons["odd.npy"] and "shape (10,)" in reasons["flat.npy"]
+    assert reasons["junk.npy"].endswith("junk.npy: not a .npy file (it does not start with NumPy's header)")
+    assert "pickle" not in reasons["junk.npy"]          # np.load's advice to load it unsafely is not passed on
+    assert "not a readable .npy array (Object arrays cannot be loaded when allow_pickle=False)" in \
+        reasons["objects.npy"]
     assert proc.stderr.splitlines()[-1].startswith("extract.npy import: failed: ")
     assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["video_test_0000004.h5",
                                                                       "video_validation_0000051.h5"]
