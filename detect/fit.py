@@ -94,7 +94,7 @@ from refactor.model import FORMS, RefactorConfig
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
 from refactor.train import TrainConfig as RefactorTrainConfig
-from refactor.train import save_checkpoint, train_refactor
+from refactor.train import load_refactor, save_checkpoint, train_refactor
 from weights import find_weights, get_spec
 
 __all__ = ["ABLATION_VARIANTS", "SELECT_CANDIDATES", "FIT_SECTION", "FitConfig", "FitError", "FitReport",
@@ -442,7 +442,9 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
         log(f"fit: RefactorNet cannot be trained ({exc}): the front is chosen among the other candidates and "
             "the ablation leaves out RefactorNet's rows")
     chosen = "refactor"
-    if cfg.select_front:
+    if not cfg.select_front:
+        (work / "select.json").unlink(missing_ok=True)     # an earlier run's choice: not this model's
+    else:
         report.selection = _select(work, feats, annotations, train_subset, cfg, stages, feat_key, log, ref_key)
         chosen = report.selection["chosen"]
     front = SELECT_CANDIDATES[chosen]
@@ -456,11 +458,11 @@ def fit(videos: str | os.PathLike, annotations: str | os.PathLike, work: str | o
 
     # 5. figures -------------------------------------------------------------------------------------------
     fig_dir = work / "figures"
-    fig_key = stage_key("figures", {"detector": det_key, "evaluate": report.result["key"],
+    fig_key = stage_key("figures", {"detector": det_key, "evaluate": report.result["key"], "refactor": ref_key,
                                     "videos": cfg.figure_videos, "reference": cfg.cam_reference})
 
     def figures() -> dict:
-        return {"files": [str(p) for p in main.figures(fig_dir)]}
+        return {"files": [str(p) for p in main.figures(fig_dir, stage1=ref_key is not None)]}
 
     info = stages.run("figures", fig_key, [fig_dir], figures)
     report.figures = [Path(p) for p in info.get("files", [])]
@@ -589,6 +591,8 @@ class _Variant:
                                          refactor_checkpoint=ref, front=front, progress=None, state_path=state,
                                          context_checkpoint=ctx)
             save_detector(out, model, meta)
+            state.unlink(missing_ok=True)           # the checkpoint is whole: the state has done its work
+            state.with_name(state.name + ".key").unlink(missing_ok=True)
             return {"epochs": len(meta["history"]), "final_loss": meta["history"][-1].get("loss")
                     if meta["history"] else None}
 
@@ -615,8 +619,9 @@ class _Variant:
         self.stages.run(self._name(stage), key, [pred_path, result_path], build)
         return json.loads(result_path.read_text()) | {"key": key}
 
-    def figures(self, folder: Path) -> list[Path]:
-        """Loss curves, mAP against tIoU, timelines and CAM figures of a few test videos."""
+    def figures(self, folder: Path, stage1: bool) -> list[Path]:
+        """Loss curves, mAP against tIoU, timelines and CAM figures of a few test videos; ``stage1``:
+        ROOT/refactor.pt is this run's stage 1 (it draws the CAM figures where the front is not RefactorNet)."""
         folder.mkdir(parents=True, exist_ok=True)
         written = []
         model, ckpt = load_detector(self.root / "detector.pt")
@@ -631,10 +636,17 @@ class _Variant:
         for vid in annotated:
             written.append(folder / f"timeline_{safe_name(vid)}.png")
             plot_timeline(gt, pred, vid, written[-1])
-        if annotated and self.cfg.spatial and "rgb" in self.cfg.streams and model.config.front == "refactor":
-            drawn = draw_cams(model.front, tuple(ckpt["feature_layout"]["streams"]), self.feats, folder,
-                              videos=annotated, annotations=self.annotations, subset=self.test_subset,
-                              samples=SampleConfig(), reference=self.cfg.cam_reference)
+        # CAM figures: the detector's RefactorNet, or where its front is another, stage 1's (WORK/refactor.pt)
+        if model.config.front == "refactor":
+            net, streams = model.front, tuple(ckpt["feature_layout"]["streams"])
+        elif stage1:
+            net, ref_ckpt = load_refactor(self.root / "refactor.pt")
+            streams = tuple(ref_ckpt["feature_layout"]["streams"])
+        else:                                            # no coupling samples: no RefactorNet to draw
+            net = None
+        if annotated and self.cfg.spatial and "rgb" in self.cfg.streams and net is not None:
+            drawn = draw_cams(net, streams, self.feats, folder, videos=annotated, annotations=self.annotations,
+                              subset=self.test_subset, samples=SampleConfig(), reference=self.cfg.cam_reference)
             written += [path for _vid, _snippets, path, _found in drawn]
         return written
 
@@ -807,12 +819,13 @@ def _ablation(work: Path, feats: Path, annotations: Path, train_subset: str, tes
 def ablation_table(table: dict) -> str:
     """The ablation as a table for people (percent)."""
     head = "".join(f"{t:>7.2f}" for t in table["tiou"])
-    lines = [f"{'variant':<38}{head}{'avg':>7}{'acc@0.7':>9}{'tIoU@0.7':>10}"]
+    width = max([len("variant")] + [len(row["name"]) for row in table["variants"].values()]) + 2
+    lines = [f"{'variant':<{width}}{head}{'avg':>7}{'acc@0.7':>9}{'tIoU@0.7':>10}"]
     for row in table["variants"].values():
         q = row.get("quality") or {}
         acc = q.get("accuracy")
         miou = q.get("mean_tiou")
-        lines.append(f"{row['name']:<38}" + "".join(f"{100 * m:>7.2f}" for m in row["mAP"])
+        lines.append(f"{row['name']:<{width}}" + "".join(f"{100 * m:>7.2f}" for m in row["mAP"])
                      + f"{100 * row['average_mAP']:>7.2f}"
                      + (f"{100 * acc:>9.1f}" if acc is not None and acc == acc else f"{'-':>9}")
                      + (f"{miou:>10.3f}" if miou is not None and miou == miou else f"{'-':>10}"))

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from common.annotations import hold_out, read_database, write_annotations
 from detect.checkpoint import load_detector
-from detect.fit import ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, choose_front, describe, fit
+from detect.fit import (ABLATION_VARIANTS, SELECT_CANDIDATES, FitConfig, FitError, ablation_table, choose_front,
+                        describe, fit)
 from detect.world import WorldConfig, make_world
 from extract.config import ExtractConfig
 from extract.features import read_features
@@ -66,6 +67,12 @@ def with_features(fitted, work: Path) -> Path:
     return work
 
 
+def first_test_video(world: Path) -> str:
+    """The first test video of the world (the one figures are drawn for with ``figure_videos=1``)."""
+    db = read_database(world / "annotations.json")
+    return min(v for v, e in db.items() if e["subset"] == "test")
+
+
 def mtimes(work: Path) -> dict[str, int]:
     return {str(p.relative_to(work)): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
 
@@ -96,6 +103,7 @@ def test_fit_writes_every_output(world, fitted):
     assert {"loss_detector.png", "map_vs_tiou.png"} <= names and any(n.startswith("timeline_") for n in names)
     assert any(n.startswith("cam_") for n in names)
     assert not [p for p in work.rglob("*") if ".partial-" in p.name]      # nothing half-written
+    assert not list(work.rglob("*.state*"))                 # training states go once their checkpoint is written
 
 
 def test_rerun_does_nothing(world, fitted):
@@ -176,6 +184,7 @@ def test_kill_during_detector_training_then_rerun_resumes(world, fitted, tmp_pat
     _, ckpt = load_detector(work / "detector.pt")
     assert len(ckpt["history"]) == epochs
     assert ckpt["history"][:done] == killed          # the resumed run continued the killed one's epochs
+    assert not state.exists() and not (work / "detector.pt.state.key").exists()
 
 
 def test_bad_input_is_one_clear_error(world, tmp_path):
@@ -501,14 +510,32 @@ def test_score_gain_reaches_the_context_detectors_only(world, fitted, tmp_path):
     retrains the context detectors); a gain of 0 is one line."""
     work = with_features(fitted, tmp_path / "work")
     cfg = replace(CFG, select_front=True, select_candidates=("baseline", "context"), select_prefer="context",
-                  select_margin=100.0, figure_videos=0, detector_epochs=1, score_gain=4.0, context_folds=0,
+                  select_margin=100.0, figure_videos=1, detector_epochs=1, score_gain=4.0, context_folds=0,
                   context_boundaries=False)                     # the cheapest context front: one score, no folds
     report = run(world, work, cfg)
     assert report.selection["chosen"] == "context"
+    # the front is not RefactorNet: stage 1's (WORK/refactor.pt) draws the CAM figures
+    assert [p.name for p in report.figures if p.name.startswith("cam_")] == [f"cam_{first_test_video(world)}.png"]
     assert load_detector(work / "detector.pt")[0].config.score_gain == 4.0
     assert load_detector(work / "select" / "context" / "detector.pt")[0].config.score_gain == 4.0
     assert load_detector(work / "select" / "baseline" / "detector.pt")[0].config.score_gain == 1.0
     again = run(world, work, replace(cfg, score_gain=2.0))
     assert again.ran["detector"] and load_detector(work / "detector.pt")[0].config.score_gain == 2.0
+    assert (work / "select.json").is_file()
+    run(world, work, replace(cfg, score_gain=2.0, select_front=False))
+    assert not (work / "select.json").exists()                   # no choice was made: no earlier one is left
     with pytest.raises(FitError, match="--score-gain must be > 0"):
         run(world, work, replace(cfg, score_gain=0.0))
+
+
+def test_ablation_table_columns_line_up_whatever_the_names():
+    table = {"tiou": [0.3, 0.5, 0.7], "variants": {
+        "refactor": {"name": "RefactorNet", "mAP": [0.5, 0.4, 0.3], "average_mAP": 0.4,
+                     "quality": {"accuracy": 0.75, "mean_tiou": 0.612}},
+        "context": {"name": "Context score beside f (cross-fitted over 8 folds, boundary score, gain 16)",
+                    "mAP": [0.6, 0.5, 0.25], "average_mAP": 0.45, "quality": None}}}
+    lines = ablation_table(table).splitlines()
+    assert len({len(line) for line in lines}) == 1                      # every row as wide as the header
+    assert lines[1].split()[-6:] == ["50.00", "40.00", "30.00", "40.00", "75.0", "0.612"]
+    assert lines[2].split()[-6:] == ["60.00", "50.00", "25.00", "45.00", "-", "-"]
+    assert lines[0].index("avg") == lines[1].index("40.00", lines[1].index("30.00")) + 2
