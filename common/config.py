@@ -6,9 +6,10 @@ everything else is generated from the fields:
 
 * a flag per field (``--field-name``; name, type, default and help from the field and the
   ``Attributes:`` section of the dataclass docstring, or ``metadata={"help": ...}``); booleans get
-  ``--name`` / ``--no-name``; tuples are comma lists (``--bins 2,8,2``); ``none`` means None where
-  the field allows it; a field with ``metadata={"none_at": v}`` also reads numbers ``<= v`` as None
-  (``--top-k 0``: no limit);
+  ``--name`` / ``--no-name``, one entry of ``--help`` (``--name, --no-name``); tuples are comma lists
+  (``--bins 2,8,2``); ``none`` means None where the field allows it; a field with
+  ``metadata={"none_at": v}`` also reads numbers ``<= v`` as None (``--top-k 0``: no limit); an alias's
+  help names the flag it equals with the value it sets (``--no-kl``: ``same as --no-use-kl``);
 * ``--config FILE``: a YAML or JSON mapping ``{section: {field: value}}`` that sets any field; flags
   given on the command line override it; an unknown section or key is a one-line :class:`ConfigError`;
 * ``--print-config``: the effective settings as YAML (a file ``--config`` accepts).
@@ -241,8 +242,46 @@ class _Const(argparse.Action):
         setattr(namespace, self.dest, self.const)
 
 
+class _Bool(argparse.Action):
+    """A boolean field's ``--name`` (True) and ``--no-name`` (False) as one action, so ``--help`` lists
+    them together (``--name, --no-name``) and the usage line as ``[--name | --no-name]``."""
+
+    def __init__(self, option_strings, dest, negative=None, **kw):
+        self.negative = negative
+        super().__init__([*option_strings, negative], dest, nargs=0, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string != self.negative)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
 def _flag(section: Section, name: str) -> str:
     return section.flags.get(name, "--" + name.replace("_", "-"))
+
+
+def _negative(flag: str) -> str:
+    """The flag that sets a boolean field to False: ``--name`` -> ``--no-name``."""
+    return "--no-" + flag[2:]
+
+
+def _value_text(value) -> str:
+    """A value as it is written on the command line (tuples as comma lists, None as ``none``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _alias_help(section: Section, name: str, value) -> str:
+    """``same as --flag VALUE`` for an alias: for a boolean value the flag that sets it (``--name`` or
+    ``--no-name``)."""
+    flag = _flag(section, name)
+    if isinstance(value, bool):
+        return f"same as {flag if value else _negative(flag)}"
+    return f"same as {flag} {_value_text(value)}".replace("%", "%%")
 
 
 def add_section_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, section: Section,
@@ -266,11 +305,8 @@ def add_section_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
         dest = section.dest(f.name)
         choices = section.choices.get(f.name, f.metadata.get("choices"))
         if _optional(tp)[0] is bool:
-            parser.add_argument(flag, dest=dest, action=_Const, const=True, default=argparse.SUPPRESS,
+            parser.add_argument(flag, dest=dest, action=_Bool, negative=_negative(flag), default=argparse.SUPPRESS,
                                 help=help_text)
-            negative = "--no-" + flag[2:]
-            parser.add_argument(negative, dest=dest, action=_Const, const=False, default=argparse.SUPPRESS,
-                                help=argparse.SUPPRESS)
         else:
             parser.add_argument(flag, dest=dest, action=_Set, tp=tp, none_at=f.metadata.get("none_at"),
                                 choices=tuple(choices) if choices is not None else None, default=argparse.SUPPRESS,
@@ -278,8 +314,7 @@ def add_section_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
                                 help=help_text)
     for alias, (name, value) in section.aliases.items():
         parser.add_argument(alias, dest=section.dest(name), action=_Const, const=value, default=argparse.SUPPRESS,
-                            help=f"same as {_flag(section, name)}" + ("" if isinstance(value, bool) else
-                                                                       f" {value}"))
+                            help=_alias_help(section, name, value))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

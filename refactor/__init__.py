@@ -15,7 +15,7 @@ score: a supervised co-occurrence component beside f, and its checkpoint), ``app
 
 from refactor.apply import apply_refactor
 from refactor.context import ContextConfig, ContextScorer, load_context, save_context, train_context
-from refactor.errors import NoCouplingSamples, RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError, check_feature_folder
 from refactor.model import (FORMS, RefactorConfig, RefactorLoss, RefactorNet, RefactorOutput, kl_divergence,
                             pair_losses, reconstruction_loss, spread_loss)
 from refactor.pairs import PairSet, build_pairs
@@ -25,6 +25,6 @@ from refactor.train import TrainConfig, load_refactor, save_checkpoint, train_re
 __all__ = ["FORMS", "RefactorConfig", "RefactorNet", "RefactorOutput", "RefactorLoss", "pair_losses", "kl_divergence",
            "spread_loss", "reconstruction_loss",
            "SampleConfig", "SampleError", "VideoSamples", "collect_samples", "PairSet", "RefactorError",
-           "NoCouplingSamples",
+           "NoCouplingSamples", "check_feature_folder",
            "TrainConfig", "apply_refactor", "build_pairs", "load_refactor", "save_checkpoint", "train_refactor",
            "ContextConfig", "ContextScorer", "train_context", "save_context", "load_context"]

@@ -1,6 +1,7 @@
 """python -m refactor train|context|apply|cam: RefactorNet stage 1 (encoders), the context score (a supervised
 co-occurrence component, refactor.context), refactored feature files, and Grad-CAM figures of the action vs
-co-occurrence components."""
+co-occurrence components. Exit status 2 for unusable arguments (a --features that is not a folder, an unusable
+output, a sample rule that leaves a class without coupling samples), 1 for other unusable input."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from extract.video import VideoError
 from refactor.apply import apply_refactor
 from refactor.cam import add_cam_arguments, cam_options, checkpoint_samples, draw_cams
 from refactor.context import ContextConfig, save_context, train_context
-from refactor.errors import RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError, check_feature_folder
 from refactor.model import RefactorConfig
 from refactor.pairs import build_pairs
 from refactor.samples import SampleConfig
@@ -170,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     if unusable_outputs(f"refactor {args.command}", files={"--out": args.out if trains else None},
                         dirs={"--out": args.out if args.command in ("apply", "cam") else None}):
         return 2
+    if args.features is not None and not getattr(args, "print_config", False):
+        try:
+            check_feature_folder(args.features, "--features")
+        except RefactorError as exc:
+            print(f"refactor {args.command}: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "train":
             return _train(args)
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             return 0
         return _cam(args)
+    except NoCouplingSamples as exc:        # the sample rule's --threshold / --top-k leave a class without pairs
+        print(f"refactor {args.command}: {exc}", file=sys.stderr)
+        return 2
     except (RefactorError, FeatureFileError, AnnotationError, ConfigError, ValueError, VideoError) as exc:
         print(f"refactor {args.command}: {exc}", file=sys.stderr)
         return 1

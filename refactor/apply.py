@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from common.fileio import sha256_file
 from extract.features import FeatureFileError, read_features, write_features
-from refactor.errors import RefactorError
+from refactor.errors import RefactorError, check_feature_folder
 from refactor.train import load_refactor
 
 __all__ = ["apply_refactor"]
@@ -50,8 +50,12 @@ def apply_refactor(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike
 
     Returns:
         the files written, in name order.
+
+    Raises:
+        RefactorError: ``feature_dir`` is not an existing folder or holds no ``*.h5``, or an unusable
+            checkpoint (and, without ``failures``, an unusable feature file).
     """
-    files = sorted(Path(feature_dir).glob("*.h5"))
+    files = sorted(check_feature_folder(feature_dir).glob("*.h5"))
     if not files:
         raise RefactorError(f"no feature files (*.h5) in {feature_dir}")
     model, ckpt = load_refactor(checkpoint)

@@ -30,7 +30,7 @@ from common.plotting import new_figure, save_figure
 from extract.features import has_spatial, read_features, read_spatial
 from extract.transforms import resize_crop
 from extract.video import open_video
-from refactor.errors import RefactorError
+from refactor.errors import RefactorError, check_feature_folder
 from refactor.model import RefactorNet
 from refactor.samples import SampleConfig, collect_samples
 
@@ -362,11 +362,12 @@ def draw_cams(model: RefactorNet, streams: tuple[str, ...], feature_dir: str | o
         per figure: (video id, snippets drawn, figure path, whether the source frames were found).
 
     Raises:
-        RefactorError: no file with ``rgb_spatial`` maps, or ``source`` with several videos;
+        RefactorError: ``feature_dir`` is not an existing folder, no file with ``rgb_spatial`` maps, or
+            ``source`` with several videos;
         ValueError (FeatureFileError): a named file is missing, has no maps or no RGB stream;
         AnnotationError: unreadable ground truth.
     """
-    folder = Path(feature_dir)
+    folder = check_feature_folder(feature_dir)
     instances = ground_truth_instances(annotations, subset) if annotations is not None else None
     if videos:
         files = [folder / f"{v}.h5" for v in videos]

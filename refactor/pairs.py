@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from common.annotations import load_ground_truth
 from extract.features import read_features
-from refactor.errors import NoCouplingSamples, RefactorError
+from refactor.errors import NoCouplingSamples, RefactorError, check_feature_folder
 from refactor.samples import SampleConfig, SampleError, VideoSamples, collect_samples
 
 __all__ = ["PairSet", "build_pairs"]
@@ -53,12 +52,12 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
             differs between parts, and so would the meaning of their outputs.
 
     Raises:
-        RefactorError: no feature file matches an annotated video, NaN in features, or mixed
-            feature layouts.
+        RefactorError: ``feature_dir`` is not an existing folder, no feature file matches an annotated
+            video, NaN in features, or mixed feature layouts.
         NoCouplingSamples: (a RefactorError) a class without any coupling sample.
         AnnotationError: unreadable ground truth, or none in ``subset``.
     """
-    feature_dir = Path(feature_dir)
+    feature_dir = check_feature_folder(feature_dir)
     files = sorted(feature_dir.glob("*.h5"))
     if not files:
         raise RefactorError(f"no feature files (*.h5) in {feature_dir}")

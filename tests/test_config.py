@@ -3,10 +3,12 @@ the effective settings in checkpoints, and validation during detector training."
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,13 @@ import yaml
 from torch import nn
 
 from common.annotations import load_ground_truth, write_annotations
-from common.config import ConfigError, Section, coerce_value, field_docs, parse_value, resolve_settings
+from common.config import (ConfigError, Section, add_section_arguments, coerce_value, field_docs, parse_value,
+                           resolve_settings, section_values)
 from common.datasets import ActivityNet, Thumos14, detect_dataset, get_dataset
 from common.predictions import load_predictions
 from detect import Detector, DetectorConfig, InferenceConfig, TrainConfig, load_detector, run_detector, train_detector
 from detect.__main__ import build_parser as detect_parser
+from detect.__main__ import fit_config
 from detect.__main__ import main as detect_main
 from detect.__main__ import train_settings
 from detect.checkpoint import run_files
@@ -159,6 +163,106 @@ def test_resolve_settings_order():
     got = resolve_settings([section], args, {"train": {"epochs": 5, "lr": 0.5}}, presets={"subset": "training",
                                                                                          "mode": "anet"})
     assert got == {"train": {"subset": "training", "epochs": 9, "lr": 0.5}}      # mode: not a TrainConfig field
+
+
+@dataclass
+class Switches:
+    """Settings of the help tests.
+
+    Attributes:
+        loud: say more.
+        fast: skip the checks.
+        level: how much.
+        tags: labels.
+    """
+
+    loud: bool = False
+    fast: bool | None = None
+    level: int = 1
+    tags: tuple[str, ...] = ("a",)
+
+
+def switches_parser(**aliases) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prog", formatter_class=lambda prog: argparse.HelpFormatter(prog, width=200))
+    add_section_arguments(parser, Section("s", Switches, aliases=aliases))
+    return parser
+
+
+def help_lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_boolean_flags_and_aliases_in_help():
+    """A boolean field is one help entry naming both forms, with its help text and default; an alias's help
+    names the flag with the value it sets (``--no-loud`` for False, not ``--loud``)."""
+    parser = switches_parser(**{"--quiet": ("loud", False), "--shout": ("loud", True), "--max": ("level", 9),
+                                "--plain": ("tags", ("x", "y")), "--careful": ("fast", None)})
+    lines = help_lines(parser.format_help())
+    assert "  --loud, --no-loud  say more (default: False)" in lines
+    assert "  --fast, --no-fast  skip the checks (default: none)" in lines
+    assert "  --quiet            same as --no-loud" in lines
+    assert "  --shout            same as --loud" in lines
+    assert "  --max              same as --level 9" in lines
+    assert "  --plain            same as --tags x,y" in lines
+    assert "  --careful          same as --fast none" in lines
+    assert not any(line.lstrip().startswith("--no-loud") for line in lines)      # not a second entry
+    assert ("usage: prog [-h] [--loud | --no-loud] [--fast | --no-fast] [--level INT] [--tags STR[,...]] [--quiet] "
+            "[--shout] [--max] [--plain] [--careful]") in lines
+    section = Section("s", Switches)
+    for argv, expected in ((["--loud"], {"loud": True}), (["--no-loud"], {"loud": False}),
+                           (["--loud", "--no-loud"], {"loud": False}), (["--no-fast", "--fast"], {"fast": True}),
+                           (["--quiet"], {"loud": False}), (["--shout"], {"loud": True}), ([], {}),
+                           (["--careful", "--max"], {"fast": None, "level": 9})):
+        assert section_values(parser.parse_args(argv), section) == expected, argv
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--no-level"])                                          # only booleans have a --no- form
+
+
+def cli_help(*argv: str) -> list[str]:
+    proc = subprocess.run([sys.executable, "-m", *argv, "--help"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return help_lines(proc.stdout)
+
+
+def help_entry(lines: list[str], invocation: str) -> str:
+    """The help text of the entry whose invocation is ``invocation``, its wrapped lines joined."""
+    i = next(i for i, line in enumerate(lines) if line == f"  {invocation}" or line.startswith(f"  {invocation}  "))
+    parts = [lines[i][len(invocation) + 2:].strip()]
+    for line in lines[i + 1:]:
+        if not line.startswith("   "):                  # a blank line, a group title or the next entry ("  --x")
+            break
+        parts.append(line.strip())
+    return " ".join(p for p in parts if p)
+
+
+def test_refactor_train_help_names_the_flags_aliases_set():
+    lines = cli_help("refactor", "train")
+    assert "  --no-kl               same as --no-use-kl" in lines
+    assert help_entry(lines, "--use-kl, --no-use-kl") == ("KL regularization of the co-occurrence component "
+                                                          "(ablation, --no-kl: L_A & L_C only) (default: True)")
+    assert not any(line.strip().startswith("--no-use-kl") for line in lines)
+
+
+def test_detect_fit_help_shows_the_no_forms_and_they_parse():
+    """``detect fit``'s booleans (generated from FitConfig) list ``--no-NAME`` beside ``--NAME``, in the usage
+    line and the help, and both forms set the field."""
+    lines = cli_help("detect", "fit")
+    usage = " ".join(line.strip() for line in lines[:lines.index("")])
+    for name in ("spatial", "ablation", "select-front", "context-boundaries"):
+        assert f"[--{name} | --no-{name}]" in usage, name
+        assert help_entry(lines, f"--{name}, --no-{name}").endswith("(default: True)" if name != "ablation" else
+                                                                    "(default: False)"), name
+    assert "  --no-cam              same as --no-spatial" in lines
+    assert help_entry(lines, "--spatial, --no-spatial") == ("store the Mixed_5c maps the CAM figures need (--no-cam: "
+                                                            "neither maps nor CAM figures) (default: True)")
+    assert help_entry(lines, "--select-front, --no-select-front").endswith(
+        "(about 3x the training time; --no-select-front: RefactorNet in the fit's form) (default: True)")
+    parse = detect_parser().parse_args
+    cfg = fit_config(parse(["fit", "--no-select-front", "--no-context-boundaries", "--no-cam"]))
+    assert (cfg.select_front, cfg.context_boundaries, cfg.spatial) == (False, False, False)
+    cfg = fit_config(parse(["fit", "--no-select-front", "--select-front", "--no-spatial", "--spatial"]))
+    assert (cfg.select_front, cfg.context_boundaries, cfg.spatial) == (True, True, True)
 
 
 # ---------------------------------------------------------------------------------------------- registries

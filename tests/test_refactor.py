@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -602,8 +603,8 @@ def test_cli_disables_rules(dataset, tmp_path, capsys):
 # bad input: one clear line
 # ---------------------------------------------------------------------------------------------
 
-def cli_error(capsys, *argv: str) -> str:
-    assert cli_main(list(argv)) == 1
+def cli_error(capsys, *argv: str, code: int = 1) -> str:
+    assert cli_main(list(argv)) == code
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -651,9 +652,46 @@ def test_class_without_coupling_samples(tmp_path, capsys):
     # without a threshold the top-k rule always finds some
     pairs = build_pairs(tmp_path / "feat", ann, samples=SampleConfig(None, 2))
     assert len(pairs.similarity) == 4
-    line = cli_error(capsys, "train", "--features", str(tmp_path / "feat"), "--annotations", str(ann), "--out",
-                     str(tmp_path / "x.pt"), "--threshold", "0.3")
-    assert "class 'Lonely' has no coupling samples" in line
+    # an unusable sample rule: exit 2 (the README's bad-input table), one line, no checkpoint
+    r = run_cli("train", "--features", str(tmp_path / "feat"), "--annotations", str(ann), "--out",
+                str(tmp_path / "x.pt"), "--threshold", "0.3")
+    assert (r.returncode, r.stderr) == (2, "refactor train: class 'Lonely' has no coupling samples (1 such classes); "
+                                           "lower --threshold or raise --top-k\n")
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "x.pt.state").exists()
+    line = cli_error(capsys, "context", "--features", str(tmp_path / "feat"), "--annotations", str(ann), "--out",
+                     str(tmp_path / "c.pt"), "--threshold", "0.3", code=2)
+    assert line == ("refactor context: class 'Lonely' has no coupling samples (1 such classes); lower --threshold "
+                    "or raise --top-k")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_features_folder_that_does_not_exist(dataset, tmp_path, capsys):
+    """``--features`` that is not an existing folder: one line saying so and exit 2, for every command, before
+    anything is read or written; the library functions say the same in a RefactorError."""
+    feature_dir, ann = dataset
+    missing, afile = tmp_path / "nonexist", tmp_path / "afile"
+    afile.write_text("x")
+    ckpt = tmp_path / "r.pt"
+    assert cli_main(["train", "--features", str(feature_dir), "--annotations", str(ann), "--out", str(ckpt),
+                     "--epochs", "1", "--hidden-dim", "8"]) == 0
+    capsys.readouterr()
+    r = run_cli("train", "--features", str(missing), "--annotations", str(ann), "--out", str(tmp_path / "x.pt"))
+    assert (r.returncode, r.stderr) == (2, f"refactor train: --features {missing}: no such folder\n")
+    for command, rest in (("train", ["--annotations", str(ann), "--out", str(tmp_path / "x.pt")]),
+                          ("context", ["--annotations", str(ann), "--out", str(tmp_path / "x.pt")]),
+                          ("apply", ["--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]),
+                          ("cam", ["--checkpoint", str(ckpt), "--out", str(tmp_path / "out")])):
+        line = cli_error(capsys, command, "--features", str(missing), *rest, code=2)
+        assert line == f"refactor {command}: --features {missing}: no such folder"
+        line = cli_error(capsys, command, "--features", str(afile), *rest, code=2)
+        assert line == f"refactor {command}: --features {afile}: not a folder"
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "out").exists()
+    with pytest.raises(RefactorError, match=f"^feature folder {re.escape(str(missing))}: no such folder$"):
+        build_pairs(missing, ann)
+    with pytest.raises(RefactorError, match=f"^feature folder {re.escape(str(afile))}: not a folder$"):
+        apply_refactor(ckpt, afile, tmp_path / "out")
+    with pytest.raises(RefactorError, match=f"^feature folder {re.escape(str(missing))}: no such folder$"):
+        apply_refactor(ckpt, missing, tmp_path / "out")
 
 
 def test_nan_features(dataset, tmp_path, capsys):
