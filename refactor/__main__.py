@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _cam(args)
     except NoCouplingSamples as exc:        # the sample rule's --threshold / --top-k leave a class without pairs
-        print(f"refactor {args.command}: {exc}", file=sys.stderr)
+        print(f"refactor {args.command}: {exc}; lower --threshold or raise --top-k", file=sys.stderr)
         return 2
     except (RefactorError, FeatureFileError, AnnotationError, ConfigError, ValueError, VideoError) as exc:
         print(f"refactor {args.command}: {exc}", file=sys.stderr)

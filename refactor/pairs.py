@@ -106,7 +106,6 @@ def build_pairs(feature_dir: str | os.PathLike, annotations: str | os.PathLike |
     present = set(np.concatenate([v.action_labels for v in videos]).tolist())
     missing = [gt.classes[c] for c in sorted(present) if not np.any(label_arr == c)]
     if missing:
-        raise NoCouplingSamples(f"class {missing[0]!r} has no coupling samples ({len(missing)} such classes); lower "
-                            "--threshold or raise --top-k")
+        raise NoCouplingSamples(f"class {missing[0]!r} has no coupling samples ({len(missing)} such classes)")
     return PairSet(np.concatenate(action).astype(np.float32), np.concatenate(coupling).astype(np.float32),
                    np.concatenate(sim), label_arr, list(gt.classes), tuple(streams), videos)
