@@ -36,9 +36,14 @@ position): instances keep the file's order, videos in mapping order, annotations
 Classes are numbered in order of first appearance in the subset's ground truth, as the official
 evaluator's ``activity_index``.
 
-A segment that is not exactly two numbers (a third number is refused rather than dropped, as the
-official evaluator would silently), with end < start, or with a non-finite time, is an
-:class:`AnnotationError`.
+:func:`read_database` checks every entry's structure once, so every reader above it can rely on it:
+an entry is an object with a ``subset`` string; ``annotations``, when present, a list of objects,
+each with a segment of exactly two numbers (a third number is refused rather than dropped, as the
+official evaluator would silently; numeric strings are read as its ``float()`` reads them) with
+finite times and end >= start, and a string ``label``; ``duration``, when present, a finite number
+>= 0 (or such a numeric string); ``ambiguous``, when present, a list of such segments. Anything else
+is an :class:`AnnotationError` naming the file, the video and what is wrong, e.g.
+``ground truth GT.json: video 'v1': "annotations" is a string, not a list``.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ from common.fileio import atomic_path, sha256_file
 
 __all__ = ["AnnotationError", "GroundTruth", "read_json", "read_database", "load_ground_truth", "subset_videos",
            "same_subset", "default_subsets", "read_thumos_folder", "write_thumos_folder", "THUMOS_SUBSETS",
-           "AMBIGUOUS", "ground_truth_digest", "write_annotations", "parse_segment", "hold_out", "HELDOUT"]
+           "AMBIGUOUS", "ground_truth_digest", "write_annotations", "parse_segment", "hold_out", "HELDOUT",
+           "video_instances"]
 
 # THUMOS14 annotation file suffix -> subset name (as in the ActivityNet-layout JSON)
 THUMOS_SUBSETS = {"val": "validation", "test": "test"}
@@ -115,6 +121,8 @@ class GroundTruth:
         durations: video duration in seconds where the file gives one.
         ambiguous: per video of the subset that has them, THUMOS14's ambiguous segments
             (ndarray[A, 2] float64, seconds; not instances, not used by the ActivityNet metrics).
+        other_classes: the classes of the ground-truth file (any subset) that have no instance in this
+            subset, in order of first appearance in the file (not scored: the mAP is over ``classes``).
     """
 
     classes: list[str]
@@ -124,19 +132,81 @@ class GroundTruth:
     labels: np.ndarray
     durations: dict[str, float] = field(default_factory=dict)
     ambiguous: dict[str, np.ndarray] = field(default_factory=dict)
+    other_classes: list[str] = field(default_factory=list)
 
     @property
     def video_index(self) -> dict[str, int]:
         return {v: i for i, v in enumerate(self.videos)}
 
 
+def _kind(value) -> str:
+    """What a JSON value is, for messages: "null", "a boolean", "a number", "a string", "a list", "an object"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _check_entry(where: str, entry) -> None:
+    """Raise :class:`AnnotationError` (``where``: file and video) unless ``entry`` is a database entry of the
+    structure the module docstring describes."""
+    if not isinstance(entry, dict):
+        raise AnnotationError(f"{where} is {_kind(entry)}, not an object")
+    if "subset" not in entry:
+        raise AnnotationError(f"{where} has no 'subset'")
+    if not isinstance(entry["subset"], str):
+        raise AnnotationError(f"{where}: \"subset\" is {_kind(entry['subset'])}, not a string")
+    if "duration" in entry:
+        duration = entry["duration"]
+        if isinstance(duration, bool):
+            raise AnnotationError(f"{where}: \"duration\" {duration!r} is not a number")
+        try:
+            seconds = float(duration)
+        except (TypeError, ValueError) as exc:
+            raise AnnotationError(f"{where}: \"duration\" {duration!r} is not a number") from exc
+        if not math.isfinite(seconds):
+            raise AnnotationError(f"{where}: \"duration\" {duration!r} is not finite")
+        if seconds < 0:
+            raise AnnotationError(f"{where}: \"duration\" {duration!r} is negative")
+    annotations = entry.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise AnnotationError(f"{where}: \"annotations\" is {_kind(annotations)}, not a list")
+    for k, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise AnnotationError(f"{where}: annotation {k} is {_kind(ann)}, not an object")
+        parse_segment(ann.get("segment"), f"{where}: annotation {k}")
+        label = ann.get("label")
+        if label is None:
+            raise AnnotationError(f"{where}: annotation {k}: missing label")
+        if not isinstance(label, str):
+            raise AnnotationError(f"{where}: annotation {k}: label {label!r} is {_kind(label)}, not a string")
+    ambiguous = entry.get("ambiguous", [])
+    if not isinstance(ambiguous, list):
+        raise AnnotationError(f"{where}: \"ambiguous\" is {_kind(ambiguous)}, not a list")
+    for k, seg in enumerate(ambiguous):
+        parse_segment(seg, f"{where}: ambiguous segment {k}")
+
+
 def read_database(source: str | os.PathLike | dict) -> dict[str, dict]:
-    """The ``database`` mapping of ground truth (video id -> entry), every entry checked to be a
-    mapping with a ``subset``.
+    """The ``database`` mapping of ground truth (video id -> entry), as written, every entry checked
+    to have the structure the module docstring describes (the one check every command relies on).
 
     Args:
         source: an ActivityNet-layout JSON file, its contents, or a THUMOS14 annotation folder
             (:func:`read_thumos_folder`).
+
+    Raises:
+        AnnotationError: a missing or invalid file, or an entry of another structure (the file, the
+            video and what is wrong named in one line).
     """
     if not isinstance(source, dict) and Path(source).is_dir():
         return read_thumos_folder(source)
@@ -157,8 +227,7 @@ def read_database(source: str | os.PathLike | dict) -> dict[str, dict]:
             raise AnnotationError(f"{where} has no 'database' and is not a mapping of video ids to entries with a "
                                   f"'subset'; its top-level keys are {keys}{hint}")
     for vid, entry in database.items():
-        if not isinstance(entry, dict) or "subset" not in entry:
-            raise AnnotationError(f"ground truth video {vid!r} has no 'subset'")
+        _check_entry(f"{where}: video {vid!r}", entry)
     return database
 
 
@@ -244,13 +313,15 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
     """Read the ground truth of ``subset`` (e.g. ``"test"`` for THUMOS14, ``"validation"`` for
     ActivityNet v1.3; matched without regard to case) from a JSON file, its contents or a THUMOS14
     annotation folder."""
-    database = read_database(source)
+    database = read_database(source)                   # every entry's structure checked
     classes: dict[str, int] = {}
+    file_classes: dict[str, None] = {}
     videos, video, segments, labels, durations, ambiguous = [], [], [], [], {}, {}
     subsets = set()
     for vid, entry in database.items():
         subsets.add(entry["subset"])
         if not same_subset(entry["subset"], subset):
+            file_classes.update((ann["label"], None) for ann in entry.get("annotations", []))
             continue
         videos.append(vid)
         if "duration" in entry:
@@ -259,12 +330,9 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
             ambiguous[vid] = np.asarray([parse_segment(seg, f"ground truth {vid} ambiguous segment {k}")
                                          for k, seg in enumerate(entry["ambiguous"])], dtype=np.float64)
         for k, ann in enumerate(entry.get("annotations", [])):
-            where = f"ground truth {vid} annotation {k}"
-            segments.append(parse_segment(ann.get("segment"), where))
-            label = ann.get("label")
-            if not isinstance(label, str):
-                raise AnnotationError(f"{where}: missing label")
-            labels.append(classes.setdefault(label, len(classes)))
+            segments.append(parse_segment(ann["segment"], f"ground truth {vid} annotation {k}"))
+            labels.append(classes.setdefault(ann["label"], len(classes)))
+            file_classes[ann["label"]] = None
             video.append(len(videos) - 1)
     if not videos:
         known = ", ".join(sorted(map(str, subsets)))
@@ -274,7 +342,16 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
     return GroundTruth(classes=list(classes), videos=videos, video=np.asarray(video, dtype=np.int64),
                        segments=np.asarray(segments, dtype=np.float64).reshape(-1, 2),
                        labels=np.asarray(labels, dtype=np.int64), durations=durations,
-                       ambiguous=ambiguous)
+                       ambiguous=ambiguous, other_classes=[c for c in file_classes if c not in classes])
+
+
+def video_instances(source: str | os.PathLike | dict) -> dict[str, list[tuple[float, float, str]]]:
+    """Every video's ground-truth instances, ``(start, end, label)`` with times in seconds as floats, in the
+    file's order (a video without instances maps to an empty list), from anything :func:`read_database`
+    reads (which checks the file first, so a malformed one is an :class:`AnnotationError`)."""
+    return {vid: [(*parse_segment(ann["segment"], f"ground truth {vid} annotation {k}"), ann["label"])
+                  for k, ann in enumerate(entry.get("annotations", []))]
+            for vid, entry in read_database(source).items()}
 
 
 def _thumos_files(folder: Path) -> list[tuple[str, str, Path]]:

@@ -13,18 +13,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from common.annotations import AnnotationError, read_database, subset_videos
+from common.annotations import AnnotationError, subset_videos, video_instances
 from common.checkpoint import checkpoint_kind
 from common.config import (ConfigError, add_config_arguments, add_section_arguments, check_settings, dump_settings,
                            effective_settings, read_config_file, resolve_settings)
 from common.datasets import dataset_names, detect_dataset, get_dataset
 from common.paths import safe_name, unusable_outputs
-from detect.checkpoint import load_detector, run_files, save_detector
+from detect.checkpoint import load_detector, require_file, run_files, save_detector
 from detect.config import DetectorError, InferenceConfig, TrainConfig
 from detect.data import DetectDataError, read_window, scan_videos
 from detect.fit import FIT_SECTION, FitConfig, FitError, ablation_table, describe, fit
 from detect.fusion import VideoScoresError
-from detect.infer import boundary_probabilities, run_detector
+from detect.infer import boundary_probabilities, run_detector, subset_members
 from detect.model import DetectorConfig
 from detect.plots import plot_boundaries, plot_history
 from detect.render import RenderConfig, render_video
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_cam_arguments(p, "detector checkpoint with a RefactorNet front (detect train --refactor), or a stage-1 "
                          "RefactorNet checkpoint (refactor train)")
     _fit_parser(sub)
+    for p in sub.choices.values():
+        p.set_defaults(usage_error=p.error)         # a subcommand's own usage with its errors (main's checks)
     return parser
 
 
@@ -165,16 +167,17 @@ def summary(results: dict, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def _render(args, results: dict) -> dict[Path, str]:
-    """``detect video --render``: every detected video drawn; failures are returned, not raised."""
-    database = read_database(args.annotations) if args.annotations else {}
+def _render(args, results: dict, instances: dict[str, list[tuple[float, float, str]]]) -> dict[Path, str]:
+    """``detect video --render``: every detected video drawn, with its ground truth where ``instances``
+    (:func:`common.annotations.video_instances`) has it; failures are returned, not raised."""
     paths, _ = collect_videos(args.videos)
     failed = {}
     for path in paths:
         if path.stem not in results:
             continue
         dest = Path(args.render) / f"{path.stem}.mp4"
-        gt = database.get(path.stem, {}).get("annotations") if database else None
+        gt = ([{"segment": [start, end], "label": label} for start, end, label in instances[path.stem]]
+              if path.stem in instances else None)
         try:
             render_video(path, dest, [d.to_json() for d in results[path.stem]], gt, RenderConfig())
             print(f"detect: rendered {dest}")
@@ -195,21 +198,49 @@ def _inference(args, base: dict) -> InferenceConfig:
     return InferenceConfig.from_dict(dict(base) | over)
 
 
-def _plot_videos(args, results: dict, inference: InferenceConfig) -> None:
-    """Boundary probabilities, ground truth and detections of the chosen videos, one PNG each."""
+class _ArgumentValueError(Exception):
+    """An argument value that cannot be used, found before any work: one line on stderr, exit 2."""
+
+
+def _plot_video_ids(args, ckpt: dict) -> list[str] | None:
+    """``detect run --plot-videos``: the ids asked for (None: not given), each checked before any work to
+    have a feature file in ``--features`` (and, with ``--subset``, to be a video of that subset);
+    :class:`_ArgumentValueError` otherwise."""
+    if args.plot_videos is None:
+        return None
+    wanted = [v for v in args.plot_videos.split(",") if v]
+    if not wanted:
+        raise _ArgumentValueError("--plot-videos names no video")
+    folder = Path(args.features)
+    if folder.is_dir():                                   # (no folder: run_detector says so)
+        have = {f.stem for f in folder.glob("*.h5")}
+        absent = [v for v in wanted if v not in have]
+        if absent:
+            more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+            raise _ArgumentValueError(f"--plot-videos: no feature file for video {absent[0]!r} in {folder}{more}")
+    if args.subset is not None:
+        members = subset_members(ckpt, args.subset)
+        outside = [v for v in wanted if v not in members]
+        if outside:
+            raise _ArgumentValueError(f"--plot-videos: video {outside[0]!r} is not in subset {args.subset!r}")
+    return wanted
+
+
+def _plot_videos(args, results: dict, inference: InferenceConfig, wanted: list[str] | None,
+                 instances: dict[str, list[tuple[float, float, str]]]) -> None:
+    """Boundary probabilities, ground truth (``instances``, :func:`common.annotations.video_instances`) and
+    detections of the chosen videos (``wanted``; None: the first 3), one PNG each."""
     model, ckpt = load_detector(args.checkpoint, args.device)
-    wanted = args.plot_videos.split(",") if args.plot_videos else list(results)[:3]
+    wanted = wanted or list(results)[:3]
     missing = [v for v in wanted if v not in results]
     if missing:
         raise DetectorError(f"--plot-videos: no detections were made for {missing[0]!r}")
     videos, _, _, _ = scan_videos(args.features, tuple(ckpt["feature_layout"]["streams"]), video_ids=set(wanted),
                                   temporal_scale=model.config.temporal_scale)
-    database = read_database(args.annotations) if args.annotations else {}
     streams = tuple(ckpt["feature_layout"]["streams"])
     for v in videos:
         probs = boundary_probabilities(model, read_window(v, streams, 0, v.num_snippets), args.device)
-        annotations = database.get(v.video_id, {}).get("annotations", [])
-        gt = [(a["segment"][0], a["segment"][1], a.get("label", "")) for a in annotations]
+        gt = instances.get(v.video_id, [])
         dets = [(d.segment[0], d.segment[1], d.label, d.score) for d in results[v.video_id]]
         plot_boundaries(v.axis.to_time(np.arange(v.num_snippets)), probs,
                         Path(args.plot) / f"boundaries_{safe_name(v.video_id)}.png", gt, dets,
@@ -220,6 +251,7 @@ def _cam_model(path: str) -> tuple[RefactorNet, tuple[str, ...], SampleConfig | 
     """(RefactorNet, the streams it reads, its coupling rule) from a detector checkpoint's front, or from a
     stage-1 RefactorNet checkpoint. A detector's coupling rule is its stage-1 checkpoint's, when that file
     is still there (else the default)."""
+    require_file(path, "a checkpoint")
     if checkpoint_kind(path, DetectorError) == "detector":
         detector, ckpt = load_detector(path)
         if not isinstance(detector.front, RefactorNet):
@@ -347,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in required and not args.print_config:
         missing = [f"--{n}" for n in required[args.command] if getattr(args, n) is None]
         if missing:
-            parser.error(f"the following arguments are required: {', '.join(missing)}")
+            args.usage_error(f"the following arguments are required: {', '.join(missing)}")
     if unusable_outputs(f"detect {args.command}", *output_arguments(args)):
         return 2
     try:
@@ -363,16 +395,20 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_settings({"inference": asdict(inference)}), end="")
             return 0
         if args.command == "run":
+            wanted = _plot_video_ids(args, ckpt)                          # checked before any work
+            instances = video_instances(args.annotations) if args.plot and args.annotations else {}
             failed: dict = {}
             results = run_detector(args.checkpoint, args.features, args.out, subset=args.subset, config=inference,
                                    device=args.device, video_scores=args.video_scores, failures=failed)
             print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> {args.out}")
             if args.plot:
-                _plot_videos(args, results, inference)
+                _plot_videos(args, results, inference, wanted, instances)
             if failed:
                 print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
                 return 1
             return 0
+        instances = video_instances(args.annotations) if args.render and args.annotations else {}
+
         def on_error(video, reason):
             print(f"detect: {video}: {reason}", file=sys.stderr)
 
@@ -386,11 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detect: {sum(map(len, results.values()))} detections in {len(results)} videos -> "
               f"{args.out if results else '(nothing written)'}")
         if args.render and results:
-            failed |= _render(args, results)
+            failed |= _render(args, results, instances)
         if failed:
             print("detect: failed: " + "; ".join(f"{v} ({r})" for v, r in failed.items()), file=sys.stderr)
             return 1
         return 0
+    except _ArgumentValueError as exc:
+        print(f"detect {args.command}: {exc}", file=sys.stderr)
+        return 2
     except (DetectorError, DetectDataError, VideoScoresError, FeatureFileError, AnnotationError, RefactorError,
             VideoError, FitError, WeightsError, ConfigError, ValueError) as exc:
         print(f"detect {args.command}: {exc}", file=sys.stderr)

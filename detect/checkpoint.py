@@ -29,7 +29,7 @@ from detect.config import DetectorError, InferenceConfig
 from detect.model import Detector, DetectorConfig
 
 __all__ = ["FORMAT_VERSION", "STATE_VERSION", "save_detector", "load_detector", "save_training_state",
-           "load_training_state", "run_files"]
+           "load_training_state", "run_files", "require_file"]
 
 FORMAT_VERSION = 1
 STATE_VERSION = 1
@@ -45,6 +45,16 @@ def run_files(out: str | os.PathLike) -> dict[str, Path]:
     stem = out.with_suffix("") if out.suffix == ".pt" else out
     return {"state": Path(str(out) + ".state"), "best": Path(str(stem) + ".best.pt"),
             "log": Path(str(stem) + ".log.jsonl")}
+
+
+def require_file(path: str | os.PathLike, what: str) -> None:
+    """:class:`DetectorError` unless ``path`` is a file: ``no such file: PATH``, or ``PATH is a folder, not
+    WHAT`` (``what``: e.g. "a detector checkpoint")."""
+    path = Path(path)
+    if path.is_dir():
+        raise DetectorError(f"{path} is a folder, not {what}")
+    if not path.is_file():
+        raise DetectorError(f"no such file: {path}")
 
 
 def save_detector(path: str | os.PathLike, model: Detector, meta: dict, inference: dict | None = None) -> Path:
@@ -63,9 +73,11 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """Rebuild a trained detector (eval mode, on ``device``) from its checkpoint alone.
 
     Returns:
-        (model, the checkpoint dict). Anything that is not a detector checkpoint of this format
-        raises :class:`DetectorError` with a one-line message.
+        (model, the checkpoint dict). A path that is no file raises :class:`DetectorError`
+        ``no such file: PATH`` (or ``PATH is a folder, not a detector checkpoint``); anything else that
+        is not a detector checkpoint of this format raises it with a one-line message too.
     """
+    require_file(path, "a detector checkpoint")
     what = f"detector checkpoint of format {FORMAT_VERSION}"
     ckpt = _upgrade(load_checkpoint(path, DetectorError, what, kind=KIND, format_version=FORMAT_VERSION))
     model = rebuild_model(path, ckpt, lambda c: Detector(DetectorConfig.from_dict(c["config"])), DetectorError, what)

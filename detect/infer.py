@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from common.annotations import same_subset
 from common.predictions import write_predictions as write_prediction_file
 from detect.checkpoint import load_detector
 from detect.config import DetectorError, InferenceConfig
@@ -40,7 +41,7 @@ from detect.nms import batched_soft_nms, soft_nms
 from detect.proposals import generate_proposals
 
 __all__ = ["InferenceConfig", "detect_batch", "run_detector", "write_predictions", "Detection",
-           "boundary_probabilities", "PREDICTIONS_VERSION"]
+           "boundary_probabilities", "subset_members", "PREDICTIONS_VERSION"]
 
 PREDICTIONS_VERSION = "refactornet-detect 0.1"      # the ``version`` of the prediction files written here
 
@@ -151,12 +152,25 @@ def write_predictions(path: str | os.PathLike, results: dict[str, list[Detection
                                  version=PREDICTIONS_VERSION, external_data=meta)
 
 
+def subset_members(ckpt: dict, subset: str) -> set[str]:
+    """The video ids of ``subset`` of a detector checkpoint's training annotations (its ``subsets``), the name
+    matched without regard to case (CONVENTIONS.md; spellings that differ only in case are one subset);
+    :class:`DetectorError` naming the subsets there are if it has none of that name."""
+    subsets = ckpt.get("subsets") or {}
+    names = [name for name in subsets if same_subset(name, subset)]
+    if not names:
+        raise DetectorError(f"the checkpoint's annotations have no subset {subset!r} "
+                            f"(subsets: {', '.join(sorted(map(str, subsets))) or 'none'})")
+    return {vid for name in names for vid in subsets[name]}
+
+
 def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                  subset: str | None = None, config: InferenceConfig | None = None, device: str = "cpu",
                  video_scores: str | os.PathLike | dict | None = None, video_ids: set[str] | None = None,
                  progress: bool | None = None, failures: dict[Path, str] | None = None) -> dict[str, list[Detection]]:
     """Detections for the feature files of a folder (``subset``: only the videos of that subset
-    of the training annotations, as recorded in the checkpoint); writes ``out`` if given.
+    of the training annotations, as recorded in the checkpoint, the name matched without regard to case:
+    :func:`subset_members`); writes ``out`` if given.
 
     Args:
         config: post-processing (default: the checkpoint's).
@@ -170,11 +184,8 @@ def run_detector(checkpoint: str | os.PathLike, feature_dir: str | os.PathLike, 
     streams = tuple(layout["streams"])
     ids = video_ids
     if subset is not None:
-        members = ckpt.get("subsets", {}).get(subset)
-        if members is None:
-            raise DetectorError(f"the checkpoint's annotations have no subset {subset!r} "
-                                f"(subsets: {', '.join(sorted(ckpt.get('subsets', {}))) or 'none'})")
-        ids = set(members) if ids is None else ids & set(members)
+        members = subset_members(ckpt, subset)
+        ids = members if ids is None else ids & members
     try:
         videos, _, _, dim = scan_videos(feature_dir, streams, video_ids=ids, failures=failures,
                                         temporal_scale=model.config.temporal_scale, expected_dim=layout["dim"])

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from common.paths import safe_name, unusable_outputs
-from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
+from evaluate.data import EvaluationInputError, load_detections, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection
 from evaluate.plots import plot_map_vs_tiou, plot_per_class_ap, plot_recall_vs_an, plot_timeline
 from evaluate.proposals import average_recall_vs_an, recall_at
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detection", help="mAP per tIoU threshold and their average")
     common(p, "--predictions", "0.3:0.7:0.1")
     p.add_argument("--ignore-unknown-labels", action="store_true",
-                   help="drop predictions whose label is not a ground-truth class (default: error)")
+                   help="drop predictions whose label is no class of the ground-truth file (default: error); "
+                        "those of a class with no instance in --subset are left out either way, with a note")
     p.add_argument("--plot", metavar="DIR", help="write figures: mAP vs tIoU, per-class AP, timelines")
     p.add_argument("--timeline", action="append", default=[], metavar="VIDEO_ID",
                    help="video for a detection timeline figure (repeatable; default: the first video)")
@@ -84,9 +85,21 @@ def _notes(command: str, pred, subset: str) -> None:
               "that are not ground-truth classes", file=sys.stderr)
 
 
+def not_scored_note(left_out: dict[str, int], subset: str) -> str:
+    """The line saying which predictions of classes without an instance in ``subset`` are left out
+    (:func:`evaluate.data.load_detections`)."""
+    n, k = sum(left_out.values()), len(left_out)
+    names = ", ".join(repr(c) for c in list(left_out)[:5]) + (", ..." if k > 5 else "")
+    return (f"note: {n} prediction{'s' if n != 1 else ''} of {k} class{'es' if k != 1 else ''} with no instance "
+            f"in subset {subset!r} ({names}) {'are' if n != 1 else 'is'} not scored")
+
+
 def _detection(args, gt, thresholds) -> int:
-    pred = load_predictions(args.predictions, gt, unknown_labels="ignore" if args.ignore_unknown_labels else "error")
+    pred, left_out = load_detections(args.predictions, gt,
+                                     unknown_labels="ignore" if args.ignore_unknown_labels else "error")
     _notes("detection", pred, args.subset)
+    if left_out:
+        print(f"evaluate detection: {not_scored_note(left_out, args.subset)}", file=sys.stderr)
     result = evaluate_detection(gt, pred, thresholds)
     print(detection_table(result, per_class=not args.quiet))
     if args.out:

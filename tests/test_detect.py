@@ -845,3 +845,87 @@ def test_real_thumos14_annotations(shared_data, tmp_path):
     result = evaluate(gt, tmp_path / "pred.json")
     assert min(result["mAP"][:3]) >= 0.9 and result["average_mAP"] >= 0.85, result             # tIoU 0.3-0.5
     assert min(result["per_class_AP"]["Diving"][:3]) >= 0.9 and min(result["per_class_AP"]["CliffDiving"][:3]) >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and run: subset names, missing checkpoints, usage of subcommands, --plot-videos
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spelled, asked", [("test", "Test"), ("TEST", "test")])
+def test_run_subset_matches_without_regard_to_case(dataset, tmp_path, capsys, spelled, asked):
+    """CONVENTIONS.md: subset names match without regard to case, whichever side spells them otherwise."""
+    features, _, db = dataset
+    ids = sorted(db)
+    mixed = {vid: entry | {"subset": spelled if k >= 4 else entry["subset"].upper()}
+             for k, (vid, entry) in enumerate(sorted(db.items()))}
+    ann = tmp_path / "mixed.json"
+    ann.write_text(json.dumps({"database": mixed}))
+    model, meta = train_detector(features, ann, SMALL, TrainConfig(epochs=0))       # trains on VALIDATION
+    assert sorted(meta["subsets"]) == sorted({spelled, "VALIDATION"})
+    ckpt = save_detector(tmp_path / "det.pt", model, meta)
+    assert sorted(run_detector(ckpt, features, subset=asked)) == ids[4:]
+    assert sorted(run_detector(ckpt, features, subset="validation")) == ids[:4]
+    out = tmp_path / "p.json"
+    assert cli_main(["run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(out),
+                     "--subset", asked]) == 0
+    assert sorted(json.loads(out.read_text())["results"]) == ids[4:]
+    capsys.readouterr()
+    with pytest.raises(DetectorError) as info:
+        run_detector(ckpt, features, subset="training")
+    assert str(info.value) == ("the checkpoint's annotations have no subset 'training' "
+                               f"(subsets: {', '.join(sorted({spelled, 'VALIDATION'}))})")
+    # --plot-videos outside the subset asked for: refused before any work
+    code = cli_main(["run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(tmp_path / "q.json"),
+                     "--subset", asked, "--plot", str(tmp_path / "figs"), "--plot-videos", f"{ids[4]},{ids[0]}"])
+    assert (code, capsys.readouterr().err) == (2, f"detect run: --plot-videos: video {ids[0]!r} is not in subset "
+                                                  f"{asked!r}\n")
+    assert not (tmp_path / "q.json").exists() and not (tmp_path / "figs").exists()
+
+
+def test_missing_checkpoint_is_named_as_a_missing_file(dataset, tmp_path, capsys):
+    features, _, _ = dataset
+    missing = tmp_path / "nonexist.pt"
+    with pytest.raises(DetectorError) as info:
+        load_detector(missing)
+    assert str(info.value) == f"no such file: {missing}"
+    with pytest.raises(DetectorError) as info:
+        load_detector(tmp_path)
+    assert str(info.value) == f"{tmp_path} is a folder, not a detector checkpoint"
+    commands = {"video": ["video", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "p.json")],
+                "run": ["run", "--features", str(features), "--out", str(tmp_path / "p.json")],
+                "cam": ["cam", "--features", str(features), "--out", str(tmp_path / "figs")]}
+    for name, args in commands.items():
+        assert cli_main([*args, "--checkpoint", str(missing)]) == 1
+        assert capsys.readouterr().err == f"detect {name}: no such file: {missing}\n"
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("args, usage, missing", [
+    (["fit", "--videos", "v"], "usage: python -m detect fit ", "--annotations, --work"),
+    (["train", "--features", "f"], "usage: python -m detect train ", "--annotations, --out"),
+    (["run", "--features", "f"], "usage: python -m detect run ", "--checkpoint, --out"),
+    (["video", "v.mp4"], "usage: python -m detect video ", "--checkpoint, --out"),
+    (["cam", "--features", "f"], "usage: python -m detect cam ", "--checkpoint, --out"),
+])
+def test_missing_flags_print_the_subcommands_usage(capsys, args, usage, missing):
+    with pytest.raises(SystemExit) as info:
+        cli_main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(usage), err
+    command = usage.split()[-1]
+    assert err.endswith(f"python -m detect {command}: error: the following arguments are required: {missing}\n"), err
+
+
+def test_run_refuses_unknown_plot_videos_before_any_work(dataset, tmp_path, capsys):
+    features, ann, _ = dataset
+    ckpt = save_detector(tmp_path / "det.pt", *train_detector(features, ann, SMALL, TrainConfig(epochs=0)))
+    out, figs = tmp_path / "p.json", tmp_path / "figs"
+    base = ["run", "--features", str(features), "--checkpoint", str(ckpt), "--out", str(out), "--plot", str(figs)]
+    assert cli_main([*base, "--plot-videos", "video_001,nope"]) == 2
+    assert capsys.readouterr().err == f"detect run: --plot-videos: no feature file for video 'nope' in {features}\n"
+    assert cli_main([*base, "--plot-videos", "nope,gone,video_001"]) == 2
+    assert capsys.readouterr().err == (f"detect run: --plot-videos: no feature file for video 'nope' in {features} "
+                                       "(and 1 more)\n")
+    assert cli_main([*base, "--plot-videos", ","]) == 2
+    assert capsys.readouterr().err == "detect run: --plot-videos names no video\n"
+    assert not out.exists() and not figs.exists()

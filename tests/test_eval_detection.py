@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluate.data import EvaluationInputError, load_ground_truth, load_predictions, parse_thresholds
+from evaluate.data import EvaluationInputError, load_detections, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection, interpolated_ap, segment_iou
 from evaluate.proposals import average_recall_vs_an
 from evaluate.quality import proposal_quality
@@ -513,3 +513,99 @@ def test_cli_proposals_quality_and_plots(tmp_path, thumos):
     expected = proposal_quality(gt, load_predictions(perfect, gt)).to_json()
     assert json.loads(out.read_text()) == json.loads(json.dumps(expected))
     assert json.loads(out.read_text())["accuracy"] == 1.0 and "100.00%" in qual.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Classes of the ground-truth file with no instance in the evaluated subset
+
+
+def with_other_subset(gt_db: dict) -> dict:
+    """``gt_db`` (subset test) plus a validation video whose classes are Loop (only there) and A."""
+    return gt_db | {"val0": {"subset": "validation", "annotations": [{"segment": [0, 5], "label": "Loop"},
+                                                                     {"segment": [1, 2], "label": "A"}]}}
+
+
+def assert_same_predictions(a, b) -> None:
+    for name in ("video", "segments", "labels", "scores"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.videos, a.unknown_videos, a.reversed_segments) == (b.videos, b.unknown_videos, b.reversed_segments)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.data())
+def test_predictions_of_a_class_outside_the_subset_are_left_out(problem, data):
+    """Predictions labelled with a class of the file that has no instance in the subset are left out: the
+    arrays are those of unknown_labels="ignore", and the AP equals the oracle's on the file without them."""
+    gt_db, results = problem
+    gt_db = with_other_subset(gt_db)
+    mixed = {vid: list(items) for vid, items in results.items()}
+    n = data.draw(st.integers(1, 6))
+    for _ in range(n):
+        vid = data.draw(st.sampled_from(sorted({*mixed, "v0", "val0"})))
+        items = mixed.setdefault(vid, [])
+        start = data.draw(st.integers(0, 20)) / 2
+        items.insert(data.draw(st.integers(0, len(items))),
+                     {"label": "Loop", "score": data.draw(st.integers(0, 4)) / 4, "segment": [start, start + 2]})
+    gt = load_ground_truth({"database": gt_db}, "test")
+    assert "Loop" in gt.other_classes and "Loop" not in gt.classes
+    pred, left_out = load_detections({"results": mixed}, gt)
+    assert left_out == {"Loop": n}
+    ignored = load_predictions({"results": mixed}, gt, unknown_labels="ignore")
+    assert_same_predictions(pred, ignored)
+    res = evaluate_detection(gt, pred, THUMOS_TIOU)
+    assert res.to_json() == evaluate_detection(gt, ignored, THUMOS_TIOU).to_json()
+    classes, expected = oracle_ap(gt_db, results, "test", THUMOS_TIOU)
+    assert res.classes == classes
+    np.testing.assert_array_equal(res.ap, expected)
+
+
+def test_a_label_found_nowhere_in_the_ground_truth_is_still_refused():
+    gt = load_ground_truth({"database": with_other_subset(db(v=[((0, 10), "A")]))}, "test")
+    results = {"v": [{"label": "Loop", "score": 1.0, "segment": [0, 1]},
+                     {"label": "Nope", "score": 1.0, "segment": [0, 1]},
+                     {"label": "A", "score": 0.5, "segment": [0, 10]}]}
+    with pytest.raises(EvaluationInputError) as info:
+        load_detections({"results": results}, gt)
+    assert str(info.value) == ("prediction v #1: label 'Nope' is not a ground-truth class "
+                               "(use --ignore-unknown-labels to drop such predictions)")
+    pred, left_out = load_detections({"results": results}, gt, unknown_labels="ignore")
+    assert left_out == {"Loop": 1} and pred.dropped_unknown_labels == 1
+    np.testing.assert_array_equal(pred.labels, [0])
+
+
+def test_cli_leaves_out_classes_without_instance_in_the_subset(tmp_path):
+    """`evaluate detection` scores a file with predictions of a class that only the other subset has: the
+    numbers equal those of --ignore-unknown-labels, and one stderr line says what was left out."""
+    gt_db = with_other_subset(db(v1=[((10, 20), "A"), ((30, 40), "A")], v2=[((0, 10), "A"), ((5, 15), "B")]))
+    results = {"v1": [{"label": "A", "score": 0.9, "segment": [10, 20]},
+                      {"label": "Loop", "score": 0.95, "segment": [30, 40]},
+                      {"label": "A", "score": 0.5, "segment": [30, 38]}],
+               "v2": [{"label": "Loop", "score": 0.7, "segment": [0, 10]},
+                      {"label": "B", "score": 0.6, "segment": [5, 10]}]}
+    (tmp_path / "gt.json").write_text(json.dumps({"database": gt_db}))
+    (tmp_path / "pred.json").write_text(json.dumps({"version": "x", "results": results, "external_data": {}}))
+
+    def cli(pred: str, out: str, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "evaluate", "detection", "--ground-truth",
+                               str(tmp_path / "gt.json"), "--predictions", str(tmp_path / pred), "--subset", "test",
+                               "--out", str(tmp_path / out), *flags], cwd=REPO, capture_output=True, text=True)
+
+    plain = cli("pred.json", "plain.json")
+    note = ("evaluate detection: note: 2 predictions of 1 class with no instance in subset 'test' ('Loop') "
+            "are not scored\n")
+    assert (plain.returncode, plain.stderr) == (0, note)
+    ignoring = cli("pred.json", "ignoring.json", "--ignore-unknown-labels")
+    assert (ignoring.returncode, ignoring.stderr) == (0, note)
+    assert plain.stdout == ignoring.stdout
+    assert (tmp_path / "plain.json").read_text() == (tmp_path / "ignoring.json").read_text()
+    api = run(gt_db, results, unknown_labels="ignore").to_json()
+    assert json.loads((tmp_path / "plain.json").read_text()) == json.loads(json.dumps(api))
+    assert list(api["per_class_AP"]) == ["A", "B"]
+    # a label found nowhere in the ground truth: refused as before
+    results["v2"].append({"label": "Nope", "score": 0.1, "segment": [0, 1]})
+    (tmp_path / "unknown.json").write_text(json.dumps({"results": results}))
+    refused = cli("unknown.json", "refused.json")
+    assert (refused.returncode, refused.stderr) == (1, "evaluate detection: prediction v2 #2: label 'Nope' is not a "
+                                                       "ground-truth class (use --ignore-unknown-labels to drop such "
+                                                       "predictions)\n")
+    assert not (tmp_path / "refused.json").exists()
