@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cam", help="Grad-CAM figures: where the action and co-occurrence components come from")
     add_cam_arguments(p, "RefactorNet checkpoint (refactor train; a detector's front: python -m detect cam)")
+    for p in sub.choices.values():
+        p.set_defaults(usage_error=p.error)        # a subcommand's own usage with its errors (main's checks)
     return parser
 
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "context") and not args.print_config:
         missing = [f"--{n}" for n in ("features", "annotations", "out") if getattr(args, n) is None]
         if missing:
-            parser.error(f"the following arguments are required: {', '.join(missing)}")
+            args.usage_error(f"the following arguments are required: {', '.join(missing)}")
     trains = args.command in ("train", "context")
     if unusable_outputs(f"refactor {args.command}", files={"--out": args.out if trains else None},
                         dirs={"--out": args.out if args.command in ("apply", "cam") else None}):

@@ -866,3 +866,13 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     assert last.startswith("refactor train: ") and "other data or settings" in last and "--restart" in last
     assert err.count("refactor train:") == 1 and not out.exists()
     assert cli_main([*short, "--restart"]) == 0 and out.is_file() and not state.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "context"])
+def test_missing_flags_print_the_subcommands_usage(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        cli_main([command, "--features", "x"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(f"usage: python -m refactor {command} "), err
+    assert err.endswith(f"python -m refactor {command}: error: the following arguments are required: "
+                        "--annotations, --out\n"), err
