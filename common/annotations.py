@@ -345,13 +345,21 @@ def load_ground_truth(source: str | os.PathLike | dict, subset: str) -> GroundTr
                        ambiguous=ambiguous, other_classes=[c for c in file_classes if c not in classes])
 
 
-def video_instances(source: str | os.PathLike | dict) -> dict[str, list[tuple[float, float, str]]]:
+def video_instances(source: str | os.PathLike | dict,
+                    subset: str | None = None) -> dict[str, list[tuple[float, float, str]]]:
     """Every video's ground-truth instances, ``(start, end, label)`` with times in seconds as floats, in the
     file's order (a video without instances maps to an empty list), from anything :func:`read_database`
-    reads (which checks the file first, so a malformed one is an :class:`AnnotationError`)."""
+    reads (which checks the file first, so a malformed one is an :class:`AnnotationError`); with ``subset``,
+    the videos of that subset only (matched without regard to case; none is an :class:`AnnotationError`)."""
+    database = read_database(source)
+    chosen = {vid: entry for vid, entry in database.items()
+              if subset is None or same_subset(entry["subset"], subset)}
+    if subset is not None and not chosen:
+        names = sorted({str(e["subset"]) for e in database.values()})
+        raise AnnotationError(f"ground truth has no video in subset {subset!r} (subsets: {', '.join(names)})")
     return {vid: [(*parse_segment(ann["segment"], f"ground truth {vid} annotation {k}"), ann["label"])
                   for k, ann in enumerate(entry.get("annotations", []))]
-            for vid, entry in read_database(source).items()}
+            for vid, entry in chosen.items()}
 
 
 def _thumos_files(folder: Path) -> list[tuple[str, str, Path]]:

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.annotations import video_instances
 from extract.features import read_features, read_spatial
 from extract.transforms import crop_offsets, resized_size
-from refactor.cam import checkpoint_samples, component_cams, frame_geometry, grey_reference, ground_truth_instances
+from refactor.cam import checkpoint_samples, component_cams, frame_geometry, grey_reference
 from refactor.model import RefactorNet
 from refactor.samples import SampleConfig, collect_samples
 from refactor.train import load_refactor
@@ -218,7 +219,7 @@ def cam_box_share_world(world: str | os.PathLike, feature_dir: str | os.PathLike
     """
     world, folder = Path(world), Path(feature_dir)
     boxes, size, frame_fps = _load_world(world)
-    instances = ground_truth_instances(world / "annotations.json", subset)
+    instances = video_instances(world / "annotations.json", subset)
     trained, ckpt = load_refactor(refactor)
     streams = tuple(ckpt["feature_layout"]["streams"])
     samples = checkpoint_samples(ckpt)

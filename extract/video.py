@@ -266,15 +266,15 @@ def _pyav_index(path: Path) -> tuple[np.ndarray, float | None, float, int, int]:
             if not container.streams.video:
                 raise VideoError("no video stream (audio-only or not a video)")
             stream = container.streams.video[0]
-            tb = float(stream.time_base)
-            pts, durations = [], []
+            num, den = stream.time_base.numerator, stream.time_base.denominator
+            pts, durations = [], []   # seconds: integer ticks * num / den, rounded once (1.9 s is 1.9, not 1.9 + 2e-16)
             found = 0  # packets read, empty ones included (not the final flush packet)
             for packet in container.demux(stream):
                 if packet.size > 0 or packet.pts is not None or packet.dts is not None:
                     found += 1
                 if packet.pts is not None and packet.size > 0:
-                    pts.append(packet.pts * tb)
-                    durations.append((packet.duration or 0) * tb)
+                    pts.append(packet.pts * num / den)
+                    durations.append((packet.duration or 0) * num / den)
             _check_declared(_mp4_frames(container), found)
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             width, height = stream.codec_context.width, stream.codec_context.height

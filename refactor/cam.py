@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from common.annotations import AnnotationError, parse_segment, read_database, same_subset
+from common.annotations import video_instances
 from common.plotting import new_figure, save_figure
 from extract.features import has_spatial, read_features, read_spatial
 from extract.transforms import resize_crop
@@ -36,7 +36,7 @@ from refactor.samples import SampleConfig, collect_samples
 
 __all__ = ["component_cams", "CamResult", "video_cams", "plot_cams", "draw_cams", "add_cam_arguments",
            "cam_options", "checkpoint_samples", "frame_geometry", "grey_reference", "sample_rows",
-           "ground_truth_instances", "upsample_map", "MAX_DEFAULT_VIDEOS", "MAX_COUPLINGS"]
+           "upsample_map", "MAX_DEFAULT_VIDEOS", "MAX_COUPLINGS"]
 
 MAX_DEFAULT_VIDEOS = 8
 """Videos drawn by :func:`draw_cams` when none are named: the first files with ``rgb_spatial`` maps."""
@@ -136,33 +136,6 @@ class CamResult:
     labels: list[str] | None = None
     action_ref: np.ndarray | None = None
     cooccurrence_ref: np.ndarray | None = None
-
-
-def ground_truth_instances(annotations, subset: str | None = None) -> dict[str, list[tuple[float, float, str]]]:
-    """Ground-truth instances per video id, ``(start, end, label)`` in seconds, of the videos of
-    ``subset`` (matched without regard to case) or of every subset (None); an annotated video without
-    instances maps to an empty list.
-
-    Raises:
-        AnnotationError: unreadable ground truth, a malformed segment or label, or no video in ``subset``.
-    """
-    database = read_database(annotations)
-    out: dict[str, list[tuple[float, float, str]]] = {}
-    for vid, entry in database.items():
-        if subset is not None and not same_subset(entry["subset"], subset):
-            continue
-        rows = out.setdefault(vid, [])
-        for k, ann in enumerate(entry.get("annotations", [])):
-            where = f"ground truth {vid} annotation {k}"
-            start, end = parse_segment(ann.get("segment") if isinstance(ann, dict) else None, where)
-            label = ann.get("label")
-            if not isinstance(label, str):
-                raise AnnotationError(f"{where}: missing label")
-            rows.append((start, end, label))
-    if subset is not None and not out:
-        names = sorted({str(e["subset"]) for e in database.values()})
-        raise AnnotationError(f"ground truth has no video in subset {subset!r} (subsets: {', '.join(names)})")
-    return out
 
 
 def sample_rows(features: np.ndarray, times: np.ndarray, instances: list[tuple[float, float, str]],
@@ -368,7 +341,7 @@ def draw_cams(model: RefactorNet, streams: tuple[str, ...], feature_dir: str | o
         AnnotationError: unreadable ground truth.
     """
     folder = check_feature_folder(feature_dir)
-    instances = ground_truth_instances(annotations, subset) if annotations is not None else None
+    instances = video_instances(annotations, subset) if annotations is not None else None
     if videos:
         files = [folder / f"{v}.h5" for v in videos]
     else:
