@@ -4,6 +4,8 @@ aloud instead of being accepted silently."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
 import json
 import os
@@ -30,6 +32,22 @@ HOSTILE = ["x/../../name", "/abs", "..", ".", "a\x00b", "a\nb", "v" * 300, "", "
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def in_process(args: list[str], cwd: Path, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS...`` run by the module's ``main(argv)`` in this process, in ``cwd`` (what the
+    command line does, without a second of interpreter and torch start-up per case)."""
+    assert args[0] == "-m"
+    spec = importlib.util.find_spec(args[1])
+    module = importlib.import_module(args[1] + (".__main__" if spec.submodule_search_locations else ""))
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = module.main(list(args[2:]))
+    except SystemExit as exc:                            # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def one_line_exit(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -170,12 +188,24 @@ def afile(tmp_path_factory) -> Path:
     ["-m", "weights", "--cache", "{afile}", "import", "x.pt", "--stream", "rgb"],
     ["-m", "weights", "fetch", "--cache", "{afile}"],
 ], ids=lambda c: " ".join(c[1:4]) + " " + c[-2])
-def test_unusable_output_argument_is_one_line_and_exit_2(afile, tmp_path, command):
+def test_unusable_output_argument_is_one_line_and_exit_2(afile, tmp_path, command, monkeypatch, capsys):
     args = [a.format(afile=afile, dir=tmp_path) for a in command]
-    proc = cli(*args, cwd=tmp_path)
+    proc = in_process(args, tmp_path, monkeypatch, capsys)   # the real command line: test_unusable_output_cli
     one_line_exit(proc, 2)
     assert "not a folder" in proc.stderr or "not a file" in proc.stderr
     assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("module", ["extract", "refactor", "detect", "evaluate"])
+def test_unusable_output_cli(afile, tmp_path, module):
+    """The same through ``python -m`` itself, one command per package (the exit status reaches the shell)."""
+    args = {"extract": ["clip.mp4", "--out", str(afile)],
+            "refactor": ["apply", "--features", "f", "--checkpoint", "c.pt", "--out", str(afile)],
+            "detect": ["cam", "--features", "f", "--checkpoint", "c.pt", "--out", str(afile)],
+            "evaluate": ["detection", "--ground-truth", "g.json", "--predictions", "p.json", "--subset", "test",
+                         "--plot", str(afile)]}[module]
+    proc = cli("-m", module, *args, cwd=tmp_path)
+    one_line_exit(proc, 2, "is an existing file, not a folder")
 
 
 # ---------------------------------------------------------------------------------------------
