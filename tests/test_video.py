@@ -43,6 +43,16 @@ def read(reader, indices) -> tuple[list[int], np.ndarray]:
     return [i for i, _ in pairs], np.stack([f for _, f in pairs])
 
 
+def assert_same_frames(frames: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """``assert_array_equal``'s verdict on uint8 frames without its NaN and inf passes, which take 18 s on
+    the sample clips' 500 frames; a failure names the first frame and pixel that differ."""
+    assert frames.shape == expected.shape, (what, frames.shape, expected.shape)
+    if not np.array_equal(frames, expected):
+        first = tuple(int(i) for i in np.argwhere(frames != expected)[0])
+        raise AssertionError(f"{what}: frame {first[0]} differs first at {first[1:]}: {frames[first[:3]]} vs "
+                             f"{expected[first[:3]]}")
+
+
 def square_x(frame: np.ndarray) -> int:
     """Left edge of the red square (row height // 4)."""
     row = frame[frame.shape[0] // 4].astype(int)
@@ -171,7 +181,7 @@ def test_backends_agree_on_the_sample_clips():
                 np.testing.assert_array_equal(reader.info.starts, starts)
                 assert reader.info.duration == duration, f"{b} on {path.name}"
                 _, frames = read(reader, np.arange(reader.info.num_frames))
-            np.testing.assert_array_equal(frames, expected, err_msg=f"{b} on {path.name}")
+            assert_same_frames(frames, expected, f"{b} on {path.name}")
 
 
 def test_decord_small_chunks(tmp_path):
