@@ -592,7 +592,7 @@ class _Variant:
                                          context_checkpoint=ctx)
             save_detector(out, model, meta)
             state.unlink(missing_ok=True)           # the checkpoint is whole: the state has done its work
-            state.with_name(state.name + ".key").unlink(missing_ok=True)
+            _state_marker(state).unlink(missing_ok=True)
             return {"epochs": len(meta["history"]), "final_loss": meta["history"][-1].get("loss")
                     if meta["history"] else None}
 
@@ -651,13 +651,18 @@ class _Variant:
         return written
 
 
+def _state_marker(state: Path) -> Path:
+    """The file beside a training state that holds the key of the settings it was written with."""
+    return state.with_name(state.name + ".key")
+
+
 def _state_key(state: Path) -> str | None:
-    marker = state.with_name(state.name + ".key")
+    marker = _state_marker(state)
     return marker.read_text().strip() if marker.is_file() else None
 
 
 def _write_state_key(state: Path, key: str) -> None:
-    marker = state.with_name(state.name + ".key")
+    marker = _state_marker(state)
     with atomic_path(marker) as tmp:
         tmp.write_text(key)
 
