@@ -37,6 +37,7 @@ from extract.collect import collect_videos
 from extract.video import VideoError
 from refactor import RefactorError, RefactorNet, load_refactor
 from refactor.cam import add_cam_arguments, cam_options, checkpoint_samples, draw_cams
+from refactor.errors import check_feature_folder
 from refactor.samples import SampleConfig
 from weights import WeightsError
 
@@ -382,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
             args.usage_error(f"the following arguments are required: {', '.join(missing)}")
     if unusable_outputs(f"detect {args.command}", *output_arguments(args)):
         return 2
+    if getattr(args, "features", None) is not None and not getattr(args, "print_config", False):
+        try:
+            check_feature_folder(args.features, "--features")
+        except RefactorError as exc:
+            print(f"detect {args.command}: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "train":
             return _train(args)

@@ -208,6 +208,21 @@ def test_unusable_output_cli(afile, tmp_path, module):
     one_line_exit(proc, 2, "is an existing file, not a folder")
 
 
+@pytest.mark.parametrize("command", [
+    ["train", "--features", "{features}", "--annotations", "g.json", "--out", "{dir}/x.pt"],
+    ["run", "--features", "{features}", "--checkpoint", "c.pt", "--out", "{dir}/x.json"],
+    ["cam", "--features", "{features}", "--checkpoint", "c.pt", "--out", "{dir}/out"],
+], ids=lambda c: c[0])
+def test_detect_features_that_are_no_folder_are_one_line_and_exit_2(afile, tmp_path, command, monkeypatch, capsys):
+    """``detect train/run/cam --features`` naming nothing or a file: the line ``refactor`` gives for the same
+    mistake, exit 2, before any other argument is looked at (the checkpoint and annotations here do not exist)."""
+    for features, why in ((tmp_path / "nonexist", "no such folder"), (afile, "not a folder")):
+        args = ["-m", "detect", *(a.format(features=features, dir=tmp_path) for a in command)]
+        proc = in_process(args, tmp_path, monkeypatch, capsys)
+        assert (proc.returncode, proc.stderr) == (2, f"detect {command[0]}: --features {features}: {why}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []      # nothing written
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. one bad file does not stop a batch
 # ---------------------------------------------------------------------------------------------
