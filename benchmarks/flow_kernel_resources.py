@@ -31,7 +31,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import triton  # noqa: E402
+try:
+    import triton  # noqa: E402
+except ModuleNotFoundError:
+    sys.exit("flow_kernel_resources: needs Triton (pip install triton; a CUDA build of torch brings it), "
+             "not installed here")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 

@@ -126,8 +126,13 @@ def _proposals(args, gt, thresholds) -> int:
               "nothing (tIoU 0), as in the official evaluator", file=sys.stderr)
     result = average_recall_vs_an(gt, pred, thresholds, max_avg_nr_proposals=args.max_avg_proposals)
     ans = [float(a) for a in args.an.split(",") if a.strip()]
-    print("  ".join(f"AR@{a:g} {100 * recall_at(result, a):.2f}%" for a in ans
-                    if a <= result.proposals_per_video[-1] + 1e-9))
+    reach = result.proposals_per_video[-1]
+    beyond = [a for a in ans if a > reach + 1e-9]
+    if len(beyond) < len(ans):
+        print("  ".join(f"AR@{a:g} {100 * recall_at(result, a):.2f}%" for a in ans if a not in beyond))
+    if beyond:
+        print(f"evaluate proposals: note: {', '.join(f'AR@{a:g}' for a in beyond)} not reported: the proposals "
+              f"reach an average of {reach:.1f} per video", file=sys.stderr)
     print(f"AUC {100 * result.auc / result.proposals_per_video[-1]:.2f}% (area {result.auc:.2f} over AN up to "
           f"{result.proposals_per_video[-1]:.1f})")
     if args.out:

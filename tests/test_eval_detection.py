@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from evaluate.data import EvaluationInputError, load_detections, load_ground_truth, load_predictions, parse_thresholds
 from evaluate.detection import evaluate_detection, interpolated_ap, segment_iou
-from evaluate.proposals import average_recall_vs_an
+from evaluate.proposals import average_recall_vs_an, recall_at
 from evaluate.quality import proposal_quality
 
 REPO = Path(__file__).resolve().parents[1]
@@ -497,13 +497,17 @@ def test_cli_proposals_quality_and_plots(tmp_path, thumos):
 
     out = tmp_path / "proposals.json"
     prop = subprocess.run(base + ["proposals", *common, "--proposals", str(tmp_path / "pred.json"),
-                                  "--tiou", "0.5:1.0:0.05", "--an", "1,5,10", "--out", str(out),
+                                  "--tiou", "0.5:1.0:0.05", "--an", "1,5,10,50,100", "--out", str(out),
                                   "--plot", str(tmp_path / "figs")],
                           cwd=REPO, capture_output=True, text=True)
     assert prop.returncode == 0, prop.stderr
     gt = load_ground_truth(path, "test")
     api = average_recall_vs_an(gt, load_predictions(perfect, gt, proposals=True), parse_thresholds("0.5:1.0:0.05"))
     assert json.loads(out.read_text()) == json.loads(json.dumps(api.to_json()))
+    # AN past the proposals' reach (the ground truth has about 16 a video): left out of the line and said so
+    assert prop.stdout.splitlines()[0] == "  ".join(f"AR@{a} {100 * recall_at(api, a):.2f}%" for a in (1, 5, 10))
+    assert prop.stderr == (f"evaluate proposals: note: AR@50, AR@100 not reported: the proposals reach an average "
+                           f"of {api.proposals_per_video[-1]:.1f} per video\n")
     assert (tmp_path / "figs" / "recall_vs_an.png").is_file()
 
     out = tmp_path / "quality.json"

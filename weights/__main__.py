@@ -10,7 +10,8 @@ from common.paths import unusable_outputs
 from weights.hub import WeightsError, describe_cache, fetch, import_checkpoint
 
 
-_CACHE_HELP = "weights folder (default: $REFACTORNET_CACHE/weights or ~/.cache/refactornet/weights)"
+_CACHE_HELP = ("weights folder (default: $REFACTORNET_CACHE/weights, else $XDG_CACHE_HOME/refactornet/weights, "
+               "else ~/.cache/refactornet/weights)")
 
 
 def _add_cache(parser: argparse.ArgumentParser) -> None:
