@@ -112,7 +112,8 @@ def load_training_state(path: str | os.PathLike, fingerprint: dict, model: Detec
     state = load_checkpoint(path, DetectorError, "detector training state (delete it to start over)", device,
                             kind=STATE_KIND, format_version=STATE_VERSION)
     if json.loads(json.dumps(state.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
-        raise DetectorError(f"{path} was written by a run with other data or settings; delete it to start over")
+        raise DetectorError(f"{path} was written by a run with other data or settings; delete it to start over "
+                            "(detect train --restart)")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return list(state["history"])

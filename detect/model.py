@@ -43,8 +43,8 @@ class DetectorConfig:
         in_dim: snippet feature size C (2048 for two-stream I3D); set from the data.
         num_classes: K action classes (the classifier has K + 1 outputs, 0 = background); set from the data.
         front: a registered front (detect.fronts): "none" (raw features, --baseline), "refactor"
-            (RefactorNet, --refactor CKPT) or "deep" (temporal convolutions with RefactorNet's
-            parameter count and depth, --deep-baseline).
+            (RefactorNet, --refactor CKPT), "context" (f beside its context scores, --context-score CKPT)
+            or "deep" (temporal convolutions with RefactorNet's parameter count and depth, --deep-baseline).
         refactor: RefactorNet's configuration when the front uses one (the deep baseline copies its
             depth and parameter count); set from the stage-1 checkpoint.
         context_scores: the training configuration of each context scorer when the front is "context" (their

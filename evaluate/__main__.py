@@ -100,6 +100,9 @@ def _detection(args, gt, thresholds) -> int:
     _notes("detection", pred, args.subset)
     if left_out:
         print(f"evaluate detection: {not_scored_note(left_out, args.subset)}", file=sys.stderr)
+    unknown = [v for v in args.timeline if v not in gt.video_index and v not in pred.videos] if args.plot else []
+    if unknown:                                             # said before anything is printed or written
+        raise EvaluationInputError(f"--timeline {unknown[0]!r} is neither in the ground truth nor in the predictions")
     result = evaluate_detection(gt, pred, thresholds)
     print(detection_table(result, per_class=not args.quiet))
     if args.out:
@@ -107,10 +110,6 @@ def _detection(args, gt, thresholds) -> int:
     if args.plot:
         folder = Path(args.plot)
         videos = args.timeline or [gt.videos[int(gt.video[0])]]
-        unknown = [v for v in videos if v not in gt.video_index and v not in pred.videos]
-        if unknown:
-            raise EvaluationInputError(f"--timeline {unknown[0]!r} is neither in the ground truth nor in the "
-                                       "predictions")
         plot_map_vs_tiou(result, folder / "map_vs_tiou.png")
         plot_per_class_ap(result, folder / "per_class_ap.png")
         for vid in videos:

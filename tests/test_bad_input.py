@@ -112,9 +112,11 @@ def test_evaluate_timelines_of_hostile_ids_stay_in_the_plot_folder(tmp_path):
 def test_evaluate_unknown_timeline_video_is_one_line(tmp_path):
     gt, pred = _gt_and_predictions(tmp_path, ["v1"])
     proc = cli("-m", "evaluate", "detection", "--ground-truth", str(gt), "--predictions", str(pred), "--subset",
-               "test", "--plot", str(tmp_path / "figs"), "--timeline", "nope", "--quiet")
+               "test", "--plot", str(tmp_path / "figs"), "--timeline", "nope", "--quiet", "--out",
+               str(tmp_path / "result.json"))
     one_line_exit(proc, 1, "'nope'")
-    assert not (tmp_path / "figs").exists()
+    assert proc.stdout == ""                                  # said before any result is printed or written
+    assert not (tmp_path / "figs").exists() and not (tmp_path / "result.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------

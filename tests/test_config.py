@@ -59,6 +59,16 @@ def test_field_docs_cover_every_setting():
         assert not missing, (section.name, missing)
 
 
+def test_front_help_describes_every_built_in_front():
+    """``--front``'s help (DetectorConfig's docstring) names each front the package registers, with its flag."""
+    doc = " ".join(field_docs(DetectorConfig)["front"].split())
+    flags = {"none": "--baseline", "refactor": "--refactor CKPT", "context": "--context-score CKPT",
+             "deep": "--deep-baseline"}
+    assert {n for n in front_names() if not n.startswith("test-")} == set(flags)   # (a test registers test-*)
+    for name, flag in flags.items():
+        assert f'"{name}"' in doc and flag in doc, (name, doc)
+
+
 def test_parse_and_coerce_values():
     assert parse_value("2,8,2", tuple[int, int, int]) == (2, 8, 2)
     assert parse_value("rgb, flow", tuple[str, ...]) == ("rgb", "flow")

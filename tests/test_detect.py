@@ -689,7 +689,8 @@ def test_interrupted_training_resumes_to_the_same_model(dataset, tmp_path):
     for (k, va), vb in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=0, atol=1e-4, msg=k)
     # another configuration must not pick up this state
-    with pytest.raises(DetectorError, match="other data or settings"):
+    refusal = r"other data or settings; delete it to start over \(detect train --restart\)$"
+    with pytest.raises(DetectorError, match=refusal):
         train_detector(features, ann, SMALL, TrainConfig(epochs=3, window=32), state_path=state)
     (tmp_path / "bad.state").write_bytes(b"junk")
     with pytest.raises(DetectorError, match="delete it"):
