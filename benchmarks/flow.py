@@ -2,10 +2,12 @@
 
     python benchmarks/flow.py                               # CPU, and CUDA when present
     python benchmarks/flow.py --devices cpu --batches 1 8 --threads 1
+    python benchmarks/flow.py --devices cpu --batches 16 --chunks 1 2 4 16 --sizes 340x256 --opencv-pairs 1
 
 Prints frame pairs per second for our TV-L1 at each batch size and for OpenCV's
 ``DualTVL1OpticalFlow`` (one pair at a time; its batch column is the number of pairs timed), side
-by side, at 224x224 (Kinetics sample GIF) and 340x256 (bikes.mp4, resized), plus the endpoint
+by side (``--chunks``: the batch solved that many pairs at a time; default: ``tvl1``'s own choice,
+printed as ``-``), at 224x224 (Kinetics sample GIF) and 340x256 (bikes.mp4, resized), plus the endpoint
 error of ours against OpenCV on the timed pairs. Real frames matter: the solver stops early per
 pair, so run time depends on the motion. ``--threads`` sets both torch's and OpenCV's CPU threads.
 """
@@ -66,7 +68,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_ours(prev: np.ndarray, nxt: np.ndarray, device: torch.device, repeats: int) -> tuple[float, np.ndarray]:
+def bench_ours(prev: np.ndarray, nxt: np.ndarray, device: torch.device, repeats: int,
+               chunk: int | None = None) -> tuple[float, np.ndarray]:
     """(pairs per second, flow) of one batched call, best of ``repeats`` after a warm-up."""
     a = torch.from_numpy(prev).float().to(device)
     b = torch.from_numpy(nxt).float().to(device)
@@ -75,7 +78,7 @@ def bench_ours(prev: np.ndarray, nxt: np.ndarray, device: torch.device, repeats:
     for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
-        flow = tvl1(a, b)
+        flow = tvl1(a, b, chunk=chunk)
         sync(device)
         best = min(best, time.perf_counter() - start)
     return len(prev) / best, flow.cpu().numpy()
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--sizes", nargs="+", default=["224x224", "340x256"], choices=["224x224", "340x256"])
     parser.add_argument("--opencv-pairs", type=int, default=4, help="pairs OpenCV is timed on (at most the batch)")
+    parser.add_argument("--chunks", nargs="+", type=int, default=[None],
+                        help="pairs solved together within a batch (default: tvl1's default for the device)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and OpenCV")
     args = parser.parse_args(argv)
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, torch threads {torch.get_num_threads()}, "
           f"OpenCV threads {cv2.getNumThreads()}")
-    print(f"{'size':>8} {'device':>6} {'batch':>5} {'ours pairs/s':>13} {'OpenCV pairs/s':>15} "
+    print(f"{'size':>8} {'device':>6} {'batch':>5} {'chunk':>5} {'ours pairs/s':>13} {'OpenCV pairs/s':>15} "
           f"{'speed-up':>8} {'mean EPE':>9} {'p99 EPE':>8}")
     for size in args.sizes:
         load = gif_pairs if size == "224x224" else video_pairs
@@ -113,11 +118,13 @@ def main(argv: list[str] | None = None) -> None:
         for name in devices:
             device = torch.device(name)
             for batch in args.batches:
-                rate, flow = bench_ours(prev[:batch], nxt[:batch], device, args.repeats)
-                k = min(batch, args.opencv_pairs)
-                epe = np.sqrt(((flow[:k] - cv_flow[:k]) ** 2).sum(1))
-                print(f"{size:>8} {name:>6} {batch:>5} {rate:>13.2f} {cv_rate:>15.2f} {rate / cv_rate:>8.2f} "
-                      f"{epe.mean():>9.4f} {np.percentile(epe, 99):>8.4f}", flush=True)
+                for chunk in args.chunks:
+                    rate, flow = bench_ours(prev[:batch], nxt[:batch], device, args.repeats, chunk)
+                    k = min(batch, args.opencv_pairs)
+                    epe = np.sqrt(((flow[:k] - cv_flow[:k]) ** 2).sum(1))
+                    print(f"{size:>8} {name:>6} {batch:>5} {chunk or '-':>5} {rate:>13.2f} {cv_rate:>15.2f} "
+                          f"{rate / cv_rate:>8.2f} "
+                          f"{epe.mean():>9.4f} {np.percentile(epe, 99):>8.4f}", flush=True)
 
 
 if __name__ == "__main__":

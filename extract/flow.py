@@ -45,6 +45,10 @@ __all__ = [
 
 _CUBIC_A = -0.75  # Keys' parameter used by OpenCV's INTER_CUBIC
 
+CPU_CHUNK = 1
+"""Pairs :func:`tvl1` solves together on the CPU by default (``benchmarks/flow.py --chunks``: one pair at a
+time was the fastest on a 2-core machine; see benchmarks/flow_notes.md)."""
+
 
 # --------------------------------------------------------------------------------------------
 # Building blocks
@@ -455,6 +459,7 @@ def tvl1(
     fused: bool | None = None,
     sync_every: int = flow_triton.SYNC_EVERY,
     kernels: flow_triton.Kernels = flow_triton.Kernels(),
+    chunk: int | None = None,
 ) -> Tensor:
     """Dense TV-L1 optical flow from ``prev`` to ``nxt`` for a batch of frame pairs.
 
@@ -483,6 +488,9 @@ def tvl1(
             (default 16; fewer looks keep the GPU's queue fuller, more stop sooner).
         kernels: fused path: which Triton kernels run (:class:`extract.flow_triton.Kernels`; the
             default is the one timed on a GPU, the others give the same flow up to float rounding).
+        chunk: pairs solved together; a larger batch is solved ``chunk`` pairs at a time (each pair's flow
+            is the same either way). Default: :data:`CPU_CHUNK` for the plain loop on the CPU, where a batch's
+            working set (about 10 MB a pair at 340x256) leaves the caches; all of them otherwise.
 
     Returns:
         float32 Tensor[N, 2, H, W]: flow in pixels, (x, y), on the inputs' device.
@@ -499,6 +507,17 @@ def tvl1(
         fused = flow_triton.AVAILABLE and i0.is_cuda
     elif fused and not flow_triton.AVAILABLE:
         raise RuntimeError("fused=True needs Triton")
+    if chunk is None:
+        chunk = CPU_CHUNK if i0.device.type == "cpu" and not fused else max(len(i0), 1)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if len(i0) > chunk:
+        solve = functools.partial(
+            tvl1, tau=tau, lambd=lambd, theta=theta, nscales=nscales, scale_step=scale_step, warps=warps,
+            epsilon=epsilon, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
+            median_filtering=median_filtering, gamma=gamma, fused=fused, sync_every=sync_every, kernels=kernels,
+            chunk=chunk)
+        return torch.cat([solve(a, b) for a, b in zip(i0.split(chunk), i1.split(chunk))])
     N, H, W = i0.shape
     sizes = pyramid_sizes(H, W, nscales, scale_step)
     pyr0, pyr1 = [i0], [i1]

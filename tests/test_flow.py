@@ -154,12 +154,18 @@ def test_tvl1_recovers_a_shift():
 
 
 def test_tvl1_batch_equals_single_pairs():
+    """Pairs solved together (``chunk=3``: one batch whose pairs stop at different iterations) give each pair's
+    flow alone, to the bit; so does every chunking of the batch, the CPU's default (``CPU_CHUNK``) included."""
     g = torch.Generator().manual_seed(0)
     base = torch.nn.functional.avg_pool2d(torch.rand(3, 1, 52, 60, generator=g) * 255, 5, 1, 2)[:, 0]
     prev, nxt = base[:, 2:-2, :-4], base[:, :-4, 3:-1]  # different shifts; pairs converge differently
-    batch = tvl1(prev, nxt, nscales=3, warps=2)
-    for k in range(3):
-        torch.testing.assert_close(batch[k:k + 1], tvl1(prev[k:k + 1], nxt[k:k + 1], nscales=3, warps=2))
+    batch = tvl1(prev, nxt, nscales=3, warps=2, chunk=3)
+    single = torch.cat([tvl1(prev[k:k + 1], nxt[k:k + 1], nscales=3, warps=2) for k in range(3)])
+    assert torch.equal(single, batch)                       # to the bit, on the CPU
+    for chunk in (None, 2):
+        assert torch.equal(tvl1(prev, nxt, nscales=3, warps=2, chunk=chunk), batch)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        tvl1(prev, nxt, chunk=0)
 
 
 def test_tvl1_rejects_unsupported_parameters():
