@@ -327,8 +327,6 @@ def _train(args) -> int:
             files["best"].unlink(missing_ok=True)
         if world > 1:
             dist.barrier()
-        if state.is_file() and rank == 0:
-            print(f"detect: resuming from {state}", file=sys.stderr)
         model, meta = train_detector(args.features, args.annotations, config, train,
                                      refactor_checkpoint=args.refactor or args.refactor_config, front=config.front,
                                      context_checkpoint=args.context_score,

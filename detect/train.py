@@ -393,6 +393,8 @@ def train_detector(feature_dir: str | os.PathLike, annotations: str | os.PathLik
     history: list[dict] = []
     if state_path is not None and Path(state_path).is_file():
         history = load_training_state(state_path, fingerprint, model, opt, device)
+        if rank == 0:
+            print(f"detect: resuming from {state_path} after epoch {len(history)} of {train.epochs}", file=sys.stderr)
 
     def after_epoch(hist: list[dict], seconds: float) -> None:
         epoch = hist[-1]["epoch"]

@@ -146,8 +146,6 @@ def _train(args) -> int:
         state.unlink(missing_ok=True)
     pairs = build_pairs(args.features, args.annotations, train.subset, samples)
     config = RefactorConfig(in_dim=pairs.action.shape[1], **model_values)
-    if state.is_file():
-        print(f"refactor: resuming from {state}", file=sys.stderr)
     model, history = train_refactor(pairs, config, train, state_path=state)
     save_checkpoint(args.out, model, pairs, samples, train, history)
     state.unlink(missing_ok=True)

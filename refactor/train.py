@@ -140,6 +140,7 @@ def train_refactor(pairs: PairSet, config: RefactorConfig | None = None,
     fingerprint = _fingerprint(config, train, pairs) if state_path is not None else None
     if state_path is not None and Path(state_path).is_file():
         history = _load_state(state_path, fingerprint, model, opt, gen, device)
+        print(f"refactor: resuming from {state_path} after epoch {len(history)} of {train.epochs}", file=sys.stderr)
     bar = tqdm(range(len(history), train.epochs), desc="refactor stage 1", unit="epoch", initial=len(history),
                total=train.epochs, disable=(progress is False) or (progress is None and not sys.stderr.isatty()))
     for epoch in bar:

@@ -705,7 +705,8 @@ def test_cli_train_resumes_and_cleans_up(dataset, tmp_path):
     train_detector(features, ann, DetectorConfig(max_duration=32), TrainConfig(epochs=1, window=64, batch_size=8),
                    state_path=Path(str(out) + ".state"))                       # an interrupted run left epoch 1
     proc = run_cli(*common, "--epochs", "2")
-    assert proc.returncode == 0 and "resuming from" in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert f"detect: resuming from {out}.state after epoch 1 of 2\n" in proc.stderr
     assert out.is_file() and not Path(str(out) + ".state").exists()
     assert [h["epoch"] for h in load_detector(out)[1]["history"]] == [1, 2]
 

@@ -845,7 +845,8 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     done = len(load_checkpoint(state, RefactorError, "state")["history"])
     assert 1 <= done < 6
     r = run_cli(*args)
-    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert f"refactor: resuming from {state} after epoch {done} of 6\n" in r.stderr
     assert out.is_file() and not state.exists()
     model, ckpt = load_refactor(out)
     pairs = build_pairs(feature_dir, ann)
@@ -862,8 +863,9 @@ def test_cli_train_killed_then_resumed(tmp_path, capsys):
     short = [a if a != "6" else "2" for a in args]
     assert cli_main(short) == 1
     err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]                  # after "resuming from ..."
+    last = err.strip().splitlines()[-1]
     assert last.startswith("refactor train: ") and "other data or settings" in last and "--restart" in last
+    assert "resuming" not in err                          # said only of a state that is taken up
     assert err.count("refactor train:") == 1 and not out.exists()
     assert cli_main([*short, "--restart"]) == 0 and out.is_file() and not state.exists()
 
