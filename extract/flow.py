@@ -46,8 +46,9 @@ __all__ = [
 _CUBIC_A = -0.75  # Keys' parameter used by OpenCV's INTER_CUBIC
 
 CPU_CHUNK = 1
-"""Pairs :func:`tvl1` solves together on the CPU by default (``benchmarks/flow.py --chunks``: one pair at a
-time was the fastest on a 2-core machine; see benchmarks/flow_notes.md)."""
+"""Pairs :func:`tvl1` solves together on the CPU by default. On a 2-core machine chunks of 1, 2 and 4 pairs were
+level and a whole batch the slowest (``benchmarks/flow.py --chunks``); the extractor's flow stream ran 3.7x faster
+with 1 than with its batches of 128 pairs (``benchmarks/flow_extract_cpu.py``; benchmarks/flow_notes.md)."""
 
 
 # --------------------------------------------------------------------------------------------
